@@ -1,0 +1,49 @@
+# crm-intel: `make demo` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_CUSTOMERS ?= 5000
+DEMO_SEED ?= 42
+export CRM_INTEL_WAREHOUSE ?= data/warehouse.duckdb
+export CRM_INTEL_INBOX ?= data/inbox
+
+.PHONY: venv demo test lint bench dev lock clean
+
+venv: $(STAMP)
+
+# Installs exactly the pinned lock (requirements.lock), then the project itself without deps.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+demo: venv
+	rm -rf $(CRM_INTEL_INBOX)
+	$(BIN)/crm-intel demo-data --out $(CRM_INTEL_INBOX) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
+	$(BIN)/crm-intel run --inbox $(CRM_INTEL_INBOX) --warehouse $(CRM_INTEL_WAREHOUSE)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: venv
+	$(BIN)/python -m bench
+
+# Dagster UI (and daemon, for the schedule) on the same definitions; state under data/.dagster.
+dev: venv
+	mkdir -p data/.dagster
+	cp dagster.yaml data/.dagster/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/data/.dagster $(BIN)/dagster dev -m pipelines.definitions
+
+# Re-resolve the pinned lock from pyproject.toml (needs network to PyPI).
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) data/warehouse.duckdb data/published data/exports

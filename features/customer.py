@@ -1,0 +1,31 @@
+"""Per-customer purchase facts as of a date (built by ``feat_customer_summary.sql``)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import polars as pl
+
+from features.warehouse import materialize_sql
+
+
+def build_customer_summary(con: duckdb.DuckDBPyConnection, as_of: date) -> pl.DataFrame:
+    """Write ``features.customer_summary`` from staging facts dated on or before ``as_of``."""
+    materialize_sql(con, "features.customer_summary", "feat_customer_summary", as_of=as_of)
+    return con.sql("select * from features.customer_summary").pl()
+
+
+def lifetimes_summary(summary: pl.DataFrame, time_unit_days: float) -> pl.DataFrame:
+    """The (frequency, recency, T, monetary_value) frame in model time units.
+
+    ``frequency`` counts repeat purchase days, ``recency`` runs from the first to the last
+    purchase and ``T`` from the first purchase to the as-of date, as lifetimes defines them.
+    """
+    return summary.select(
+        "customer_id",
+        "frequency",
+        (pl.col("purchase_span_days") / time_unit_days).alias("recency"),
+        (pl.col("tenure_days") / time_unit_days).alias("T"),
+        "monetary_value",
+    )

@@ -1,0 +1,67 @@
+-- One row per customer with at least one purchase on or before $as_of: the facts RFM and the
+-- BG/NBD + Gamma-Gamma models need. A purchase is a distinct day with at least one invoice
+-- (Fader, Hardie & Lee; lifetimes); credit notes reduce spend but are not purchases.
+-- Durations are in days; the CLV stage converts them to its model time unit.
+with invoices as (
+    select customer_id, issue_date, amount, document_type
+    from staging.invoices
+    where issue_date <= $as_of
+),
+
+purchase_days as (
+    select customer_id, issue_date as purchase_date, sum(amount) as day_amount
+    from invoices
+    where document_type = 'invoice'
+    group by customer_id, issue_date
+),
+
+credit_notes as (
+    select customer_id, sum(amount) as credit_note_total
+    from invoices
+    where document_type = 'credit_note'
+    group by customer_id
+),
+
+per_customer as (
+    select
+        customer_id,
+        min(purchase_date) as first_purchase_date,
+        max(purchase_date) as last_purchase_date,
+        count(*) as purchase_days,
+        sum(day_amount) as gross_revenue,
+        sum(day_amount) - arg_min(day_amount, purchase_date) as repeat_revenue
+    from purchase_days
+    group by customer_id
+),
+
+final as (
+    select
+        p.customer_id,
+        $as_of::date as as_of_date,
+        p.first_purchase_date,
+        p.last_purchase_date,
+        p.purchase_days,
+        p.purchase_days - 1 as frequency,
+        date_diff('day', p.first_purchase_date, p.last_purchase_date) as purchase_span_days,
+        date_diff('day', p.last_purchase_date, $as_of::date) as recency_days,
+        date_diff('day', p.first_purchase_date, $as_of::date) as tenure_days,
+        p.gross_revenue::double as gross_revenue,
+        coalesce(c.credit_note_total, 0)::double as credit_note_total,
+        (p.gross_revenue + coalesce(c.credit_note_total, 0))::double as net_revenue,
+        (p.gross_revenue + coalesce(c.credit_note_total, 0))::double / p.purchase_days
+            as avg_order_value,
+        -- Gamma-Gamma spend: mean repeat purchase, net of the customer's credit-note share.
+        case
+            when p.purchase_days > 1
+                then greatest(
+                    p.repeat_revenue::double / (p.purchase_days - 1)
+                    * (1 + coalesce(c.credit_note_total, 0)::double / p.gross_revenue::double),
+                    0
+                )
+            else 0
+        end as monetary_value
+    from per_customer as p
+    left join credit_notes as c using (customer_id)
+)
+
+select * from final order by customer_id

@@ -1,0 +1,66 @@
+-- One row per known customer (CRM accounts and invoiced customers): firmographics, RFM and
+-- lifetime value as of the run's as-of date.
+with accounts as (
+    select customer_id, name, tax_id, country, region, sector, size_band, status
+    from staging.accounts
+),
+
+invoiced_customers as (
+    select customer_id from features.customer_summary
+),
+
+customers as (
+    select customer_id from accounts
+    union
+    select customer_id from invoiced_customers
+),
+
+summary as (
+    select customer_id, first_purchase_date, last_purchase_date from features.customer_summary
+),
+
+rfm as (
+    select * from models.rfm_scores
+),
+
+clv as (
+    select * from models.clv_scores
+),
+
+final as (
+    select
+        c.customer_id,
+        $as_of::date as as_of_date,
+        a.name,
+        a.tax_id,
+        a.country,
+        a.region,
+        a.sector,
+        a.size_band,
+        a.status as account_status,
+        s.first_purchase_date,
+        s.last_purchase_date,
+        rfm.recency_days,
+        coalesce(rfm.frequency, 0) as frequency,
+        coalesce(rfm.monetary, 0) as monetary,
+        rfm.r_score,
+        rfm.f_score,
+        rfm.m_score,
+        rfm.rfm_cell,
+        coalesce(rfm.rfm_segment, 'No purchase yet') as rfm_segment,
+        clv.expected_purchases_90d,
+        clv.expected_purchases_365d,
+        clv.p_alive,
+        clv.expected_order_value,
+        clv.clv_12m,
+        clv.clv_12m_low,
+        clv.clv_12m_high,
+        clv.next_order_date
+    from customers as c
+    left join accounts as a using (customer_id)
+    left join summary as s using (customer_id)
+    left join rfm using (customer_id)
+    left join clv using (customer_id)
+)
+
+select * from final order by customer_id

@@ -1,0 +1,122 @@
+"""Warehouse layout: schemas, the shared bookkeeping tables, and the SQL-file runner."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+SCHEMAS = ("raw", "staging", "features", "models", "marts", "quarantine", "ops")
+SQL_DIR = Path(__file__).parent / "sql"
+
+BOOKKEEPING_DDL = (
+    """
+    create table if not exists ops.runs (
+        run_id varchar primary key,
+        as_of_date date not null,
+        as_of_source varchar not null,
+        started_at timestamp not null
+    )""",
+    """
+    create table if not exists ops.source_files (
+        run_id varchar, file_group varchar, source_file varchar, rows bigint,
+        loaded_at timestamp
+    )""",
+    """
+    create table if not exists quarantine.rejected_rows (
+        run_id varchar,
+        staging_table varchar not null,
+        source_file varchar not null,
+        line_number bigint not null,
+        reason varchar not null,
+        detail varchar,
+        raw_record json,
+        rejected_at timestamp not null
+    )""",
+    """
+    create table if not exists models.model_runs (
+        run_id varchar not null,
+        model varchar not null,
+        as_of_date date not null,
+        parameters json,
+        metrics json,
+        data_fingerprint varchar,
+        created_at timestamp not null
+    )""",
+)
+
+
+def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the schemas and bookkeeping tables if this is a new warehouse."""
+    for schema in SCHEMAS:
+        con.execute(f"create schema if not exists {schema}")
+    for ddl in BOOKKEEPING_DDL:
+        con.execute(ddl)
+
+
+def sql_text(name: str) -> str:
+    """The text of ``features/sql/<name>.sql`` (one statement per file)."""
+    return (SQL_DIR / f"{name}.sql").read_text()
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
+    """Run one SQL file with named ``$parameters``; only the parameters it uses are bound."""
+    text = sql_text(name)
+    used = {key: value for key, value in params.items() if f"${key}" in text}
+    con.execute(text, used).fetchall()
+
+
+def materialize_sql(con: duckdb.DuckDBPyConnection, table: str, name: str, **params: Any) -> int:
+    """Replace ``table`` with the result of the SELECT in ``sql/<name>.sql``; returns its rows."""
+    text = sql_text(name)
+    used = {key: value for key, value in params.items() if f"${key}" in text}
+    con.execute(f"create or replace table {table} as {text}", used).fetchall()
+    return row_count(con, table)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:
+    schema, table = qualified_name.split(".")
+    rows = con.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchall()
+    return rows[0][0] > 0
+
+
+def row_count(con: duckdb.DuckDBPyConnection, qualified_name: str) -> int:
+    return con.sql(f"select count(*) from {qualified_name}").fetchall()[0][0]
+
+
+def record_model_run(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    model: str,
+    as_of_date: date,
+    parameters: dict[str, Any],
+    metrics: dict[str, Any],
+    data_fingerprint: str,
+) -> None:
+    """Append one fit to ``models.model_runs``; a rerun of the same run and model replaces it."""
+    con.execute("delete from models.model_runs where run_id = ? and model = ?", [run_id, model])
+    con.execute(
+        "insert into models.model_runs values (?, ?, ?, ?, ?, ?, ?)",
+        [
+            run_id,
+            model,
+            as_of_date,
+            json.dumps(parameters, default=str),
+            json.dumps(metrics, default=str),
+            data_fingerprint,
+            datetime.now(),
+        ],
+    ).fetchall()
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    """A cheap, order-independent fingerprint of a query's rows, to tie a fit to its data."""
+    rows = con.sql(f"select count(*), sum(hash(q))::varchar from ({query}) q").fetchall()[0]
+    return f"{rows[0]}:{rows[1]}"

@@ -1,0 +1,233 @@
+"""``crm-intel``: every user action is a subcommand."""
+
+import os
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+
+from features.warehouse import sql_text
+from pipelines.resources import DEFAULT_INBOX, DEFAULT_WAREHOUSE
+from pipelines.settings import SettingsError, load_settings
+
+app = typer.Typer(help="Analytical CRM pipeline: RFM, CLV, churn and credit risk per customer.")
+segments_app = typer.Typer(help="Segment lists for campaigns (marketing consent respected).")
+config_app = typer.Typer(help="Settings.")
+app.add_typer(segments_app, name="segments")
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="Settings TOML (default: ./crm-intel.toml).")
+]
+WarehouseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--warehouse", help=f"DuckDB file (default: $CRM_INTEL_WAREHOUSE or {DEFAULT_WAREHOUSE})."
+    ),
+]
+
+
+def _warehouse_path(option: Path | None) -> Path:
+    return option or Path(os.environ.get("CRM_INTEL_WAREHOUSE", DEFAULT_WAREHOUSE))
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def run(
+    inbox: Annotated[
+        Path | None, typer.Option(help=f"Input folder (default: {DEFAULT_INBOX}).")
+    ] = None,
+    warehouse: WarehouseOption = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD.")] = None,
+    config: ConfigOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every Dagster event.")
+    ] = False,
+) -> None:
+    """Materialize every asset in-process (the same job the Dagster UI runs)."""
+    import dagster as dg
+
+    from pipelines.definitions import NIGHTLY_JOB_NAME, defs, run_config_for
+
+    if as_of:
+        try:
+            date.fromisoformat(as_of)
+        except ValueError:
+            raise _fail(f"--as-of must be YYYY-MM-DD, got {as_of!r}") from None
+    try:
+        settings = load_settings(config, overrides={"run": {"as_of": as_of}} if as_of else None)
+    except SettingsError as error:
+        raise _fail(str(error)) from None
+    inbox_path = inbox or Path(os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX))
+    if not inbox_path.is_dir():
+        raise _fail(f"inbox folder {inbox_path} does not exist")
+    warehouse_path = _warehouse_path(warehouse)
+    run_config = run_config_for(settings, warehouse=str(warehouse_path), inbox=str(inbox_path))
+    if not verbose:
+        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+    instance = (
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
+    )
+    started = time.perf_counter()
+    result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False
+    )
+    elapsed = time.perf_counter() - started
+    if not result.success:
+        failures = [
+            f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"  # type: ignore[union-attr]
+            for event in result.all_events
+            if event.is_step_failure and event.event_specific_data is not None
+        ]
+        failed_checks = [
+            f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}"
+            for evaluation in result.get_asset_check_evaluations()
+            if not evaluation.passed
+        ]
+        detail = "\n  ".join(failures + [f"check failed: {c}" for c in failed_checks])
+        raise _fail(f"run {result.run_id} failed after {elapsed:.1f}s:\n  {detail}")
+    _print_summary(warehouse_path, elapsed)
+
+
+def _root_cause(error) -> str:  # dagster's SerializableErrorInfo chain
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
+def _print_summary(warehouse_path: Path, elapsed: float) -> None:
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        as_of, customers, purchasers, clv_total = con.sql(
+            "select max(as_of_date), count(*), count(*) filter (where frequency > 0), "
+            "sum(clv_12m) from marts.customer_360"
+        ).fetchall()[0]
+        segments = con.sql(
+            "select rfm_segment, customers, contactable_customers, net_revenue, clv_12m_total "
+            "from marts.segment_summary order by clv_12m_total desc nulls last"
+        ).fetchall()
+        quarantined = con.sql("select count(*) from quarantine.rejected_rows").fetchall()[0][0]
+    typer.echo(f"crm-intel run finished in {elapsed:.1f}s — as of {as_of}")
+    typer.echo(f"customers: {customers:,} ({purchasers:,} with purchases)")
+    typer.echo(f"total 12-month CLV: {clv_total or 0:,.2f}")
+    typer.echo(
+        f"{'segment':<22}{'customers':>10}{'contactable':>13}{'net revenue':>16}{'CLV 12m':>16}"
+    )
+    for name, count, contactable, revenue, clv in segments:
+        typer.echo(
+            f"{name:<22}{count:>10,}{contactable:>13,}{revenue or 0:>16,.2f}{clv or 0:>16,.2f}"
+        )
+    if quarantined:
+        typer.echo(f"quarantined rows: {quarantined:,} (see quarantine.rejected_rows)")
+    typer.echo(
+        f"tables in {warehouse_path}: marts.customer_360, marts.segment_summary, "
+        "marts.segment_members, models.model_runs"
+    )
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Option(help="Inbox folder to write.")] = Path(DEFAULT_INBOX),
+    customers: Annotated[int, typer.Option(min=50, help="Number of customers.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
+    file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    faults: Annotated[
+        str, typer.Option(help="Comma-separated fault kinds to inject (see docs).")
+    ] = "",
+    invoices_only: Annotated[bool, typer.Option(help="Write only invoice files.")] = False,
+) -> None:
+    """Generate realistic CRM, invoice and bureau exports with known ground truth."""
+    from synthetic import generate_demo_data
+
+    started = time.perf_counter()
+    summary = generate_demo_data(
+        out,
+        customers=customers,
+        seed=seed,
+        file_format=file_format,
+        faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
+        include=frozenset({"invoices/invoices"}) if invoices_only else None,
+    )
+    typer.echo(
+        f"wrote {summary.customers:,} customers, {summary.invoices:,} invoices, "
+        f"{summary.payments:,} payments, {summary.credit_reports:,} credit reports, "
+        f"{summary.activities:,} activities to {out} in {time.perf_counter() - started:.1f}s "
+        f"({summary.start_date} to {summary.end_date}; truth in {out / 'truth'})"
+    )
+
+
+def _read_only(warehouse: Path | None) -> duckdb.DuckDBPyConnection:
+    path = _warehouse_path(warehouse)
+    if not path.is_file():
+        raise _fail(f"no warehouse at {path}: run `crm-intel run` first")
+    return duckdb.connect(str(path), read_only=True)
+
+
+@segments_app.command("list")
+def segments_list(warehouse: WarehouseOption = None) -> None:
+    """Segments with their size, reach and value."""
+    with _read_only(warehouse) as con:
+        rows = con.sql(
+            "select rfm_segment, customers, contactable_customers, clv_12m_total, as_of_date "
+            "from marts.segment_summary order by clv_12m_total desc nulls last"
+        ).fetchall()
+    typer.echo(f"{'segment':<22}{'customers':>10}{'contactable':>13}{'CLV 12m':>16}  as of")
+    for name, count, contactable, clv, as_of in rows:
+        typer.echo(f"{name:<22}{count:>10,}{contactable:>13,}{clv or 0:>16,.2f}  {as_of}")
+
+
+@segments_app.command("export")
+def segments_export(
+    name: Annotated[str, typer.Argument(help="Segment name, e.g. 'At risk' (any case).")],
+    out: Annotated[Path, typer.Option(help="File to write.")],
+    file_format: Annotated[str, typer.Option("--format", help="csv or xlsx.")] = "csv",
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Write one segment's consenting contacts to CSV or XLSX."""
+    if file_format not in ("csv", "xlsx"):
+        raise _fail(f"--format must be csv or xlsx, got {file_format!r}")
+    with _read_only(warehouse) as con:
+        known = [
+            row[0] for row in con.sql("select rfm_segment from marts.segment_summary").fetchall()
+        ]
+        if name.lower() not in {k.lower() for k in known}:
+            raise _fail(f"unknown segment {name!r}; segments: {', '.join(sorted(known))}")
+        members = con.execute(
+            "select count(*), count(*) filter (where contactable) from marts.segment_members "
+            "where lower(rfm_segment) = lower(?)",
+            [name],
+        ).fetchall()[0]
+        contacts = con.sql(sql_text("export_segment_contacts"), params={"segment": name}).pl()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if file_format == "csv":
+        contacts.write_csv(out)
+    else:
+        contacts.write_excel(out, worksheet=name[:31])
+    typer.echo(
+        f"{name}: {members[0]:,} customers, {members[1]:,} with a consenting contact; "
+        f"wrote {contacts.height:,} contacts to {out} "
+        f"({members[0] - members[1]:,} customers left out: no marketing consent)"
+    )
+
+
+@config_app.command("show")
+def config_show(config: ConfigOption = None) -> None:
+    """Print the effective settings (defaults overlaid with the settings file)."""
+    try:
+        settings = load_settings(config)
+    except SettingsError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"# source: {settings.source or 'defaults (no crm-intel.toml found)'}")
+    typer.echo(settings.to_toml())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,55 @@
+"""Marts: the enriched tables marketers and finance read."""
+
+import dagster as dg
+
+from features.warehouse import materialize_sql
+from pipelines.common import preview, run_as_of, table_metadata
+from pipelines.customer_value.assets import clv_scores, rfm_scores, run_as_of_date
+from pipelines.resources import DUCKDB_POOL, Warehouse
+
+
+@dg.asset(
+    key=["marts", "customer_360"],
+    deps=[run_as_of_date, rfm_scores, clv_scores, dg.AssetKey(["staging", "accounts"])],
+    group_name="marts",
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """One row per customer: firmographics, RFM segment and lifetime value, as of one date."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        materialize_sql(con, "marts.customer_360", "mart_customer_360", as_of=as_of)
+        metadata = table_metadata(con, "marts.customer_360", as_of_date=str(as_of))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=["marts", "segment_members"],
+    deps=[customer_360, dg.AssetKey(["staging", "contacts"])],
+    group_name="marts",
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def segment_members(warehouse: Warehouse) -> dg.MaterializeResult:
+    """Who is in each RFM segment and whether a consenting contact can be reached."""
+    with warehouse.connect() as con:
+        materialize_sql(con, "marts.segment_members", "mart_segment_members")
+        metadata = table_metadata(con, "marts.segment_members")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    key=["marts", "segment_summary"],
+    deps=[segment_members],
+    group_name="marts",
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def segment_summary(warehouse: Warehouse) -> dg.MaterializeResult:
+    """Customers, revenue, CLV and reach per RFM segment."""
+    with warehouse.connect() as con:
+        materialize_sql(con, "marts.segment_summary", "mart_segment_summary")
+        metadata = table_metadata(con, "marts.segment_summary")
+        summary = con.sql("select * from marts.segment_summary").pl()
+    return dg.MaterializeResult(metadata={**metadata, "segments": preview(summary, 20)})

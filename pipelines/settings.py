@@ -1,0 +1,149 @@
+"""Tunables: one TOML file (``crm-intel.toml``) whose sections are Dagster ``Config`` classes.
+
+The same classes are the run config of the assets, so a setting in the file, in the CLI and in
+the Dagster UI launchpad means the same thing. Every key is optional; unknown keys are an error
+that names them, because a silently ignored typo in a nightly job is worse than a failed start.
+"""
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+DEFAULT_CONFIG_FILE = "crm-intel.toml"
+
+
+class RunSettings(dg.Config):
+    """Which date the run describes."""
+
+    as_of: str | None = Field(
+        default=None,
+        description="As-of date YYYY-MM-DD; default: the latest invoice issue date in staging.",
+    )
+
+
+class ClvSettings(dg.Config):
+    """BG/NBD + Gamma-Gamma lifetime value."""
+
+    time_unit_days: float = Field(default=7.0, description="Model time unit in days (7 = weeks).")
+    horizon_days: int = Field(default=365, description="CLV horizon in days.")
+    annual_discount_rate: float = Field(default=0.10, description="Yearly discount rate for CLV.")
+    penalizer: float = Field(default=0.0, description="L2 penalizer of the BG/NBD fit.")
+    interval: float = Field(
+        default=0.80, description="Central interval width for clv_12m_low/high."
+    )
+    n_bootstrap: int = Field(default=200, description="Bootstrap draws for the CLV interval.")
+    min_repeat_customers: int = Field(
+        default=30, description="Fewer repeat buyers than this fails the CLV stage."
+    )
+
+
+class ChurnSettings(dg.Config):
+    """Churn definition."""
+
+    horizon_days: int = Field(
+        default=180, description="Churned = no purchase in this many days after the as-of date."
+    )
+
+
+class RiskSettings(dg.Config):
+    """Credit risk."""
+
+    lgd: float = Field(
+        default=0.45,
+        description="Loss given default; 45% is the Basel foundation-IRB value for senior "
+        "unsecured claims.",
+    )
+
+
+SECTIONS: dict[str, type[dg.Config]] = {
+    "run": RunSettings,
+    "clv": ClvSettings,
+    "churn": ChurnSettings,
+    "risk": RiskSettings,
+}
+
+
+class SettingsError(ValueError):
+    """The settings file names a section or key we do not know, or a value of the wrong type."""
+
+
+class Settings:
+    """Effective settings: defaults overlaid with the TOML file and CLI overrides."""
+
+    def __init__(self, sections: dict[str, dg.Config], source: Path | None = None) -> None:
+        self.sections = sections
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["sections"][name]
+        except KeyError as missing:
+            raise AttributeError(name) from missing
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: section.model_dump() for name, section in self.sections.items()}
+
+    def to_toml(self) -> str:
+        lines: list[str] = []
+        for name, values in self.as_dict().items():
+            lines.append(f"[{name}]")
+            for key, value in values.items():
+                if value is None:
+                    lines.append(f"# {key} = (unset)")
+                elif isinstance(value, str):
+                    lines.append(f'{key} = "{value}"')
+                elif isinstance(value, bool):
+                    lines.append(f"{key} = {str(value).lower()}")
+                else:
+                    lines.append(f"{key} = {value}")
+            lines.append("")
+        return "\n".join(lines)
+
+
+def parse_settings(data: dict[str, Any], source: Path | None = None) -> Settings:
+    """Validate a settings mapping; unknown sections and keys are errors that name them."""
+    unknown_sections = sorted(set(data) - set(SECTIONS))
+    problems = [f"unknown section [{name}]" for name in unknown_sections]
+    sections: dict[str, dg.Config] = {}
+    for name, config_class in SECTIONS.items():
+        values = data.get(name, {})
+        if not isinstance(values, dict):
+            problems.append(f"[{name}] must be a table, got {type(values).__name__}")
+            continue
+        unknown_keys = sorted(set(values) - set(config_class.model_fields))
+        problems += [f"unknown key '{key}' in [{name}]" for key in unknown_keys]
+        if unknown_keys:
+            continue
+        try:
+            sections[name] = config_class(**values)
+        except Exception as error:  # pydantic's message names the field and the bad value
+            problems.append(f"[{name}]: {error}")
+    where = f" in {source}" if source else ""
+    if problems:
+        known = ", ".join(
+            f"[{name}] {', '.join(cls.model_fields)}" for name, cls in SECTIONS.items()
+        )
+        raise SettingsError(f"bad settings{where}: " + "; ".join(problems) + f". Known: {known}")
+    return Settings(sections, source)
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None):
+    """Read ``path`` (or ``crm-intel.toml`` in the working directory if it exists)."""
+    data: dict[str, Any] = {}
+    source = path
+    if source is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        source = Path(DEFAULT_CONFIG_FILE)
+    if source is not None:
+        if not source.is_file():
+            raise SettingsError(f"settings file not found: {source}")
+        with source.open("rb") as handle:
+            try:
+                data = tomllib.load(handle)
+            except tomllib.TOMLDecodeError as error:
+                raise SettingsError(f"{source} is not valid TOML: {error}") from error
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    return parse_settings(data, source)

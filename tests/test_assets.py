@@ -1,0 +1,81 @@
+"""Asset-level tests: real materializations against a DuckDB file under tmp_path."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from pipelines.customer_value.assets import customer_summary, rfm_scores, run_as_of_date
+from pipelines.ingest.assets import staging_assets
+from pipelines.ingest.checks import invoice_ids_unique, invoices_not_empty
+from pipelines.resources import Inbox, Warehouse
+
+
+def _materialize(
+    inbox: Path, warehouse: Path, as_of: str | None = None
+) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*staging_assets, run_as_of_date, customer_summary, rfm_scores],
+        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
+        run_config={"ops": {"ops__run_as_of": {"config": {"as_of": as_of}}}} if as_of else None,
+        selection=None,
+    )
+
+
+def test_ingest_and_rfm_assets_write_their_tables(demo_inbox: Path, tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    result = _materialize(demo_inbox, warehouse)
+    assert result.success
+    invoices = result.asset_materializations_for_node("staging__invoices")[0].metadata
+    assert invoices["dagster/row_count"].value > 0
+    assert invoices["quarantined_rows"].value == 0
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        summary_rows = con.sql("select count(*) from features.customer_summary").fetchall()[0][0]
+        rfm_rows = con.sql("select count(*) from models.rfm_scores").fetchall()[0][0]
+        max_issue = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
+        as_of = con.sql("select as_of_date from ops.runs").fetchall()[0][0]
+    assert summary_rows == rfm_rows > 0
+    assert as_of == max_issue
+
+
+def test_as_of_uses_no_later_fact(demo_inbox: Path, tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert _materialize(demo_inbox, warehouse, as_of="2024-06-30").success
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        latest, older_customers = con.sql(
+            "select max(last_purchase_date), count(*) from features.customer_summary"
+        ).fetchall()[0]
+        expected = con.sql(
+            "select count(distinct customer_id) from staging.invoices "
+            "where issue_date <= date '2024-06-30' and document_type = 'invoice'"
+        ).fetchall()[0][0]
+    assert str(latest) <= "2024-06-30"
+    assert older_customers == expected
+
+
+def test_blocking_checks_stop_the_run_on_empty_invoices(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "invoices").mkdir(parents=True)
+    (inbox / "invoices/invoices.csv").write_text(
+        "invoice_id,customer_id,issue_date,amount\nI1,C1,not-a-date,10\n"
+    )
+    result = dg.materialize(
+        [*staging_assets, invoices_not_empty, invoice_ids_unique, run_as_of_date],
+        resources={
+            "warehouse": Warehouse(path=str(tmp_path / "w.duckdb")),
+            "inbox": Inbox(path=str(inbox)),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["invoices_not_empty"] is False
+    # the as-of asset never ran: a blocking check stops its downstream
+    assert not result.asset_materializations_for_node("ops__run_as_of")
+
+
+@pytest.mark.parametrize("as_of", ["2024-02-30", "yesterday"])
+def test_bad_as_of_fails_with_a_clear_message(demo_inbox: Path, tmp_path: Path, as_of: str) -> None:
+    with pytest.raises(dg.Failure, match="YYYY-MM-DD"):
+        _materialize(demo_inbox, tmp_path / "w.duckdb", as_of=as_of)

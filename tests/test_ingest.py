@@ -1,0 +1,114 @@
+"""Staging and quarantine on hand-written exports: every raw row is staged or quarantined."""
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from features.contracts import CONTRACTS_BY_TABLE
+from features.ingest import InboxError, ingest_group
+from features.warehouse import ensure_layout
+from tests.conftest import write_csv
+
+INVOICES = CONTRACTS_BY_TABLE["invoices"]
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    ensure_layout(connection)
+    yield connection
+    connection.close()
+
+
+def test_bad_rows_are_quarantined_with_file_line_and_reason(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    write_csv(
+        inbox / "invoices/invoices_2024.csv",
+        """
+invoice_id,customer_id,issue_date,due_date,amount,currency,document_type
+I1,C1,2024-01-05,2024-02-04,100.50,EUR,invoice
+I2,C1,2024-13-40,2024-02-04,10,EUR,invoice
+I3,,2024-01-07,2024-02-06,10,EUR,invoice
+I4,C2,2024-01-08,2024-02-07,12;3x,EUR,invoice
+I5,C2,2024-01-09,2024-02-08,25.00,EUR,credit_note
+I6,C2,2024-01-10,2024-02-09,30,EUR,bogus
+I1,C1,2024-01-05,2024-02-04,100.50,EUR,invoice
+""",
+    )
+    result = ingest_group(con, inbox, INVOICES, run_id="r1")
+    assert result.raw_rows == 7
+    assert result.staged_rows + result.quarantined_rows == result.raw_rows
+    rejected = dict(
+        con.sql(
+            "select line_number, reason from quarantine.rejected_rows order by line_number"
+        ).fetchall()
+    )
+    assert rejected == {
+        2: "duplicate_key",  # the later copy of I1 (line 8) wins
+        3: "bad_date",
+        4: "missing_required",
+        5: "bad_number",
+        7: "not_allowed",
+    }
+    files = {
+        row[0] for row in con.sql("select source_file from quarantine.rejected_rows").fetchall()
+    }
+    assert files == {"invoices/invoices_2024.csv"}
+    # credit notes are stored negative whatever sign they arrive with
+    assert con.sql("select amount from staging.invoices where invoice_id = 'I5'").fetchall() == [
+        (pytest.approx(-25.0),)
+    ]
+    raw = con.sql(
+        "select raw_record from quarantine.rejected_rows where line_number = 5"
+    ).fetchall()[0][0]
+    assert "12;3x" in raw
+
+
+def test_later_file_wins_for_the_same_key(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    inbox = tmp_path / "inbox"
+    header = "invoice_id,customer_id,issue_date,amount\n"
+    write_csv(inbox / "invoices/invoices_1.csv", header + "I1,C1,2024-01-05,100\n")
+    write_csv(inbox / "invoices/invoices_2.csv", header + "I1,C1,2024-01-05,120\n")
+    ingest_group(con, inbox, INVOICES, run_id="r1")
+    assert con.sql("select amount, source_file from staging.invoices").fetchall() == [
+        (pytest.approx(120.0), "invoices/invoices_2.csv")
+    ]
+
+
+def test_missing_required_column_names_file_and_column(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    write_csv(
+        inbox / "invoices/invoices.csv",
+        "invoice_id,customer,issue_date,amount\nI1,C1,2024-01-05,1\n",
+    )
+    with pytest.raises(InboxError, match=r"invoices\.csv.*customer_id"):
+        ingest_group(con, inbox, INVOICES, run_id="r1")
+
+
+def test_no_invoice_file_is_an_error_but_optional_sources_degrade(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with pytest.raises(InboxError, match="invoices"):
+        ingest_group(con, inbox, INVOICES, run_id="r1")
+    result = ingest_group(con, inbox, CONTRACTS_BY_TABLE["credit_reports"], run_id="r1")
+    assert not result.present
+    # the empty table keeps its typed columns so downstream SQL still runs
+    types = {row[0]: row[1] for row in con.sql("describe staging.credit_reports").fetchall()}
+    assert types["report_date"] == "DATE"
+
+
+def test_undecodable_file_names_the_file(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    path = tmp_path / "inbox/invoices/invoices.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(
+        "invoice_id,customer_id,issue_date,amount\nI1,C\xe9,2024-01-05,1\n".encode("latin-1")
+    )
+    with pytest.raises(InboxError, match=r"invoices\.csv"):
+        ingest_group(con, tmp_path / "inbox", INVOICES, run_id="r1")
