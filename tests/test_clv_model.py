@@ -1,0 +1,300 @@
+"""ClvModel against published CDNOW figures, lifetimes' own methods and edge cases."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from lifetimes import BetaGeoFitter, GammaGammaFitter
+from lifetimes.datasets import load_cdnow_summary_data_with_monetary_value
+
+from models import clv
+from models.clv import ClvModel, InsufficientDataError
+
+AS_OF = date(1998, 6, 30)
+NUMERIC_OUTPUTS = [c for c in clv.OUTPUT_COLUMNS if c not in ("customer_id", "next_order_date")]
+
+
+def load_cdnow_summary() -> pl.DataFrame:
+    """CDNOW sample (2,357 customers, weeks) as the upstream SQL would deliver it."""
+    frame = load_cdnow_summary_data_with_monetary_value().reset_index()
+    return pl.from_pandas(frame).with_columns(pl.col("customer_id").cast(pl.Utf8))
+
+
+def simulate_no_dropout_cohort(n: int, seed: int) -> pl.DataFrame:
+    """Gamma-heterogeneous Poisson buyers who never drop out, observed for only ~10 weeks."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(shape=1.5, scale=0.3, size=n)  # purchases per week
+    T = rng.uniform(8.0, 12.0, size=n)
+    frequency = rng.poisson(rate * T)
+    # Given x events in (0, T], the last one is at T times the max of x uniforms.
+    recency = np.where(frequency > 0, T * rng.uniform(size=n) ** (1 / np.maximum(frequency, 1)), 0)
+    spend = rng.gamma(shape=4.0, scale=10.0, size=n)
+    return pl.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "frequency": frequency,
+            "recency": recency,
+            "T": T,
+            "monetary_value": np.where(frequency > 0, spend, 0.0),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def cdnow() -> pl.DataFrame:
+    return load_cdnow_summary()
+
+
+@pytest.fixture(scope="module")
+def cdnow_model(cdnow: pl.DataFrame) -> ClvModel:
+    return ClvModel(time_unit_days=7.0).fit(cdnow)
+
+
+@pytest.fixture(scope="module")
+def cdnow_scores(cdnow_model: ClvModel, cdnow: pl.DataFrame) -> pl.DataFrame:
+    return cdnow_model.predict(cdnow, as_of=AS_OF)
+
+
+@pytest.fixture(scope="module")
+def lifetimes_fits(cdnow: pl.DataFrame) -> tuple[BetaGeoFitter, GammaGammaFitter]:
+    """Uncollapsed lifetimes fits: the reference our collapsed, weighted fit must match."""
+    frame = cdnow.to_pandas()
+    bgf = BetaGeoFitter().fit(frame["frequency"], frame["recency"], frame["T"])
+    repeat = frame[frame["frequency"] > 0]
+    ggf = GammaGammaFitter().fit(repeat["frequency"], repeat["monetary_value"])
+    return bgf, ggf
+
+
+def _assert_finite(scores: pl.DataFrame) -> None:
+    values = scores.select(NUMERIC_OUTPUTS).to_numpy()
+    assert np.all(np.isfinite(values))
+    p_alive = scores["p_alive"].to_numpy()
+    assert np.all((p_alive >= 0) & (p_alive <= 1))
+
+
+def test_cdnow_parameters_match_published(cdnow_model: ClvModel) -> None:
+    # Fader, Hardie & Lee (2005) BG/NBD; Fader & Hardie note 025 Gamma-Gamma.
+    published = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+    for name, value in published.items():
+        assert cdnow_model.purchase_params_[name] == pytest.approx(value, rel=0.01)
+    assert cdnow_model.log_likelihood_ == pytest.approx(-9582.4, abs=0.1)
+    for name, value in {"p": 6.25, "q": 3.74, "v": 15.44}.items():
+        assert cdnow_model.spend_params_[name] == pytest.approx(value, rel=0.01)
+    assert cdnow_model.purchase_model_ == "bg_nbd"
+    assert cdnow_model.spend_model_ == "gamma_gamma"
+    assert cdnow_model.fallback_reason_ is None
+    assert cdnow_model.n_customers_ == 2357
+    assert cdnow_model.n_repeat_customers_ == 946
+    assert cdnow_model.n_patterns_ < cdnow_model.n_customers_
+    assert cdnow_model.metrics_["log_likelihood"] == cdnow_model.log_likelihood_
+    assert -1 < cdnow_model.metrics_["frequency_spend_correlation"] < 1
+
+
+def test_collapsed_weighted_fit_equals_uncollapsed(
+    cdnow_model: ClvModel, lifetimes_fits: tuple[BetaGeoFitter, GammaGammaFitter]
+) -> None:
+    bgf, ggf = lifetimes_fits
+    for name in ("r", "alpha", "a", "b"):
+        assert cdnow_model.purchase_params_[name] == pytest.approx(bgf.params_[name], rel=1e-4)
+    for name in ("p", "q", "v"):
+        assert cdnow_model.spend_params_[name] == pytest.approx(ggf.params_[name], rel=1e-4)
+
+
+def test_hardie_conditional_expectation() -> None:
+    # Hardie's BG/NBD spreadsheet: x=2, t_x=30.43, T=38.86, next 39 weeks -> 1.226.
+    params = {"r": 0.242594, "alpha": 4.413532, "a": 0.792886, "b": 2.425752}
+    expected = clv.bg_nbd_expected_purchases(
+        params, 39.0, np.array([2.0]), np.array([30.43]), np.array([38.86])
+    )
+    assert expected[0] == pytest.approx(1.226, abs=5e-4)
+
+
+def test_scoring_matches_lifetimes_methods(
+    cdnow: pl.DataFrame, lifetimes_fits: tuple[BetaGeoFitter, GammaGammaFitter]
+) -> None:
+    bgf, ggf = lifetimes_fits
+    params = {k: float(bgf.params_[k]) for k in ("r", "alpha", "a", "b")}
+    spend_params = {k: float(ggf.params_[k]) for k in ("p", "q", "v")}
+    x, t_x, T, m = (cdnow[c].cast(pl.Float64).to_numpy() for c in clv.SUMMARY_COLUMNS[1:])
+    for t in (1.0, 12.86, 39.0, 52.14):
+        ours = clv.bg_nbd_expected_purchases(params, t, x, t_x, T)
+        theirs = bgf.conditional_expected_number_of_purchases_up_to_time(t, x, t_x, T)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    np.testing.assert_allclose(
+        clv.bg_nbd_p_alive(params, x, t_x, T),
+        bgf.conditional_probability_alive(x, t_x, T),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        clv.gamma_gamma_expected_spend(spend_params, x, m),
+        ggf.conditional_expected_average_profit(x, m),
+        rtol=1e-6,
+    )
+
+
+def test_clv_matches_lifetimes_customer_lifetime_value(
+    cdnow: pl.DataFrame,
+    cdnow_scores: pl.DataFrame,
+    lifetimes_fits: tuple[BetaGeoFitter, GammaGammaFitter],
+) -> None:
+    bgf, ggf = lifetimes_fits
+    frame = cdnow.to_pandas()
+    # lifetimes: `time` in months, `discount_rate` monthly, freq "W" = 4.345 weeks per month.
+    monthly_rate = 1.10 ** (1 / 12) - 1
+    theirs = ggf.customer_lifetime_value(
+        bgf,
+        frame["frequency"],
+        frame["recency"],
+        frame["T"],
+        frame["monetary_value"],
+        time=12,
+        discount_rate=monthly_rate,
+        freq="W",
+    )
+    # Our parameters come from the collapsed fit (equal to ~1e-5), hence rtol 1e-4 here.
+    np.testing.assert_allclose(cdnow_scores["clv_12m"].to_numpy(), theirs.to_numpy(), rtol=1e-4)
+
+
+def test_clv_matches_lifetimes_with_identical_parameters(
+    cdnow: pl.DataFrame,
+    cdnow_model: ClvModel,
+) -> None:
+    bgf_ours = BetaGeoFitter()
+    bgf_ours.params_ = pd.Series(cdnow_model.purchase_params_)
+    bgf_ours.predict = bgf_ours.conditional_expected_number_of_purchases_up_to_time
+    ggf_ours = GammaGammaFitter()
+    ggf_ours.params_ = pd.Series(cdnow_model.spend_params_)
+    frame = cdnow.to_pandas()
+    theirs = ggf_ours.customer_lifetime_value(
+        bgf_ours,
+        frame["frequency"],
+        frame["recency"],
+        frame["T"],
+        frame["monetary_value"],
+        time=12,
+        discount_rate=1.10 ** (1 / 12) - 1,
+        freq="W",
+    )
+    ours = cdnow_model.predict(cdnow, AS_OF)["clv_12m"].to_numpy()
+    np.testing.assert_allclose(ours, theirs.to_numpy(), rtol=1e-6)
+
+
+def test_predict_shape_and_ranges(cdnow: pl.DataFrame, cdnow_scores: pl.DataFrame) -> None:
+    assert cdnow_scores.columns == list(clv.OUTPUT_COLUMNS)
+    assert cdnow_scores["customer_id"].to_list() == cdnow["customer_id"].to_list()
+    _assert_finite(cdnow_scores)
+    assert (cdnow_scores["expected_purchases_365d"] >= cdnow_scores["expected_purchases_90d"]).all()
+    one_time = cdnow_scores.filter(cdnow["frequency"] == 0)
+    assert (one_time["p_alive"] == 1.0).all()
+    assert one_time["expected_order_value"].n_unique() == 1  # population mean
+    dates = cdnow_scores.filter(pl.col("next_order_date").is_not_null())["next_order_date"]
+    assert (dates > AS_OF).all()
+    assert cdnow_scores.filter(pl.col("next_order_date").is_null())["p_alive"].max() < (
+        clv.P_ALIVE_FLOOR
+    )
+
+
+def test_interval_contains_point_and_is_informative(cdnow_scores: pl.DataFrame) -> None:
+    low, point, high = (
+        cdnow_scores[c].to_numpy() for c in ("clv_12m_low", "clv_12m", "clv_12m_high")
+    )
+    assert np.all(low <= point) and np.all(point <= high)
+    assert np.all(low >= 0)
+    # Parameter uncertainty on 2,357 customers: intervals are a few per cent, not zero or huge.
+    relative_width = np.median((high - low) / point)
+    assert 0.01 < relative_width < 0.5
+
+
+def test_extreme_customers_stay_finite(cdnow_model: ClvModel) -> None:
+    extremes = pl.DataFrame(
+        {
+            "customer_id": ["heavy_recent", "heavy_gone", "one_time_old", "recency_eq_T", "huge"],
+            "frequency": [500, 500, 0, 3, 5000],
+            "recency": [199.9, 10.0, 0.0, 40.0, 1000.0],
+            "T": [200.0, 200.0, 10_000.0, 40.0, 1000.0],
+            "monetary_value": [50.0, 50.0, 0.0, 20.0, 1e6],
+        }
+    )
+    scores = cdnow_model.predict(extremes, AS_OF)
+    _assert_finite(scores)
+    by_id = {row["customer_id"]: row for row in scores.iter_rows(named=True)}
+    assert by_id["heavy_recent"]["p_alive"] > 0.99
+    assert by_id["heavy_recent"]["expected_purchases_365d"] > 100
+    assert by_id["heavy_gone"]["p_alive"] < 1e-6
+    assert by_id["heavy_gone"]["next_order_date"] is None
+    # 5 purchases a week for 1,000 weeks, still active: about 5 x 52 in the next year.
+    assert 200 < by_id["huge"]["expected_purchases_365d"] < 261
+
+
+def test_short_history_without_dropout_fits_and_scores() -> None:
+    cohort = simulate_no_dropout_cohort(3000, seed=7)
+    model = ClvModel(n_bootstrap=50).fit(cohort)
+    assert model.purchase_model_ in {"bg_nbd", "bg_nbd_penalized", "nbd"}
+    if model.purchase_model_ != "bg_nbd":
+        assert model.fallback_reason_
+    assert math.isfinite(model.log_likelihood_)
+    scores = model.predict(cohort, AS_OF)
+    _assert_finite(scores)
+    # True mean rate is 0.45 a week, so about 40 purchases a year per alive customer on average.
+    mean_365d = scores["expected_purchases_365d"].mean()
+    assert 5 < mean_365d < 40
+
+
+def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
+    cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def always_fails(*args: object) -> dict[str, float]:
+        raise ValueError("The model did not converge.")
+
+    monkeypatch.setattr(clv, "_fit_bg_nbd_lifetimes", always_fails)
+    model = ClvModel(n_bootstrap=50).fit(cdnow)
+    assert model.purchase_model_ == "nbd"
+    assert set(model.purchase_params_) == {"r", "alpha"}
+    assert "penalizer=0.01" in model.fallback_reason_
+    # The nested model cannot beat BG/NBD's -9582.4 on CDNOW, where dropout is real.
+    assert model.log_likelihood_ < -9582.4
+    scores = model.predict(cdnow, AS_OF)
+    _assert_finite(scores)
+    assert (scores["p_alive"] == 1.0).all()
+
+
+def test_boundary_bg_nbd_is_rejected(cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    boundary = {"r": 0.5, "alpha": 3.0, "a": 1e-9, "b": 5.0}
+    monkeypatch.setattr(clv, "_fit_bg_nbd_lifetimes", lambda *args: dict(boundary))
+    model = ClvModel(n_bootstrap=20).fit(cdnow)
+    assert model.purchase_model_ == "nbd"
+    assert "not identifiable" in model.fallback_reason_
+
+
+def test_too_few_repeat_buyers_raises(cdnow: pl.DataFrame) -> None:
+    few = pl.concat(
+        [cdnow.filter(pl.col("frequency") > 0).head(10), cdnow.filter(pl.col("frequency") == 0)]
+    )
+    with pytest.raises(InsufficientDataError, match=r"only 10 of \d+ customers"):
+        ClvModel().fit(few)
+
+
+def test_missing_columns_are_named(cdnow: pl.DataFrame) -> None:
+    with pytest.raises(ValueError, match="missing column\\(s\\): recency, monetary_value"):
+        ClvModel().fit(cdnow.drop("recency", "monetary_value"))
+
+
+def test_recency_above_T_is_rejected(cdnow: pl.DataFrame) -> None:
+    broken = cdnow.with_columns(
+        pl.when(pl.col("customer_id") == "1")
+        .then(99.0)
+        .otherwise(pl.col("recency"))
+        .alias("recency")
+    )
+    with pytest.raises(ValueError, match=r"recency > T, e\.g\. customer_id='1'"):
+        ClvModel().fit(broken)
+
+
+def test_unfitted_predict_raises(cdnow: pl.DataFrame) -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ClvModel().predict(cdnow, AS_OF)
