@@ -3,25 +3,26 @@
 ``crm-intel run`` executes the same job in-process, so the CLI and the UI never drift apart.
 """
 
+import importlib
+import pkgutil
 from typing import Any
 
 import dagster as dg
 
-from pipelines.customer_value import assets as customer_value_assets
-from pipelines.ingest import assets as ingest_assets
-from pipelines.ingest import checks as ingest_checks
-from pipelines.marts import assets as mart_assets
-from pipelines.marts import checks as mart_checks
+import pipelines
 from pipelines.resources import default_resources
 from pipelines.settings import Settings
 
 NIGHTLY_JOB_NAME = "crm_intel_nightly"
 
-all_assets = [
-    *ingest_assets.staging_assets,
-    *dg.load_assets_from_modules([customer_value_assets, mart_assets]),
+# Every stage folder's assets.py and checks.py is picked up: adding a stage adds no wiring here.
+STAGE_MODULES = [
+    importlib.import_module(module.name)
+    for module in pkgutil.walk_packages(pipelines.__path__, "pipelines.")
+    if module.name.endswith((".assets", ".checks"))
 ]
-all_checks = dg.load_asset_checks_from_modules([ingest_checks, mart_checks])
+all_assets = dg.load_assets_from_modules(STAGE_MODULES)
+all_checks = dg.load_asset_checks_from_modules(STAGE_MODULES)
 
 nightly_job = dg.define_asset_job(
     NIGHTLY_JOB_NAME,

@@ -4,13 +4,17 @@ import dagster as dg
 
 from features.warehouse import materialize_sql
 from pipelines.common import preview, run_as_of, table_metadata
-from pipelines.customer_value.assets import clv_scores, rfm_scores, run_as_of_date
 from pipelines.resources import DUCKDB_POOL, Warehouse
 
 
 @dg.asset(
     key=["marts", "customer_360"],
-    deps=[run_as_of_date, rfm_scores, clv_scores, dg.AssetKey(["staging", "accounts"])],
+    deps=[
+        dg.AssetKey(["ops", "run_as_of"]),
+        dg.AssetKey(["models", "rfm_scores"]),
+        dg.AssetKey(["models", "clv_scores"]),
+        dg.AssetKey(["staging", "accounts"]),
+    ],
     group_name="marts",
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
