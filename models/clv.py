@@ -397,6 +397,8 @@ class ClvModel:
         _validate_summary(summary)
         if not 0 < self.interval < 1:
             raise ValueError(f"interval must be in (0, 1), got {self.interval}")
+        if self.time_unit_days <= 0 or self.horizon_days <= 0 or self.n_bootstrap < 1:
+            raise ValueError("time_unit_days, horizon_days and n_bootstrap must be positive")
         self.n_customers_ = summary.height
         self.n_repeat_customers_ = int((summary["frequency"] > 0).sum())
         if self.n_repeat_customers_ < self.min_repeat_customers:

@@ -302,6 +302,23 @@ def test_boundary_bg_nbd_is_rejected(cdnow: pl.DataFrame, monkeypatch: pytest.Mo
     assert "not identifiable" in model.fallback_reason_
 
 
+def test_spend_falls_back_to_empirical_mean_when_q_below_one(
+    cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # q <= 1 means Gamma-Gamma has no population mean: one-time buyers would get infinite value.
+    monkeypatch.setattr(
+        clv, "_fit_gamma_gamma_lifetimes", lambda *args: {"p": 6.0, "q": 0.9, "v": 15.0}
+    )
+    model = ClvModel(n_bootstrap=20).fit(cdnow)
+    assert model.spend_model_ == "empirical_mean"
+    assert "q <= 1" in model.fallback_reason_
+    scores = model.predict(cdnow, AS_OF)
+    _assert_finite(scores)
+    repeat_mean = cdnow.filter(pl.col("frequency") > 0)["monetary_value"].mean()
+    one_time = scores.filter(cdnow["frequency"] == 0)["expected_order_value"]
+    assert one_time.to_numpy() == pytest.approx(repeat_mean)
+
+
 def test_too_few_repeat_buyers_raises(cdnow: pl.DataFrame) -> None:
     few = pl.concat(
         [cdnow.filter(pl.col("frequency") > 0).head(10), cdnow.filter(pl.col("frequency") == 0)]
