@@ -364,8 +364,9 @@ class ClvModel:
     information of the total log-likelihood, in log-parameters so draws stay positive). Spend
     is evaluated exactly per draw; the discounted purchase count is propagated through its
     first-order expansion in log-parameters (one extra scoring per purchase parameter), which
-    keeps 100k customers x 200 draws to a few seconds. The point estimate is kept inside its
-    interval.
+    keeps 100k customers x 200 draws to a few seconds (on CDNOW the bounds are within 2 % of
+    rescoring every draw exactly). The point estimate is kept inside its interval. The interval
+    covers parameter uncertainty only, not the customer's own purchase randomness.
     """
 
     def __init__(
@@ -396,6 +397,8 @@ class ClvModel:
         _validate_summary(summary)
         if not 0 < self.interval < 1:
             raise ValueError(f"interval must be in (0, 1), got {self.interval}")
+        if self.time_unit_days <= 0 or self.horizon_days <= 0 or self.n_bootstrap < 1:
+            raise ValueError("time_unit_days, horizon_days and n_bootstrap must be positive")
         self.n_customers_ = summary.height
         self.n_repeat_customers_ = int((summary["frequency"] > 0).sum())
         if self.n_repeat_customers_ < self.min_repeat_customers:
