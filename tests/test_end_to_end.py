@@ -135,3 +135,13 @@ def test_bad_settings_file_fails_before_running(demo_inbox: Path, tmp_path: Path
     assert "unknown key 'horizon' in [clv]" in result.output
     shown = runner.invoke(app, ["config", "show"])
     assert shown.exit_code == 0 and "time_unit_days = 7.0" in shown.output
+
+
+def test_inbox_without_invoices_fails_and_says_why(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "crm").mkdir(parents=True)
+    result = runner.invoke(
+        app, ["run", "--inbox", str(inbox), "--warehouse", str(tmp_path / "w.duckdb")]
+    )
+    assert result.exit_code == 1
+    assert "no invoices/invoices* file" in result.output
