@@ -316,18 +316,37 @@ def _draw_purchases(rng: np.random.Generator, pop: _Population, end: int) -> _Pu
     offset_days = np.floor(within / denominator * horizon_days[owner]).astype(np.int64)
     repeat_day = pop.birth[owner] + offset_days
 
-    dropout_day = np.full(n_cust, -1, dtype=np.int64)
-    has_repeat = observed > 0
-    dropout_day[dropped & has_repeat] = repeat_day[seg_end[dropped & has_repeat] - 1]
+    # Lay out each customer's purchases (first one at birth, then the repeats, already sorted).
+    per_customer = 1 + observed
+    customer = np.repeat(np.arange(n_cust, dtype=np.int64), per_customer)
+    rank = _position_in_segment(per_customer)
+    is_birth = rank == 0
+    day = np.empty(len(customer), dtype=np.int64)
+    day[is_birth] = pop.birth
+    day[~is_birth] = repeat_day
+    day = _one_purchase_per_day(customer, rank, day, per_customer, end)
 
-    customer = np.concatenate([np.arange(n_cust, dtype=np.int64), owner])
-    day = np.concatenate([pop.birth, repeat_day])
-    # One invoice per customer-day: same-day purchases are one purchase for lifetimes too.
-    order = np.lexsort((day, customer))
-    customer, day = customer[order], day[order]
-    keep = np.ones(len(day), dtype=bool)
-    keep[1:] = (customer[1:] != customer[:-1]) | (day[1:] != day[:-1])
-    return _Purchases(customer=customer[keep], day=day[keep], dropout_day=dropout_day)
+    dropout_day = np.full(n_cust, -1, dtype=np.int64)
+    last_row = np.cumsum(per_customer) - 1
+    dropout_day[dropped] = day[last_row[dropped]]
+    return _Purchases(customer=customer, day=day, dropout_day=dropout_day)
+
+
+def _one_purchase_per_day(
+    customer: np.ndarray, rank: np.ndarray, day: np.ndarray, per_customer: np.ndarray, end: int
+) -> np.ndarray:
+    """Move a purchase that shares a day with the previous one to the next free day.
+
+    lifetimes (and the pipeline) merge same-day invoices into one purchase; merging would thin
+    the Poisson process by ~E[lambda^2]/E[lambda]/7 (about 4% with the defaults) and bias alpha.
+    Shifting keeps every purchase, moving a few by a day or two. Vectorised as a per-customer
+    running maximum of (day - rank); purchases pushed past end_date are pulled back before it.
+    """
+    big = np.int64(1 << 40)
+    shifted = day - rank + customer * big
+    pushed = np.maximum.accumulate(shifted) - customer * big + rank
+    remaining = np.repeat(per_customer, per_customer) - 1 - rank
+    return np.minimum(pushed, end - remaining)
 
 
 # --- ledger: invoices, credit notes, payments ----------------------------------------------------
