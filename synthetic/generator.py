@@ -149,7 +149,8 @@ _TRUTH_DESCRIPTION = {
     "mean_spend": "true expected invoice amount p/nu_i, nu_i ~ Gamma(shape=q, rate=v)",
     "payment_discipline": "Beta(6, 2); higher pays closer to terms and rarely defaults",
     "distress_at_end": "financial distress in [0, 1] in the last month; a monthly mean-reverting "
-    "random walk with rare shocks; drives lateness, unpaid invoices and bureau scores",
+    "random walk with rare shocks; for ~35% of leavers it climbs over the 6 months before "
+    "dropout (failing firms); drives lateness, unpaid invoices and bureau scores",
     "has_bureau_coverage": "whether the credit bureau reports on this customer",
 }
 
@@ -162,9 +163,8 @@ def _day_number(d: date) -> int:
 
 
 def _as_date(days: np.ndarray) -> pl.Series:
-    """Days since 1970-01-01 to a polars Date column (nulls where days < 0 marks 'none')."""
-    s = pl.Series(days.astype(np.int32)).cast(pl.Date)
-    return s
+    """Day numbers (days since 1970-01-01) to a polars Date column."""
+    return pl.Series(days.astype(np.int32)).cast(pl.Date)
 
 
 def _month_of(days: np.ndarray) -> np.ndarray:
@@ -278,6 +278,19 @@ def _draw_population(
         distress=distress,
         first_month=first_month,
     )
+
+
+def _distress_before_failure(
+    rng: np.random.Generator, pop: _Population, dropout_day: np.ndarray
+) -> None:
+    """About a third of leavers leave because they are failing: distress climbs over their last
+    six months and stays high. Purchases never read distress, so the BG/NBD truth is untouched,
+    but payments and bureau scores now carry a churn signal, as in real ledgers."""
+    failing = np.flatnonzero((dropout_day >= 0) & (rng.random(len(dropout_day)) < 0.35))
+    drop_month = _month_of(dropout_day[failing]) - pop.first_month
+    months_from_drop = np.arange(pop.distress.shape[1])[None, :] - drop_month[:, None]
+    climb = 0.45 * np.clip((months_from_drop + 6) / 6.0, 0.0, 1.3)
+    pop.distress[failing] = np.clip(pop.distress[failing] + climb, 0.0, 1.0)
 
 
 @dataclass
@@ -606,9 +619,9 @@ def _credit_reports(
     month = np.repeat(first, per_customer) + _position_in_segment(per_customer)
     rows = len(owner)
     distress = pop.distress[owner, month].astype(np.float64)
-    bias = rng.normal(0.0, 8.0, len(pop.birth))  # the bureau misjudges some firms for years
+    bias = rng.normal(0.0, 12.0, len(pop.birth))  # the bureau misjudges some firms for years
     failure = np.clip(
-        np.round(92.0 - 110.0 * distress + bias[owner] + rng.normal(0.0, 10.0, rows)), 1, 100
+        np.round(92.0 - 110.0 * distress + bias[owner] + rng.normal(0.0, 14.0, rows)), 1, 100
     ).astype(np.int64)
     slack = 1.0 - pop.discipline[owner]
     delinquency = np.clip(
@@ -797,10 +810,11 @@ def generate_demo_data(
     out_dir.mkdir(parents=True, exist_ok=True)
     start, end = _day_number(start_date), _day_number(end_date)
     streams = [
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)
     ]  # one per part: skipping a file never shifts another file's draws
     pop = _draw_population(streams[0], customers, start, end, params)
     buys = _draw_purchases(streams[1], pop, end)
+    _distress_before_failure(streams[9], pop, buys.dropout_day)
     ledger = _draw_ledger(streams[2], pop, buys, params, end)
     ids = _codes("C", np.arange(1, customers + 1), 7)
     mean_spend = params.p / pop.nu

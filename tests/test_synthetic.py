@@ -448,3 +448,20 @@ def test_faulty_rows_are_added_so_the_rest_is_clean(
         kept = with_faults.with_row_index().filter(~pl.col("index").is_in(bad_rows.implode()))
         expected = pl.read_csv(clean.files[group], infer_schema=False)
         assert kept.drop("index").equals(expected), group
+
+
+def test_lateness_follows_payment_discipline(
+    tables: dict[str, pl.DataFrame], truth: pl.DataFrame
+) -> None:
+    first_payment = (
+        tables["invoices/payments"].group_by("invoice_id").agg(paid=pl.col("payment_date").min())
+    )
+    late = (
+        tables["invoices/invoices"]
+        .join(first_payment, on="invoice_id")
+        .join(truth.select("customer_id", "payment_discipline"), on="customer_id")
+        .with_columns(days_late=(pl.col("paid") - pl.col("due_date")).dt.total_days())
+    )
+    sloppy = late.filter(pl.col("payment_discipline") < 0.6)["days_late"].mean()
+    careful = late.filter(pl.col("payment_discipline") > 0.85)["days_late"].mean()
+    assert sloppy > careful + 5
