@@ -247,7 +247,11 @@ def _draw_population(
     country = _choice(rng, n, _COUNTRY_WEIGHTS)
     region = _choice(rng, n, _REGION_WEIGHTS)
     sector = _choice(rng, n, _SECTOR_WEIGHTS)
-    size_band = _choice(rng, n, _SIZE_WEIGHTS)
+    # Bigger firms place bigger orders: the band is read off the (noisy) true order size, so it
+    # is informative while the Gamma-Gamma spend truth stays exact.
+    size_score = np.log(params.p / nu) + rng.normal(0.0, 0.5, n)
+    cuts = np.quantile(size_score, np.cumsum(_SIZE_WEIGHTS)[:-1])
+    size_band = np.searchsorted(cuts, size_score, side="right")
     discipline = rng.beta(6.0, 2.0, n)
     covered = rng.random(n) < 0.85
 
@@ -791,8 +795,18 @@ def generate_demo_data(
 ) -> GenerationSummary:
     """Write a demo inbox under ``out_dir`` plus ``truth/`` with the latents that made it.
 
-    The same seed gives byte-identical files. Faulty rows are only ever added (never replace a
-    good row), so dropping exactly the rows listed in ``truth/faults.csv`` gives the clean data.
+    Files: ``<group>.<file_format>`` for each group in ``include`` (default all of
+    ``FILE_GROUPS``), plus ``truth/parameters.json``, ``truth/customers.parquet`` and, when
+    faults are asked for, ``truth/faults.csv``. The same seed gives byte-identical files, and a
+    group's rows do not depend on which other groups or faults were asked for.
+
+    Faulty rows are only ever ADDED, at random places (a duplicate key always after the row it
+    repeats, so "first one wins" keeps the good row); good rows are never altered or removed, so
+    dropping exactly the lines in ``truth/faults.csv`` gives the clean file. ``line_number``
+    counts file lines with the header as line 1 (data row i, 0-based, is line i + 2; the same
+    numbering is used for Parquet). With invoice faults every invoice column is text, in
+    Parquet too, because "31/02/2024" cannot sit in a date column. Counts in the summary are
+    clean rows written (0 for groups not written); fault rows are counted in ``faults``.
     """
     if file_format not in ("csv", "parquet"):
         raise ValueError(f"file_format must be 'csv' or 'parquet', not {file_format!r}")

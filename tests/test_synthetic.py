@@ -465,3 +465,18 @@ def test_lateness_follows_payment_discipline(
     sloppy = late.filter(pl.col("payment_discipline") < 0.6)["days_late"].mean()
     careful = late.filter(pl.col("payment_discipline") > 0.85)["days_late"].mean()
     assert sloppy > careful + 5
+
+
+def test_parquet_faults_are_text_columns_with_the_same_numbering(tmp_path: Path) -> None:
+    summary = generate_demo_data(
+        tmp_path, customers=300, seed=9, file_format="parquet", faults=["bad_date"]
+    )
+    log = pl.read_csv(summary.files["truth/faults"])
+    invoices = pl.read_parquet(summary.files["invoices/invoices"])
+    assert invoices.schema["issue_date"] == pl.String
+    assert log["file"].unique().to_list() == ["invoices/invoices.parquet"]
+    flagged = invoices.with_row_index("line", offset=2).filter(
+        pl.col("line").is_in(log["line_number"].implode())
+    )
+    assert set(flagged["issue_date"]) <= {"31/02/2024", "not-a-date"}
+    assert flagged.height == log.height == summary.faults["bad_date"]
