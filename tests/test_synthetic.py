@@ -317,18 +317,22 @@ def _rfm_weeks(invoices: pl.DataFrame) -> pl.DataFrame:
 
 
 def test_bg_nbd_parameters_are_recovered(tables: dict[str, pl.DataFrame]) -> None:
-    """Measured over 16 seeds at 8,000 customers: worst errors r 4%, alpha 5%, a 9%, b 15%."""
+    """Worst errors over 24 seeds at 8,000 customers: r 4%, alpha 5%, a 13%, b 21% (a and b
+    move together, so E[p] = a/(a+b) stays within 9%). This seed: 0%, -1%, +2%, +2%."""
     rfm = _rfm_weeks(tables["invoices/invoices"])
     assert rfm.height == 8000
     frequency, recency, age = (rfm[c].to_numpy() for c in ("frequency", "recency", "T"))
     fitted = BetaGeoFitter().fit(frequency, recency, age).params_
     truth = TrueParameters()
-    for name, tolerance in [("r", 0.10), ("alpha", 0.10), ("a", 0.20), ("b", 0.20)]:
+    for name, tolerance in [("r", 0.10), ("alpha", 0.10), ("a", 0.25), ("b", 0.25)]:
         assert fitted[name] == pytest.approx(getattr(truth, name), rel=tolerance), name
+    mean_dropout = fitted["a"] / (fitted["a"] + fitted["b"])
+    assert mean_dropout == pytest.approx(truth.a / (truth.a + truth.b), rel=0.12)
 
 
 def test_gamma_gamma_parameters_are_recovered(tables: dict[str, pl.DataFrame]) -> None:
-    """p and v trade off against each other (measured up to 26% off), q and E[spend] do not.
+    """p and v trade off against each other, q and E[spend] = p*v/(q-1) do not. Worst errors
+    over 24 seeds: p 26%, v 25%, q 4%, E[spend] 2%. This seed: +20%, -18%, -2%, +1%.
 
     Amounts are fitted in thousands: on raw euros lifetimes' optimiser often fails to converge.
     """
