@@ -203,6 +203,7 @@ def _cents_to_text(cents: pl.Expr) -> pl.Expr:
 
 
 def _write(df: pl.DataFrame, out_dir: Path, group: str, file_format: str) -> Path:
+    """One file per group; no Parquet statistics so bytes depend on the data only."""
     path = out_dir / f"{group}.{file_format}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if file_format == "csv":
@@ -464,6 +465,7 @@ def _tax_ids(n: int) -> pl.Series:
 def _accounts(
     rng: np.random.Generator, pop: _Population, ids: pl.Series, dropout: np.ndarray, end: int
 ) -> pl.DataFrame:
+    """The CRM's account master; the tax id is the key the bureau knows the customer by."""
     n = len(pop.birth)
     stem = _NAME_STEMS[rng.integers(0, len(_NAME_STEMS), n)]
     trade = _NAME_TRADES[rng.integers(0, len(_NAME_TRADES), n)]
@@ -546,10 +548,9 @@ def _activities(
     if engagement_signal:
         gone = dropout >= 0
         fade_from = np.where(gone, np.maximum(start, dropout - 90), end + 1)
-        calm_end = fade_from
         fade_end = np.where(gone, dropout + 1, end + 1)
         segments = [
-            (start, calm_end - start, per_day, _ACTIVITY_MIX),
+            (start, fade_from - start, per_day, _ACTIVITY_MIX),
             (fade_from, fade_end - fade_from, per_day, _ACTIVITY_MIX * _ACTIVITY_FADE),
             (fade_end, end + 1 - fade_end, per_day * 0.05, _ACTIVITY_MIX),
         ]
@@ -579,13 +580,20 @@ def _activities(
 
 
 def _opportunities(
-    rng: np.random.Generator, pop: _Population, ids: pl.Series, mean_spend: np.ndarray, end: int
+    rng: np.random.Generator,
+    pop: _Population,
+    ids: pl.Series,
+    mean_spend: np.ndarray,
+    dropout: np.ndarray,
+    end: int,
 ) -> pl.DataFrame:
+    """A handful of deals per account, sized on its order value; none long after it left."""
     n = len(pop.birth)
     per_account = 1 + rng.poisson(1.5, n)
     owner = np.repeat(np.arange(n, dtype=np.int64), per_account)
     rows = len(owner)
-    span = end - pop.created[owner] + 1
+    last_day = np.where(dropout >= 0, np.minimum(dropout + 60, end), end)
+    span = last_day[owner] - pop.created[owner] + 1
     created = pop.created[owner] + np.floor(rng.random(rows) * span).astype(np.int64)
     closes = created + rng.integers(7, 121, rows)
     is_open = closes > end
@@ -850,7 +858,7 @@ def generate_demo_data(
         counts["activities"] = activities.height
         files["crm/activities"] = _write(activities, out_dir, "crm/activities", file_format)
     if "crm/opportunities" in groups:
-        opportunities = _opportunities(streams[6], pop, ids, mean_spend, end)
+        opportunities = _opportunities(streams[6], pop, ids, mean_spend, dropout, end)
         files["crm/opportunities"] = _write(
             opportunities, out_dir, "crm/opportunities", file_format
         )
