@@ -359,11 +359,11 @@ def load_new_files(
         _check_settled(file, options.settle_seconds)
         size = file.path.stat().st_size
         digest = content_hash(file.path)
+        if file.relative in loaded.get(digest, []):
+            continue  # this very file was loaded by an earlier run
         if digest in loaded or digest in {d for _, d, _, _ in incoming}:
             duplicates.append(file)
-            if (digest, file.relative) not in recorded and file.relative not in loaded.get(
-                digest, []
-            ):
+            if (digest, file.relative) not in recorded:
                 first = loaded.get(digest, ["a file of this run"])[0]
                 _record_file(
                     con,

@@ -74,6 +74,9 @@ def parse_mapping(data: dict, source: str) -> Mapping:
         column: {str(k).strip().lower(): str(v) for k, v in table.items()}
         for column, table in data.get("values", {}).items()
     }
+    wrong = sorted(set(values) - set(groups[group].column_names))
+    if wrong:
+        raise MappingError(f"{source}: [values] for {wrong}, which are not columns of {group}")
     decimal = data.get("decimal", ".")
     if decimal not in (".", ","):
         raise MappingError(f"{source}: decimal must be '.' or ',', not {decimal!r}")
