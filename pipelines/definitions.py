@@ -44,6 +44,7 @@ nightly_schedule = dg.ScheduleDefinition(
 SETTINGS_CONSUMERS: dict[str, str] = {
     "ops__run_as_of": "run",
     "models__clv_scores": "clv",
+    "models__clv_backtest": "clv",
     **{f"staging__{contract.table}": "ingest" for contract in CONTRACTS},
 }
 

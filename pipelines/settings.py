@@ -38,6 +38,16 @@ class ClvSettings(dg.Config):
     min_repeat_customers: int = Field(
         default=30, description="Fewer repeat buyers than this fails the CLV stage."
     )
+    holdout_days: int = Field(
+        default=182,
+        description="Backtest holdout: refit on data up to as-of minus this many days and "
+        "compare predicted with actual purchases after it; 0 turns the backtest off.",
+    )
+    max_frequency_spend_correlation: float = Field(
+        default=0.3,
+        description="Warn when |corr(frequency, spend)| of repeat buyers exceeds this: "
+        "Gamma-Gamma assumes spend independent of purchase frequency.",
+    )
 
 
 class ChurnSettings(dg.Config):
