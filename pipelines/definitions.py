@@ -43,6 +43,14 @@ nightly_schedule = dg.ScheduleDefinition(
 SETTINGS_CONSUMERS: dict[str, str] = {
     "ops__run_as_of": "run",
     "models__clv_scores": "clv",
+    "marts__receivables_aging": "risk",
+    "features__receivables_dso": "risk",
+    "features__invoice_settlement": "risk",
+    "features__delinquency_training": "risk",
+    "models__delinquency_evaluation": "risk",
+    "models__delinquency_scores": "risk",
+    "marts__customer_risk": "risk",
+    "marts__risk_alerts": "risk",
 }
 
 
