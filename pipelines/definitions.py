@@ -46,6 +46,14 @@ SETTINGS_CONSUMERS: dict[str, str] = {
     "models__clv_scores": "clv",
     "models__clv_backtest": "clv",
     **{f"staging__{contract.table}": "ingest" for contract in CONTRACTS},
+    "marts__receivables_aging": "risk",
+    "features__receivables_dso": "risk",
+    "features__invoice_settlement": "risk",
+    "features__delinquency_training": "risk",
+    "models__delinquency_evaluation": "risk",
+    "models__delinquency_scores": "risk",
+    "marts__customer_risk": "risk",
+    "marts__risk_alerts": "risk",
 }
 
 

@@ -66,6 +66,40 @@ class RiskSettings(dg.Config):
         description="Loss given default; 45% is the Basel foundation-IRB value for senior "
         "unsecured claims.",
     )
+    default_payment_terms_days: int = Field(
+        default=30, description="Due date of an invoice exported without one: issue date + this."
+    )
+    settlement_tolerance: float = Field(
+        default=1.0,
+        description="An invoice counts as settled when less than this amount is left unpaid.",
+    )
+    label_days_past_due: int = Field(
+        default=30, description="Delinquent = an invoice more than this many days past due ..."
+    )
+    label_horizon_days: int = Field(
+        default=90, description="... on some day within this many days after the cutoff."
+    )
+    training_cutoffs: int = Field(
+        default=8, description="Past cutoffs (30 days apart) the delinquency model learns from."
+    )
+    max_training_customers: int = Field(
+        default=200_000,
+        description="Above this many customers, training snapshots use a hash sample of them.",
+    )
+    calibration: str = Field(
+        default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
+    )
+    class_cut_points: list[int] = Field(
+        default=[70, 60, 50, 35],
+        description="Delinquency score cut points A/B, B/C, C/D, D/E (score 1-100, higher safer).",
+    )
+    dso_months: int = Field(default=12, description="Countback DSO looks back this many months.")
+    alert_lookback_days: int = Field(
+        default=31, description="Alerts cover events from this many days before the as-of date."
+    )
+    alert_failure_score_drop: int = Field(
+        default=15, description="Alert when the bureau failure score falls by this many points."
+    )
 
 
 class IngestSettings(dg.Config):
