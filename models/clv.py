@@ -277,7 +277,7 @@ def _validate_summary(summary: pl.DataFrame) -> None:
         "frequency not a non-negative integer": (pl.col("frequency") < 0)
         | (pl.col("frequency").cast(pl.Float64).round() != pl.col("frequency").cast(pl.Float64)),
         "recency < 0 or recency > T": (pl.col("recency") < 0) | (pl.col("recency") > pl.col("T")),
-        "T <= 0": pl.col("T") <= 0,
+        "T < 0": pl.col("T") < 0,
         "recency != 0 with frequency == 0": (pl.col("frequency") == 0) & (pl.col("recency") != 0),
         "monetary_value < 0": pl.col("monetary_value") < 0,
     }
