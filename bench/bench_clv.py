@@ -218,7 +218,9 @@ def main() -> None:
             ratio = lt["total_s"] / t["total_s"]
             print(f"end-to-end ratio lifetimes / ours: {ratio:.1f}x")
             results["ratio"] = ratio
-            print(f"{'parameter':<12}{'ours':>16}{'lifetimes':>16}{'rel diff':>12}{'sig digits':>12}")
+            print(
+                f"{'parameter':<12}{'ours':>16}{'lifetimes':>16}{'rel diff':>12}{'sig digits':>12}"
+            )
             for name in (*PURCHASE, *SPEND):
                 a, b = ours["params"][name], theirs["params"][name]
                 print(
