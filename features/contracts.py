@@ -19,7 +19,41 @@ class Column:
     required: bool = False
     allowed: tuple[str, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
+    # Reason recorded when the value is outside [minimum, maximum].
+    range_reason: str = "out_of_range"
     description: str = ""
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A rule across columns of one row: ``condition`` (DuckDB SQL over the typed columns,
+    the base-currency amount ``amount_base`` and the referenced tables by name) is true for a
+    bad row."""
+
+    reason: str
+    condition: str
+    needs: tuple[str, ...] = ()  # staging tables the condition reads; no rows there = skipped
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """``column`` must name a row of ``staging.<table>`` (its column ``key``)."""
+
+    column: str
+    table: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount with its currency, converted to the base currency at the rate of ``date``."""
+
+    amount: str = "amount"
+    currency: str = "currency"
+    date: str = "issue_date"
 
 
 @dataclass(frozen=True)
@@ -32,6 +66,9 @@ class Contract:
     key: tuple[str, ...]
     required_source: bool = False
     description: str = ""
+    rules: tuple[RowRule, ...] = ()
+    references: tuple[Reference, ...] = ()
+    money: Money | None = None
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,6 +80,14 @@ class Contract:
     @property
     def required_columns(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns if c.required)
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Staging tables this group's rules read (they must be built first)."""
+        tables = [r.table for r in self.references] + [t for r in self.rules for t in r.needs]
+        if self.money is not None:
+            tables.append("fx_rates")
+        return tuple(dict.fromkeys(t for t in tables if t != self.table))
 
 
 CONTRACTS: tuple[Contract, ...] = (
@@ -105,6 +150,7 @@ CONTRACTS: tuple[Contract, ...] = (
             Column("closed_at", "date"),
             Column("won", "boolean"),
         ),
+        money=Money(date="created_at"),
     ),
     Contract(
         group="invoices/invoices",
@@ -121,6 +167,16 @@ CONTRACTS: tuple[Contract, ...] = (
             Column("currency"),
             Column("document_type", allowed=("invoice", "credit_note")),
         ),
+        rules=(
+            RowRule(
+                "negative_amount",
+                "coalesce(document_type, 'invoice') = 'invoice' and amount < 0",
+                description="an invoice (not a credit note) with a negative amount",
+            ),
+            RowRule("due_before_issue", "due_date < issue_date", description="due before issued"),
+        ),
+        references=(Reference("customer_id", "accounts", "customer_id", "unknown_customer"),),
+        money=Money(date="issue_date"),
     ),
     Contract(
         group="invoices/payments",
@@ -131,9 +187,20 @@ CONTRACTS: tuple[Contract, ...] = (
             Column("payment_id", required=True),
             Column("invoice_id", required=True),
             Column("payment_date", "date", required=True),
-            Column("amount", "decimal", required=True, minimum=0),
+            Column("amount", "decimal", required=True, minimum=0, range_reason="negative_amount"),
             Column("currency"),
         ),
+        references=(Reference("invoice_id", "invoices", "invoice_id", "unknown_invoice"),),
+        rules=(
+            RowRule(
+                "payment_exceeds_invoice",
+                # both sides in base currency; a cent and 0.5% of slack for FX rounding
+                "amount_base > abs(invoices.amount) * 1.005 + 0.01",
+                needs=("invoices",),
+                description="a payment larger than the whole invoice it settles",
+            ),
+        ),
+        money=Money(date="payment_date"),
     ),
     Contract(
         group="credit/reports",
@@ -147,9 +214,61 @@ CONTRACTS: tuple[Contract, ...] = (
             Column("failure_score", "number", description="1-100, lower is riskier."),
             Column("delinquency_score", "number", description="1-100, lower is riskier."),
             Column("credit_limit", "decimal"),
-            Column("legal_events", "integer"),
+            Column("legal_events", "integer", minimum=0),
+        ),
+    ),
+    Contract(
+        group="fx/rates",
+        table="fx_rates",
+        key=("rate_date", "currency"),
+        description="Exchange rates: one unit of `currency` is worth `rate` of the base currency.",
+        columns=(
+            Column("rate_date", "date", required=True),
+            Column("currency", required=True),
+            Column("rate", "number", required=True, minimum=1e-9),
         ),
     ),
 )
 
 CONTRACTS_BY_TABLE: dict[str, Contract] = {c.table: c for c in CONTRACTS}
+
+
+# Every reason a row can be quarantined for, in the words of ``quarantine.rejected_rows``.
+REJECT_REASONS: dict[str, str] = {
+    "missing_required": "a required value is empty",
+    "bad_date": "a date that does not parse (ISO, or the mapping's date_format)",
+    "bad_number": "a number that does not parse (with the file's decimal mark)",
+    "bad_boolean": "a yes/no value that is not one of true/false/yes/no/1/0 (or mapped)",
+    "not_allowed": "a value outside the column's allowed set",
+    "negative_amount": "a negative amount where only positive ones make sense",
+    "out_of_range": "a number outside the column's range",
+    "due_before_issue": "an invoice due before it was issued",
+    "unknown_customer": "an invoice for a customer_id that is not in crm/accounts",
+    "unknown_invoice": "a payment for an invoice_id that is not in staging.invoices",
+    "payment_exceeds_invoice": "a payment larger than the whole invoice it settles",
+    "unknown_currency": "an amount in a currency with no FX rate on or before its date",
+    "duplicate_key": "the key appears again later in the same file (the first line stands)",
+}
+
+
+def _column_markdown(column: Column) -> str:
+    name = f"**{column.name}**" if column.required else column.name
+    if column.allowed:
+        name += f" ({'/'.join(column.allowed)})"
+    return name
+
+
+def inputs_markdown() -> str:
+    """The README's input table, generated from the contracts (a test keeps them in sync)."""
+    lines = ["| file group | canonical columns (required in bold) |", "|---|---|"]
+    for contract in CONTRACTS:
+        columns = ", ".join(_column_markdown(c) for c in contract.columns)
+        lines.append(f"| `{contract.group}*` | {columns} |")
+    return "\n".join(lines)
+
+
+def reasons_markdown() -> str:
+    """The README's table of quarantine reasons."""
+    lines = ["| reason | the row has |", "|---|---|"]
+    lines += [f"| `{reason}` | {text} |" for reason, text in REJECT_REASONS.items()]
+    return "\n".join(lines)

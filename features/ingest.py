@@ -1,26 +1,66 @@
-"""Inbox → ``raw.*`` → typed ``staging.*`` with row-level quarantine.
+"""Inbox → ``raw.*`` (accumulated per loaded file) → typed ``staging.*`` with row quarantine.
 
-Every row read from a file is either in staging or in ``quarantine.rejected_rows`` with its
-file, line and reason: counts reconcile (raw = staged + quarantined). A problem with a whole
-file (unreadable, missing a required column) raises :class:`InboxError` naming the file.
+Incremental and idempotent:
+
+- Each file is identified by the SHA-256 of its bytes. ``ops.loaded_files`` records every file
+  seen (hash, rows, mapping, outcome). A file whose content was already loaded is not loaded
+  again, even under another name (outcome ``duplicate``).
+- ``raw.<table>`` accumulates the text rows of every loaded file (``load_id`` = content hash);
+  it is never rebuilt, so superseded versions stay there as history.
+- ``staging.<table>`` and that table's part of ``quarantine.rejected_rows`` are rebuilt from
+  raw every run, deterministically, so loading the same inbox twice changes nothing.
+
+Which row wins: within one file a repeated key is a fault (the first line stands, later ones
+are quarantined as ``duplicate_key``); across files the file loaded latest wins (files of one
+run load in path order), so a corrected re-delivery of the same ids replaces the old rows. A
+rejected row never replaces a good one. Counts reconcile:
+raw = staged + quarantined + superseded.
+
+A problem with a whole file raises :class:`InboxError` naming the file.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import difflib
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from features.contracts import Column, Contract
+from features.contracts import CONTRACTS_BY_TABLE, Column, Contract
+from features.mappings import INBOX_MAPPINGS_FOLDER, Mapping, canonical_mapping, load_mappings
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".xlsx")
-LINEAGE_COLUMNS = ("source_file", "line_number")
+LINEAGE_COLUMNS = ("load_id", "source_file", "line_number")
+# Inbox folders that never hold exports.
+_NOT_EXPORTS = ("truth", INBOX_MAPPINGS_FOLDER)
+_DELIMITERS = (",", ";", "\t", "|")
 
 
 class InboxError(ValueError):
     """A whole input file cannot be used; the message names the file (and column)."""
+
+
+class RejectThresholdError(InboxError):
+    """Too large a share of a file was rejected: the file is refused, the run fails."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """The ``[ingest]`` settings, as the pure loader sees them."""
+
+    base_currency: str = "EUR"
+    reject_threshold: float = 0.10  # a file with a larger share of rejected rows is refused
+    settle_seconds: float = 0.0  # a file modified more recently is still being written
+    mappings_dir: Path | None = None
+    validate: bool = True  # Great Expectations gate on every newly loaded file
+    validation_sample_rows: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -31,79 +71,350 @@ class StagingResult:
     staged_rows: int
     quarantined_rows: int
     reasons: dict[str, int]
+    superseded_rows: int = 0
+    new_files: tuple[str, ...] = ()
+    duplicate_files: tuple[str, ...] = ()
+    skipped_rules: tuple[str, ...] = ()
+    validations: dict[str, dict] = field(default_factory=dict)
 
     @property
     def present(self) -> bool:
         return bool(self.files)
 
 
-def discover_files(inbox: Path, contract: Contract) -> list[Path]:
-    """Files of a group: inbox paths starting with the group prefix, in name order.
+@dataclass(frozen=True)
+class InboxFile:
+    path: Path
+    relative: str
+    mapping: Mapping
 
-    Name order is load order, so a later delivery (``invoices_2024-06.csv`` after
-    ``invoices_2024-05.csv``) wins when the same key appears twice.
+
+# --- finding files -------------------------------------------------------------------------
+
+
+def _relative(path: Path, inbox: Path) -> str:
+    return path.relative_to(inbox).as_posix() if path.is_relative_to(inbox) else str(path)
+
+
+def inbox_mappings(inbox: Path, options: IngestOptions) -> list[Mapping]:
+    return load_mappings(inbox / INBOX_MAPPINGS_FOLDER, options.mappings_dir)
+
+
+def discover_files(
+    inbox: Path, contract: Contract, mappings: list[Mapping] | None = None
+) -> list[InboxFile]:
+    """Files of a group, in path order: those a mapping claims, and those named after the group.
+
+    A file claimed by a mapping of another group is that group's, even if its name starts with
+    this group's prefix.
     """
-    folder, stem = contract.group.split("/")
-    directory = inbox / folder
-    if not directory.is_dir():
+    if not inbox.is_dir():
         return []
-    return sorted(
-        path
-        for path in directory.rglob(f"{stem}*")
-        if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES
-    )
+    mappings = mappings if mappings is not None else load_mappings(inbox / INBOX_MAPPINGS_FOLDER)
+    canonical = canonical_mapping(contract.group)
+    found = []
+    for path in sorted(inbox.rglob("*")):
+        relative = _relative(path, inbox)
+        if (
+            not path.is_file()
+            or path.suffix.lower() not in SUPPORTED_SUFFIXES
+            or relative.split("/")[0] in _NOT_EXPORTS
+        ):
+            continue
+        mapping = next((m for m in mappings if m.matches(relative)), None)
+        if mapping is None and relative.startswith(contract.group):
+            mapping = canonical
+        if mapping is not None and mapping.group == contract.group:
+            found.append(InboxFile(path, relative, mapping))
+    return found
 
 
-def read_raw_file(path: Path, contract: Contract, inbox: Path) -> pl.DataFrame:
-    """Read one export as text columns plus its lineage (file relative to inbox, 1-based line)."""
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
-        elif suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_excel(path, engine="openpyxl", infer_schema_length=0)
-    except Exception as error:
-        raise InboxError(f"{path}: cannot be read as {suffix[1:]}: {error}") from error
-    frame = frame.rename({name: name.strip().lower() for name in frame.columns})
-    missing = [name for name in contract.required_columns if name not in frame.columns]
-    if missing:
+# --- reading one file ----------------------------------------------------------------------
+
+
+def content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_settled(file: InboxFile, settle_seconds: float) -> None:
+    age = time.time() - file.path.stat().st_mtime
+    if settle_seconds > 0 and age < settle_seconds:
         raise InboxError(
-            f"{path}: missing required column(s) {', '.join(missing)} "
-            f"for {contract.group}; found {', '.join(frame.columns)}"
+            f"{file.relative}: still being written (modified {age:.0f}s ago, "
+            f"[ingest] settle_seconds = {settle_seconds:g}); run again once the export is done"
         )
-    relative = str(path.relative_to(inbox)) if path.is_relative_to(inbox) else str(path)
-    return frame.select(
-        pl.lit(relative).alias("source_file"),
-        (pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias("line_number"),
-        *[
-            pl.col(name).cast(pl.String)
-            if name in frame.columns
-            else pl.lit(None, pl.String).alias(name)
-            for name in contract.column_names
-        ],
-    )
 
 
-def load_raw(con: duckdb.DuckDBPyConnection, inbox: Path, contract: Contract) -> list[Path]:
-    """Replace ``raw.<table>`` with every row of the group's files (all text)."""
-    files = discover_files(inbox, contract)
-    frames = [read_raw_file(path, contract, inbox) for path in files]
-    raw = (
-        pl.concat(frames, how="vertical")
-        if frames
-        else pl.DataFrame(
-            schema={name: pl.String for name in (*LINEAGE_COLUMNS, *contract.column_names)}
-        ).with_columns(pl.col("line_number").cast(pl.Int64))
-    )
-    con.register("raw_frame", raw)
+def _first_line(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.readline(1 << 20)
+
+
+def _sniff_delimiter(header: str) -> str:
+    return max(_DELIMITERS, key=header.count)
+
+
+def _check_last_line(file: InboxFile, delimiter: str, encoding: str, header_fields: int) -> None:
+    """A CSV whose last line lacks its newline and fields was cut off mid-write."""
+    with file.path.open("rb") as handle:
+        handle.seek(0, 2)
+        size = handle.tell()
+        handle.seek(max(0, size - (1 << 16)))
+        tail = handle.read()
+    if tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.splitlines()[-1].decode(encoding, errors="replace")
+    fields = len(next(csv.reader([last], delimiter=delimiter), []))
+    if fields < header_fields:
+        raise InboxError(
+            f"{file.relative}: truncated last line ({fields} of {header_fields} fields and no "
+            "line end): the file was cut off or is still being written"
+        )
+
+
+def _read_csv(file: InboxFile) -> pl.DataFrame:
+    mapping = file.mapping
+    encoding = mapping.encoding.lower().replace("_", "-")
+    first = _first_line(file.path)
     try:
-        con.execute(f"create or replace table raw.{contract.table} as select * from raw_frame")
-    finally:
-        con.unregister("raw_frame")
-    return files
+        header = first.decode(encoding).lstrip("\ufeff")
+    except (UnicodeDecodeError, LookupError) as error:
+        raise InboxError(
+            f"{file.relative}: header is not valid {mapping.encoding} ({error}); "
+            "set encoding in the file's mapping"
+        ) from error
+    delimiter = mapping.delimiter or _sniff_delimiter(header)
+    header_fields = len(next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter)))
+    _check_last_line(file, delimiter, encoding, header_fields)
+    try:
+        if encoding in ("utf-8", "utf8"):
+            return pl.read_csv(file.path, infer_schema=False, separator=delimiter, encoding="utf8")
+        text = file.path.read_bytes().decode(encoding)
+        return pl.read_csv(text.encode("utf-8"), infer_schema=False, separator=delimiter)
+    except UnicodeDecodeError as error:
+        raise InboxError(
+            f"{file.relative}: not valid {mapping.encoding} ({error}); "
+            "set encoding in the file's mapping"
+        ) from error
+    except Exception as error:
+        message = str(error)
+        if "utf" in message.lower() or "invalid" in message.lower():
+            message = f"not valid {mapping.encoding} text or not a CSV: {message}"
+        raise InboxError(f"{file.relative}: cannot be read as csv: {message}") from error
 
+
+def _as_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
+    """Typed cells (XLSX, Parquet) as the text the mapping's CSV would hold."""
+    date_format = mapping.date_format or "%Y-%m-%d"
+    columns = []
+    for name, dtype in frame.schema.items():
+        column = pl.col(name)
+        if dtype.is_temporal():
+            columns.append(column.dt.to_string(date_format))
+        elif dtype.is_float() and mapping.decimal == ",":
+            columns.append(column.cast(pl.String).str.replace(".", ",", literal=True))
+        else:
+            columns.append(column.cast(pl.String))
+    return frame.select(columns)
+
+
+def _read_any(file: InboxFile) -> pl.DataFrame:
+    suffix = file.path.suffix.lower()
+    if file.path.stat().st_size == 0:
+        raise InboxError(f"{file.relative}: empty file (0 bytes)")
+    if suffix == ".csv":
+        return _read_csv(file)
+    try:
+        if suffix == ".parquet":
+            frame = pl.read_parquet(file.path)
+        else:
+            frame = pl.read_excel(
+                file.path,
+                engine="openpyxl",
+                sheet_name=file.mapping.sheet,
+                infer_schema_length=10_000,
+            )
+    except Exception as error:
+        raise InboxError(f"{file.relative}: cannot be read as {suffix[1:]}: {error}") from error
+    return _as_text(frame, file.mapping)
+
+
+def _canonical_frame(frame: pl.DataFrame, file: InboxFile, contract: Contract) -> pl.DataFrame:
+    """Rename the export's headers to canonical columns and translate its vocabulary."""
+    mapping = file.mapping
+    renames: dict[str, str] = {}
+    for header in frame.columns:
+        key = header.strip().lstrip("\ufeff").lower()
+        target = mapping.columns.get(key, key if key in contract.column_names else None)
+        if target is not None and target not in renames.values():
+            renames[header] = target
+    missing = [name for name in contract.required_columns if name not in renames.values()]
+    if missing:
+        hints = []
+        for name in missing:
+            wanted = [name] + [h for h, c in mapping.columns.items() if c == name]
+            close = {
+                found
+                for want in wanted
+                for found in difflib.get_close_matches(
+                    want, [h.strip().lower() for h in frame.columns], n=1, cutoff=0.5
+                )
+            }
+            hint = f" (closest found: {', '.join(sorted(close))})" if close else ""
+            hints.append(f"'{name}'{hint}")
+        raise InboxError(
+            f"{file.relative}: missing required column(s) {', '.join(hints)} for "
+            f"{contract.group} (mapping '{mapping.name}'); found {', '.join(frame.columns)}"
+        )
+    frame = frame.select([pl.col(h).alias(c) for h, c in renames.items()])
+    columns = []
+    for name in contract.column_names:
+        if name not in frame.columns:
+            columns.append(pl.lit(None, pl.String).alias(name))
+        elif name in mapping.values:
+            lowered = pl.col(name).str.strip_chars().str.to_lowercase()
+            columns.append(lowered.replace(mapping.values[name]).alias(name))
+        else:
+            columns.append(pl.col(name).cast(pl.String))
+    return frame.select(columns)
+
+
+def read_raw_file(file: InboxFile, contract: Contract, load_id: str) -> pl.DataFrame:
+    """One export as canonical text columns plus lineage (load id, path, 1-based line)."""
+    frame = _canonical_frame(_read_any(file), file, contract)
+    return frame.select(
+        pl.lit(load_id).alias("load_id"),
+        pl.lit(file.relative).alias("source_file"),
+        (pl.int_range(pl.len(), dtype=pl.Int64) + 2).alias("line_number"),
+        *contract.column_names,
+    )
+
+
+# --- raw: accumulate newly delivered files -------------------------------------------------
+
+
+def _ensure_raw_table(con: duckdb.DuckDBPyConnection, contract: Contract) -> None:
+    table = f"raw.{contract.table}"
+    existing = [
+        row[0]
+        for row in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = 'raw' and table_name = ?",
+            [contract.table],
+        ).fetchall()
+    ]
+    if existing and "load_id" not in existing:
+        # a warehouse from before incremental loads: its raw tables were rebuilt every run
+        con.execute(f"drop table {table}")
+        existing = []
+    if not existing:
+        columns = ", ".join(f"{name} varchar" for name in contract.column_names)
+        con.execute(
+            f"create table {table} (load_id varchar, source_file varchar, "
+            f"line_number bigint, {columns})"
+        )
+        return
+    for name in contract.column_names:
+        if name not in existing:  # a column added to the contract later
+            con.execute(f"alter table {table} add column {name} varchar")
+
+
+def _record_file(con: duckdb.DuckDBPyConnection, values: dict) -> None:
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    con.execute(
+        "delete from ops.loaded_files where content_hash = ? and source_file = ?",
+        [values["content_hash"], values["source_file"]],
+    )
+    con.execute(f"insert into ops.loaded_files ({columns}) values ({marks})", list(values.values()))
+
+
+def load_new_files(
+    con: duckdb.DuckDBPyConnection,
+    files: list[InboxFile],
+    contract: Contract,
+    run_id: str,
+    options: IngestOptions,
+) -> tuple[list[InboxFile], list[InboxFile]]:
+    """Append the rows of files not loaded before to ``raw.<table>``; returns (new, duplicates).
+
+    Every file is read and checked before any is appended, so a bad file loads nothing.
+    """
+    _ensure_raw_table(con, contract)
+    loaded = {
+        row[0]: row[1]
+        for row in con.execute(
+            "select content_hash, list(source_file) from ops.loaded_files "
+            "where outcome = 'loaded' group by content_hash"
+        ).fetchall()
+    }
+    recorded = set(con.execute("select content_hash, source_file from ops.loaded_files").fetchall())
+    incoming: list[tuple[InboxFile, str, pl.DataFrame, int]] = []
+    duplicates: list[InboxFile] = []
+    for file in files:
+        _check_settled(file, options.settle_seconds)
+        size = file.path.stat().st_size
+        digest = content_hash(file.path)
+        if file.relative in loaded.get(digest, []):
+            continue  # this very file was loaded by an earlier run
+        if digest in loaded or digest in {d for _, d, _, _ in incoming}:
+            duplicates.append(file)
+            if (digest, file.relative) not in recorded:
+                first = loaded.get(digest, ["a file of this run"])[0]
+                _record_file(
+                    con,
+                    _file_record(file, contract, digest, size, run_id, 0, "duplicate")
+                    | {"detail": f"same content as {first}, loaded once"},
+                )
+            continue
+        frame = read_raw_file(file, contract, digest)
+        if file.path.stat().st_size != size:
+            raise InboxError(f"{file.relative}: changed while being read; still being written")
+        incoming.append((file, digest, frame, size))
+    sequence = con.sql("select coalesce(max(load_sequence), 0) from ops.loaded_files").fetchall()
+    next_sequence = sequence[0][0] + 1
+    for file, digest, frame, size in incoming:
+        con.register("incoming_rows", frame)
+        try:
+            con.execute(f"insert into raw.{contract.table} by name select * from incoming_rows")
+        finally:
+            con.unregister("incoming_rows")
+        record = _file_record(file, contract, digest, size, run_id, frame.height, "loaded")
+        _record_file(con, record | {"load_sequence": next_sequence})
+        next_sequence += 1
+    return [item[0] for item in incoming], duplicates
+
+
+def _file_record(
+    file: InboxFile,
+    contract: Contract,
+    digest: str,
+    size: int,
+    run_id: str,
+    rows: int,
+    outcome: str,
+) -> dict:
+    return {
+        "content_hash": digest,
+        "file_group": contract.group,
+        "source_file": file.relative,
+        "size_bytes": size,
+        "mapping": file.mapping.name,
+        "decimal_mark": file.mapping.decimal,
+        # XLSX/Parquet typed cells are written as text in these same formats (see _as_text)
+        "date_format": file.mapping.date_format,
+        "rows": rows,
+        "outcome": outcome,
+        "run_id": run_id,
+        "loaded_at": datetime.now(),
+    }
+
+
+# --- staging: typed, checked, deduplicated, rebuilt from raw ---------------------------------
 
 _SQL_TYPES = {
     "string": "varchar",
@@ -115,9 +426,15 @@ _SQL_TYPES = {
 }
 _TRUE = "('true', 't', '1', 'yes', 'y')"
 _FALSE = "('false', 'f', '0', 'no', 'n')"
+# A comma-decimal number: optional dot thousands separators, then an optional comma fraction.
+_COMMA_NUMBER = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$"
 
 
-def _typed_expression(column: Column) -> str:
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _typed_expression(column: Column, decimal: str = ".", date_format: str | None = None) -> str:
     text = f"nullif(trim({column.name}), '')"
     if column.type == "string":
         return f"lower({text})" if column.allowed else text
@@ -126,13 +443,20 @@ def _typed_expression(column: Column) -> str:
             f"case when lower({text}) in {_TRUE} then true "
             f"when lower({text}) in {_FALSE} then false end"
         )
+    if column.type == "date" and date_format:
+        return f"try_strptime({text}, {_quote(date_format)})::date"
+    if column.type in ("decimal", "number", "integer") and decimal == ",":
+        text = (
+            f"case when regexp_full_match({text}, {_quote(_COMMA_NUMBER)}) then "
+            f"replace(replace({text}, '.', ''), ',', '.') end"
+        )
     return f"try_cast({text} as {_SQL_TYPES[column.type]})"
 
 
-def _problem_expressions(column: Column) -> list[str]:
+def _problem_expressions(column: Column, decimal: str, date_format: str | None) -> list[str]:
     """SQL expressions yielding 'reason:column' when the raw value breaks the contract."""
     text = f"nullif(trim({column.name}), '')"
-    typed = _typed_expression(column)
+    typed = _typed_expression(column, decimal, date_format)
     problems = []
     if column.required:
         problems.append(f"case when {text} is null then 'missing_required:{column.name}' end")
@@ -142,25 +466,34 @@ def _problem_expressions(column: Column) -> list[str]:
             f"case when {text} is not null and {typed} is null then '{bad_kind}:{column.name}' end"
         )
     if column.allowed:
-        allowed = ", ".join(f"'{value}'" for value in column.allowed)
+        allowed = ", ".join(_quote(value) for value in column.allowed)
         problems.append(
             f"case when {text} is not null and {typed} not in ({allowed}) "
             f"then 'not_allowed:{column.name}' end"
         )
-    if column.minimum is not None:
+    bounds = [f"{typed} < {column.minimum}"] if column.minimum is not None else []
+    bounds += [f"{typed} > {column.maximum}"] if column.maximum is not None else []
+    if bounds:
         problems.append(
-            f"case when {typed} < {column.minimum} then 'negative_amount:{column.name}' end"
+            f"case when {' or '.join(bounds)} then '{column.range_reason}:{column.name}' end"
         )
     return problems
 
 
-def typed_select(contract: Contract, source: str) -> str:
-    """SELECT over a raw table: typed canonical columns plus the list of contract problems."""
-    typed = ",\n    ".join(f"{_typed_expression(c)} as {c.name}" for c in contract.columns)
-    problems = ",\n        ".join(p for c in contract.columns for p in _problem_expressions(c))
+def typed_select(
+    contract: Contract, source: str, decimal: str = ".", date_format: str | None = None
+) -> str:
+    """SELECT over raw rows: typed canonical columns plus the list of contract problems."""
+    typed = ",\n    ".join(
+        f"{_typed_expression(c, decimal, date_format)} as {c.name}" for c in contract.columns
+    )
+    problems = ",\n        ".join(
+        p for c in contract.columns for p in _problem_expressions(c, decimal, date_format)
+    )
     record = ", ".join(f"{name} := {name}" for name in contract.column_names)
     return f"""
 select
+    load_id,
     source_file,
     line_number,
     {typed},
@@ -171,94 +504,315 @@ select
 from {source}"""
 
 
-# Business rules that are not plain column types, applied to rows that passed the contract.
+def _typed_rows_sql(con: duckdb.DuckDBPyConnection, contract: Contract) -> str:
+    """Typed rows of every loaded file, each parsed with its own decimal mark and date format."""
+    formats = con.execute(
+        "select distinct decimal_mark, date_format from ops.loaded_files "
+        "where file_group = ? and outcome = 'loaded' order by all",
+        [contract.group],
+    ).fetchall()
+    parts = []
+    for decimal, date_format in formats or [(".", None)]:
+        format_filter = (
+            f"date_format = {_quote(date_format)}" if date_format else "date_format is null"
+        )
+        source = (
+            f"(select * from raw.{contract.table} where load_id in (select content_hash "
+            f"from ops.loaded_files where file_group = {_quote(contract.group)} "
+            f"and outcome = 'loaded' and decimal_mark = {_quote(decimal)} and {format_filter}))"
+        )
+        parts.append(typed_select(contract, source, decimal, date_format))
+    return "\nunion all\n".join(parts)
+
+
+def _has_rows(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    exists = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'staging' and table_name = ?",
+        [table],
+    ).fetchall()[0][0]
+    return bool(exists) and con.sql(f"select count(*) from staging.{table}").fetchall()[0][0] > 0
+
+
+# Business rules that are not checks, applied to rows that passed: (column, SQL expression).
 _NORMALISE: dict[str, dict[str, str]] = {
     "invoices": {
         "document_type": "coalesce(document_type, 'invoice')",
         # A credit note may arrive signed either way; we store it negative.
         "amount": "case when document_type = 'credit_note' then -abs(amount) else amount end",
+        "original_amount": "case when document_type = 'credit_note' "
+        "then -abs(original_amount) else original_amount end",
     },
 }
 
 
-def build_staging(
-    con: duckdb.DuckDBPyConnection, contract: Contract, run_id: str, files: list[Path]
-) -> StagingResult:
-    """Type ``raw.<table>`` into ``staging.<table>``; bad and superseded rows go to quarantine.
+def _checked_rows_sql(
+    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions
+) -> tuple[str, list[str]]:
+    """Typed rows plus the cross-column, referential and currency problems; skipped rules."""
+    joins: list[str] = []
+    problems: list[str] = []
+    skipped: list[str] = []
+    amount_base = "null::decimal(18, 2)"
+    fx_rate = "null::double"
+    money = contract.money
+    if money is not None:
+        base = _quote(options.base_currency.upper())
+        currency = f"upper(typed.{money.currency})"
+        joins.append(
+            f"asof left join staging.fx_rates fx on {currency} = upper(fx.currency) "
+            f"and typed.{money.date} >= fx.rate_date"
+            if _has_rows(con, "fx_rates")
+            else "left join (select null::varchar as currency, null::double as rate) fx on false"
+        )
+        fx_rate = (
+            f"case when typed.{money.currency} is null or {currency} = {base} then 1.0 "
+            "else fx.rate end"
+        )
+        amount_base = f"round(typed.{money.amount} * ({fx_rate}), 2)::decimal(18, 2)"
+        problems.append(
+            f"case when typed.{money.amount} is not null and ({fx_rate}) is null "
+            f"then 'unknown_currency:{money.currency}' end"
+        )
+    available = set()
+    for reference in contract.references:
+        if not _has_rows(con, reference.table):
+            skipped.append(
+                f"{reference.reason}: staging.{reference.table} is empty, so {reference.column} "
+                "cannot be checked against it"
+            )
+            continue
+        available.add(reference.table)
+        ref_key = CONTRACTS_BY_TABLE[reference.table].column(reference.key).name
+        joins.append(
+            f"left join staging.{reference.table} {reference.table} "
+            f"on typed.{reference.column} = {reference.table}.{ref_key}"
+        )
+        problems.append(
+            f"case when typed.{reference.column} is not null "
+            f"and {reference.table}.{ref_key} is null "
+            f"then '{reference.reason}:{reference.column}' end"
+        )
+    for rule in contract.rules:
+        if any(table not in available for table in rule.needs):
+            skipped.append(f"{rule.reason}: needs {', '.join(rule.needs)}")
+            continue
+        condition = rule.condition.replace("amount_base", f"({amount_base})")
+        problems.append(f"case when {condition} then '{rule.reason}' end")
+    extra = ", ".join(problems) if problems else ""
+    sql = f"""
+with typed as ({_typed_rows_sql(con, contract)})
+select typed.*,
+    list_concat(typed.problems, list_filter([{extra}], lambda p: p is not null)) as all_problems,
+    {amount_base} as amount_base,
+    ({fx_rate})::double as fx_rate
+from typed
+{" ".join(joins)}"""
+    return sql, skipped
 
-    Duplicate keys: the row from the latest file (name order), then the latest line, wins;
-    the others are quarantined as ``duplicate_key`` so nothing disappears without a trace.
-    """
+
+def build_staging(
+    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions = IngestOptions()
+) -> tuple[dict[str, int], list[str]]:
+    """Rebuild ``staging.<table>`` and its quarantine rows from raw; returns counts, skips."""
     table = contract.table
     key = ", ".join(contract.key)
-    normalise = _NORMALISE.get(table, {})
-    final_columns = ", ".join(
-        f"{normalise[name]} as {name}" if name in normalise else name
-        for name in contract.column_names
-    )
-    con.execute(
-        f"create or replace temp table typed_rows as {typed_select(contract, f'raw.{table}')}"
-    )
+    checked_sql, skipped = _checked_rows_sql(con, contract, options)
+    # Column names unqualified in rules refer to the typed row.
+    con.execute(f"create or replace temp table checked_rows as {checked_sql}")
     con.execute(
         f"""
         create or replace temp table ranked_rows as
-        select *, row_number() over (
-            partition by {key} order by source_file desc, line_number desc
-        ) as key_rank
-        from typed_rows where len(problems) = 0
-        """
+        with clean as (
+            select c.*, f.load_sequence, f.run_id as load_run_id, f.loaded_at,
+                row_number() over (partition by c.load_id, {key} order by c.line_number)
+                    as rank_in_file
+            from checked_rows c
+            join ops.loaded_files f
+              on f.content_hash = c.load_id and f.file_group = ? and f.outcome = 'loaded'
+            where len(c.all_problems) = 0
+        )
+        select *, case when rank_in_file = 1 then row_number() over (
+            partition by {key}, rank_in_file = 1 order by load_sequence desc
+        ) end as delivery_rank
+        from clean
+        """,
+        [contract.group],
     )
     con.execute("delete from quarantine.rejected_rows where staging_table = ?", [table])
+    # Run and time of the load that brought the row, so a rebuild writes identical rows.
     con.execute(
         f"""
         insert into quarantine.rejected_rows
-        select ?, ?, source_file, line_number, split_part(problems[1], ':', 1),
-               array_to_string(problems, '; '), raw_record, now()
-        from typed_rows where len(problems) > 0
+            (run_id, staging_table, source_file, line_number, reason, detail, raw_record,
+             rejected_at, load_id)
+        select f.run_id, ?, c.source_file, c.line_number, split_part(c.all_problems[1], ':', 1),
+               array_to_string(c.all_problems, '; '), c.raw_record, f.loaded_at, c.load_id
+        from checked_rows c
+        join ops.loaded_files f
+          on f.content_hash = c.load_id and f.file_group = ? and f.outcome = 'loaded'
+        where len(c.all_problems) > 0
         union all
-        select ?, ?, source_file, line_number, 'duplicate_key',
-               'superseded by a later row with the same {key}', raw_record, now()
-        from ranked_rows where key_rank > 1
+        select load_run_id, ?, source_file, line_number, 'duplicate_key',
+               'repeats {key} of an earlier line of the same file', raw_record, loaded_at,
+               load_id
+        from ranked_rows where rank_in_file > 1
         """,
-        [run_id, table, run_id, table],
+        [table, contract.group, table],
+    )
+    normalise = _NORMALISE.get(table, {})
+    money = contract.money
+    selected = {name: name for name in contract.column_names}
+    extras = ["source_file", "line_number"]
+    if money is not None:
+        selected[money.amount] = "amount_base"
+        extras += [f"{money.amount} as original_amount", "fx_rate"]
+    inner = ", ".join([f"{expr} as {name}" for name, expr in selected.items()] + extras)
+    outer_names = [*contract.column_names, "source_file", "line_number"]
+    if money is not None:
+        outer_names += ["original_amount", "fx_rate"]
+    outer = ", ".join(
+        f"{normalise[name]} as {name}" if name in normalise else name for name in outer_names
     )
     con.execute(
         f"""
         create or replace table staging.{table} as
-        select {final_columns}, source_file, line_number
-        from ranked_rows where key_rank = 1
+        select {outer} from (
+            select {inner} from ranked_rows where delivery_rank = 1
+        )
         order by {key}
         """
     )
-    raw_rows = con.sql(f"select count(*) from raw.{table}").fetchall()[0][0]
-    staged_rows = con.sql(f"select count(*) from staging.{table}").fetchall()[0][0]
-    reasons = dict(
+    counts = dict(
+        raw=con.sql(f"select count(*) from raw.{table}").fetchall()[0][0],
+        staged=con.sql(f"select count(*) from staging.{table}").fetchall()[0][0],
+        superseded=con.sql("select count(*) from ranked_rows where delivery_rank > 1").fetchall()[
+            0
+        ][0],
+    )
+    con.execute("drop table checked_rows")
+    con.execute("drop table ranked_rows")
+    return counts, skipped
+
+
+def quarantine_reasons(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
+    return dict(
         con.execute(
             "select reason, count(*) from quarantine.rejected_rows where staging_table = ? "
-            "group by reason order by 2 desc",
+            "group by reason order by 2 desc, 1",
             [table],
         ).fetchall()
     )
-    con.execute("drop table typed_rows")
-    con.execute("drop table ranked_rows")
-    return StagingResult(
-        table=table,
-        files=tuple(str(f) for f in files),
-        raw_rows=raw_rows,
-        staged_rows=staged_rows,
-        quarantined_rows=sum(reasons.values()),
-        reasons=reasons,
-    )
+
+
+def _reject_gate(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    new_files: list[InboxFile],
+    options: IngestOptions,
+) -> tuple[dict[str, dict], list[str]]:
+    """Validate each new file (GX suite + exact rejected share); returns reports, refusals."""
+    reports: dict[str, dict] = {}
+    refusals: list[str] = []
+    for file in new_files:
+        load_id, rows = con.execute(
+            "select content_hash, rows from ops.loaded_files where source_file = ? "
+            "and file_group = ? and outcome = 'loaded' order by load_sequence desc limit 1",
+            [file.relative, contract.group],
+        ).fetchall()[0]
+        reasons = Counter(
+            dict(
+                con.execute(
+                    "select reason, count(*) from quarantine.rejected_rows "
+                    "where load_id = ? and staging_table = ? group by reason",
+                    [load_id, contract.table],
+                ).fetchall()
+            )
+        )
+        rejected = sum(reasons.values())
+        share = rejected / rows if rows else 0.0
+        report: dict = {"rows": rows, "rejected_rows": rejected, "rejected_share": share}
+        if options.validate and rows:
+            from features.validation import validate_batch  # GX imports slowly: only when used
+
+            report["great_expectations"] = validate_batch(
+                con, contract, load_id, options.reject_threshold, options.validation_sample_rows
+            )
+        reports[file.relative] = report
+        failed_gx = [
+            e["expectation"] for e in report.get("great_expectations", {}).get("failed", [])
+        ]
+        if share > options.reject_threshold or failed_gx:
+            top = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3))
+            gx_note = f"; failed expectations: {', '.join(failed_gx)}" if failed_gx else ""
+            refusals.append(
+                f"{file.relative}: {rejected} of {rows} rows rejected ({share:.1%} > "
+                f"[ingest] reject_threshold {options.reject_threshold:.1%}); "
+                f"top reasons: {top or 'none'}{gx_note}"
+            )
+        con.execute(
+            "update ops.loaded_files set rejected_rows = ?, validation = ? "
+            "where content_hash = ? and source_file = ?",
+            [rejected, _json(report), load_id, file.relative],
+        )
+    return reports, refusals
+
+
+def _json(value: dict) -> str:
+    import json
+
+    return json.dumps(value, default=str)
 
 
 def ingest_group(
-    con: duckdb.DuckDBPyConnection, inbox: Path, contract: Contract, run_id: str
+    con: duckdb.DuckDBPyConnection,
+    inbox: Path,
+    contract: Contract,
+    run_id: str,
+    options: IngestOptions = IngestOptions(),
 ) -> StagingResult:
-    """Load one file group end to end; a missing required source is an :class:`InboxError`."""
-    files = load_raw(con, inbox, contract)
-    if not files and contract.required_source:
+    """Load a group's new files into raw, rebuild its staging table, gate the new files.
+
+    The whole step is one transaction: a file refused by the gate leaves raw, staging and
+    quarantine as they were; ``ops.loaded_files`` then records it as ``refused``.
+    """
+    files = discover_files(inbox, contract, inbox_mappings(inbox, options))
+    if not files and contract.required_source and not _has_rows(con, contract.table):
         raise InboxError(
             f"no {contract.group}* file (.csv, .parquet or .xlsx) in inbox {inbox}: "
             "invoices are the one indispensable source"
         )
-    return build_staging(con, contract, run_id, files)
+    con.begin()
+    try:
+        new_files, duplicates = load_new_files(con, files, contract, run_id, options)
+        counts, skipped = build_staging(con, contract, options)
+        reports, refusals = _reject_gate(con, contract, new_files, options)
+    except BaseException:
+        con.rollback()
+        raise
+    if refusals:
+        con.rollback()
+        for file in new_files:
+            if any(r.startswith(f"{file.relative}:") for r in refusals):
+                record = _file_record(
+                    file, contract, content_hash(file.path), file.path.stat().st_size,
+                    run_id, reports[file.relative]["rows"], "refused",
+                )  # fmt: skip
+                detail = next(r for r in refusals if r.startswith(f"{file.relative}:"))
+                _record_file(con, record | {"detail": detail})
+        raise RejectThresholdError("; ".join(refusals))
+    con.commit()
+    reasons = quarantine_reasons(con, contract.table)
+    return StagingResult(
+        table=contract.table,
+        files=tuple(f.relative for f in files),
+        raw_rows=counts["raw"],
+        staged_rows=counts["staged"],
+        quarantined_rows=sum(reasons.values()),
+        reasons=reasons,
+        superseded_rows=counts["superseded"],
+        new_files=tuple(f.relative for f in new_files),
+        duplicate_files=tuple(f.relative for f in duplicates),
+        skipped_rules=tuple(skipped),
+        validations=reports,
+    )

@@ -26,6 +26,24 @@ BOOKKEEPING_DDL = (
         loaded_at timestamp
     )""",
     """
+    create table if not exists ops.loaded_files (
+        content_hash varchar not null,
+        file_group varchar not null,
+        source_file varchar not null,
+        size_bytes bigint,
+        mapping varchar,
+        decimal_mark varchar,
+        date_format varchar,
+        rows bigint,
+        rejected_rows bigint,
+        outcome varchar not null,
+        detail varchar,
+        validation json,
+        load_sequence bigint,
+        run_id varchar,
+        loaded_at timestamp
+    )""",
+    """
     create table if not exists quarantine.rejected_rows (
         run_id varchar,
         staging_table varchar not null,
@@ -36,6 +54,8 @@ BOOKKEEPING_DDL = (
         raw_record json,
         rejected_at timestamp not null
     )""",
+    # the loaded file (content hash) a rejected row came from; added after the first release
+    "alter table quarantine.rejected_rows add column if not exists load_id varchar",
     """
     create table if not exists models.model_runs (
         run_id varchar not null,

@@ -71,7 +71,8 @@ def run(
     warehouse_path = _warehouse_path(warehouse)
     run_config = run_config_for(settings, warehouse=str(warehouse_path), inbox=str(inbox_path))
     if not verbose:
-        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        # Dagster's own console is for --verbose; warnings are re-told briefly below.
+        run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     instance = (
         dg.DagsterInstance.get()
         if os.environ.get("DAGSTER_HOME")
@@ -82,6 +83,8 @@ def run(
         run_config=run_config, instance=instance, raise_on_error=False
     )
     elapsed = time.perf_counter() - started
+    if not verbose:
+        _print_warnings(instance, result.run_id)
     if not result.success:
         failures = [
             f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"  # type: ignore[union-attr]
@@ -96,6 +99,15 @@ def run(
         detail = "\n  ".join(failures + [f"check failed: {c}" for c in failed_checks])
         raise _fail(f"run {result.run_id} failed after {elapsed:.1f}s:\n  {detail}")
     _print_summary(warehouse_path, elapsed)
+
+
+def _print_warnings(instance, run_id: str) -> None:
+    """Warnings the stages logged (a missing source, quarantined rows, a model fallback)."""
+    import logging
+
+    for entry in instance.all_logs(run_id):
+        if entry.level == logging.WARNING and entry.user_message:
+            typer.secho(f"warning: {entry.step_key}: {entry.user_message}", fg="yellow", err=True)
 
 
 def _root_cause(error) -> str:  # dagster's SerializableErrorInfo chain

@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 import pipelines
+from features.contracts import CONTRACTS
 from pipelines.resources import default_resources
 from pipelines.settings import Settings
 
@@ -43,6 +44,8 @@ nightly_schedule = dg.ScheduleDefinition(
 SETTINGS_CONSUMERS: dict[str, str] = {
     "ops__run_as_of": "run",
     "models__clv_scores": "clv",
+    "models__clv_backtest": "clv",
+    **{f"staging__{contract.table}": "ingest" for contract in CONTRACTS},
     "marts__receivables_aging": "risk",
     "features__receivables_dso": "risk",
     "features__invoice_settlement": "risk",

@@ -38,6 +38,16 @@ class ClvSettings(dg.Config):
     min_repeat_customers: int = Field(
         default=30, description="Fewer repeat buyers than this fails the CLV stage."
     )
+    holdout_days: int = Field(
+        default=182,
+        description="Backtest holdout: refit on data up to as-of minus this many days and "
+        "compare predicted with actual purchases after it; 0 turns the backtest off.",
+    )
+    max_frequency_spend_correlation: float = Field(
+        default=0.3,
+        description="Warn when |corr(frequency, spend)| of repeat buyers exceeds this: "
+        "Gamma-Gamma assumes spend independent of purchase frequency.",
+    )
 
 
 class ChurnSettings(dg.Config):
@@ -92,11 +102,44 @@ class RiskSettings(dg.Config):
     )
 
 
+class IngestSettings(dg.Config):
+    """Loading the inbox: file gate, currency, vendor mappings."""
+
+    reject_threshold: float = Field(
+        default=0.10,
+        ge=0.0,
+        le=1.0,
+        description="A new file with a larger share of rejected rows is refused and fails the run.",
+    )
+    base_currency: str = Field(
+        default="EUR", description="Currency every amount is converted to (fx/rates* inputs)."
+    )
+    mappings_dir: str | None = Field(
+        default=None,
+        description="Extra folder of vendor mapping .toml files (besides <inbox>/mappings/).",
+    )
+    settle_seconds: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="A file modified less than this many seconds ago is still being written: "
+        "the run fails naming it (0 = off).",
+    )
+    validate_files: bool = Field(
+        default=True, description="Run the Great Expectations gate on every newly loaded file."
+    )
+    validation_sample_rows: int = Field(
+        default=200_000,
+        ge=1,
+        description="Above this many rows GX validates a fixed sample (SQL checks every row).",
+    )
+
+
 SECTIONS: dict[str, type[dg.Config]] = {
     "run": RunSettings,
     "clv": ClvSettings,
     "churn": ChurnSettings,
     "risk": RiskSettings,
+    "ingest": IngestSettings,
 }
 
 

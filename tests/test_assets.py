@@ -66,6 +66,12 @@ def test_blocking_checks_stop_the_run_on_empty_invoices(tmp_path: Path) -> None:
             "warehouse": Warehouse(path=str(tmp_path / "w.duckdb")),
             "inbox": Inbox(path=str(inbox)),
         },
+        # open the file gate so the row is quarantined and the blocking check is what stops us
+        run_config={
+            "ops": {
+                "staging__invoices": {"config": {"reject_threshold": 1.0, "validate_files": False}}
+            }
+        },
         raise_on_error=False,
     )
     assert not result.success

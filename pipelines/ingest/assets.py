@@ -5,28 +5,54 @@ from pathlib import Path
 import dagster as dg
 
 from features.contracts import CONTRACTS, Contract
-from features.ingest import ingest_group
+from features.ingest import InboxError, IngestOptions, ingest_group
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
+from pipelines.settings import IngestSettings
+
+
+def ingest_options(config: IngestSettings) -> IngestOptions:
+    return IngestOptions(
+        base_currency=config.base_currency,
+        reject_threshold=config.reject_threshold,
+        settle_seconds=config.settle_seconds,
+        mappings_dir=Path(config.mappings_dir) if config.mappings_dir else None,
+        validate=config.validate_files,
+        validation_sample_rows=config.validation_sample_rows,
+    )
 
 
 def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
     @dg.asset(
         key=["staging", contract.table],
+        # referential rules (unknown_customer, unknown_invoice) and FX conversion read these
+        deps=[dg.AssetKey(["staging", table]) for table in contract.depends_on],
         group_name="ingest",
         kinds={"duckdb", "polars"},
         pool=DUCKDB_POOL,
         description=f"{contract.description} Typed, deduplicated; bad rows quarantined.",
     )
     def staging_table(
-        context: dg.AssetExecutionContext, warehouse: Warehouse, inbox: Inbox
+        context: dg.AssetExecutionContext,
+        config: IngestSettings,
+        warehouse: Warehouse,
+        inbox: Inbox,
     ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
-            result = ingest_group(con, Path(inbox.path), contract, context.run_id)
+            try:
+                result = ingest_group(
+                    con, Path(inbox.path), contract, context.run_id, ingest_options(config)
+                )
+            except InboxError as error:
+                raise dg.Failure(description=str(error)) from error
         if not result.present:
             context.log.warning(
                 f"no {contract.group}* file in the inbox: staging.{contract.table} is empty "
                 "and the stages that use it run without it"
             )
+        for skipped in result.skipped_rules:
+            context.log.warning(f"rule skipped for {contract.group}: {skipped}")
+        if result.duplicate_files:
+            context.log.info(f"already loaded, skipped: {', '.join(result.duplicate_files)}")
         if result.quarantined_rows:
             context.log.warning(
                 f"{result.quarantined_rows} row(s) of {contract.group} quarantined: "
@@ -36,10 +62,15 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
             metadata={
                 "source_present": result.present,
                 "files": dg.MetadataValue.json(list(result.files)),
+                "new_files": dg.MetadataValue.json(list(result.new_files)),
+                "duplicate_files": dg.MetadataValue.json(list(result.duplicate_files)),
                 "raw_rows": result.raw_rows,
                 "dagster/row_count": result.staged_rows,
                 "quarantined_rows": result.quarantined_rows,
+                "superseded_rows": result.superseded_rows,
                 "quarantine_reasons": dg.MetadataValue.json(result.reasons),
+                "skipped_rules": dg.MetadataValue.json(list(result.skipped_rules)),
+                "validation": dg.MetadataValue.json(result.validations),
             }
         )
 

@@ -28,3 +28,55 @@ def invoice_ids_unique(warehouse: Warehouse) -> dg.AssetCheckResult:
             "group by invoice_id having count(*) > 1)"
         ).fetchall()[0][0]
     return dg.AssetCheckResult(passed=duplicated == 0, metadata={"duplicated_ids": duplicated})
+
+
+@dg.asset_check(asset=dg.AssetKey(["staging", "invoices"]), blocking=True, pool=DUCKDB_POOL)
+def invoice_customers_known(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """Every invoice's customer is a CRM account (skipped, and said so, without accounts)."""
+    with warehouse.connect() as con:
+        accounts = con.sql("select count(*) from staging.accounts").fetchall()[0][0]
+        unknown = con.sql(
+            "select count(*) from staging.invoices i "
+            "anti join staging.accounts a on i.customer_id = a.customer_id"
+        ).fetchall()[0][0]
+    if not accounts:
+        return dg.AssetCheckResult(
+            passed=True,
+            metadata={"skipped": "no crm/accounts loaded: customers cannot be checked"},
+        )
+    return dg.AssetCheckResult(passed=unknown == 0, metadata={"unknown_customers": unknown})
+
+
+@dg.asset_check(asset=dg.AssetKey(["staging", "payments"]), blocking=True, pool=DUCKDB_POOL)
+def payments_reference_invoices(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """Every payment settles an invoice we know, so receivables add up."""
+    with warehouse.connect() as con:
+        orphans = con.sql(
+            "select count(*) from staging.payments p "
+            "anti join staging.invoices i on p.invoice_id = i.invoice_id"
+        ).fetchall()[0][0]
+    return dg.AssetCheckResult(passed=orphans == 0, metadata={"orphan_payments": orphans})
+
+
+@dg.asset_check(asset=dg.AssetKey(["staging", "invoices"]), blocking=True, pool=DUCKDB_POOL)
+def no_future_dated_invoices(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """No invoice is dated after today: a typo'd year would move the default as-of date."""
+    with warehouse.connect() as con:
+        future, latest = con.sql(
+            "select count(*) filter (where issue_date > current_date), max(issue_date) "
+            "from staging.invoices"
+        ).fetchall()[0]
+    return dg.AssetCheckResult(
+        passed=future == 0,
+        metadata={"future_dated": future, "latest_issue_date": str(latest)},
+    )
+
+
+@dg.asset_check(asset=dg.AssetKey(["staging", "payments"]), blocking=True, pool=DUCKDB_POOL)
+def no_future_dated_payments(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """No payment is dated after today: money not yet received must not reduce exposure."""
+    with warehouse.connect() as con:
+        future = con.sql(
+            "select count(*) from staging.payments where payment_date > current_date"
+        ).fetchall()[0][0]
+    return dg.AssetCheckResult(passed=future == 0, metadata={"future_dated": future})
