@@ -174,6 +174,14 @@ def test_delinquency_model_beats_the_bureau_on_the_holdout(risk_run: Path) -> No
     assert ours["auc"] - bureau["auc"] > 0.10
     assert ours["auc"] > rule["auc"]
     assert ours["brier"] < bureau["brier"] and ours["brier"] < rule["brier"]
+    # also where the label is not already decided at the cutoff (not yet 30+ days past due)
+    forward = {
+        row["scorer"]: row["auc"]
+        for row in evaluation.filter(
+            pl.col("population") == "with_bureau_report_not_yet_30_days_past_due"
+        ).iter_rows(named=True)
+    }
+    assert forward["our_model"] - forward["bureau_delinquency_score"] > 0.05
     reliability = _query(
         risk_run,
         "select * from models.delinquency_reliability "
