@@ -83,7 +83,7 @@ class RiskSettings(dg.Config):
         default=8, description="Past cutoffs (30 days apart) the delinquency model learns from."
     )
     max_training_customers: int = Field(
-        default=200_000,
+        default=50_000,
         description="Above this many customers, training snapshots use a hash sample of them.",
     )
     calibration: str = Field(
