@@ -113,12 +113,13 @@ def _percent(column: str, sign: float = 1.0) -> pl.Expr:
     return (pl.col(column) * 100 * sign).round(0).cast(pl.Int64).cast(pl.String)
 
 
-def _count(column: str, none: str, some: str) -> pl.Expr:
-    return (
-        pl.when(pl.col(column).fill_null(0) == 0)
-        .then(pl.lit(none))
-        .otherwise(pl.format(some, _int(column)))
-    )
+def _count(column: str, none: str, some: str, one: str | None = None) -> pl.Expr:
+    """Words for a count: ``none`` at 0, ``one`` at 1 (if given), else ``some`` with the count."""
+    value = pl.col(column).fill_null(0)
+    words = pl.when(value == 0).then(pl.lit(none))
+    if one is not None:
+        words = words.when(value == 1).then(pl.lit(one))
+    return words.otherwise(pl.format(some, _int(column)))
 
 
 _NO_ORDER = (
