@@ -132,6 +132,33 @@ _NO_ORDER = (
     )
 )
 
+_PATTERN = pl.format(
+    "purchase pattern: {}% chance of no order", _percent("bg_nbd_churn_probability")
+)
+
+
+def _silence(kind: str, noun: str) -> pl.Expr:
+    """``no <noun> in N days``, N from days_since_last_<kind>; the same words as _quiet's."""
+    days = f"days_since_last_{kind}"
+    return (
+        pl.when(pl.col(days).is_null())
+        .then(pl.lit(f"no {noun} on record"))
+        .otherwise(pl.format(f"no {noun} in {{}} days", _int(days)))
+    )
+
+
+def _quiet(column: str, noun: str, nouns: str, kind: str) -> pl.Expr:
+    """Few contacts of a kind in 90 days; none is said as the silence since the last one."""
+    value = pl.col(column).fill_null(0)
+    return (
+        pl.when(value == 0)
+        .then(_silence(kind, noun))
+        .when(value == 1)
+        .then(pl.lit(f"only 1 {noun} in 90 days"))
+        .otherwise(pl.format(f"only {{}} {nouns} in 90 days", _int(column)))
+    )
+
+
 # Plain-words reason per feature, with the customer's own value, and the direction in which the
 # feature raises churn risk (+1: higher is riskier).
 _REASONS: dict[str, tuple[int, pl.Expr]] = {
@@ -151,50 +178,22 @@ _REASONS: dict[str, tuple[int, pl.Expr]] = {
         -1,
         pl.format("spend down {}% on the previous 90 days", _percent("spend_trend", -1.0)),
     ),
-    "bg_nbd_p_alive": (
-        -1,
-        pl.format("purchase pattern: {}% likely still active", _percent("bg_nbd_p_alive")),
-    ),
-    "bg_nbd_expected_purchases": (
-        -1,
-        pl.format(
-            "purchase pattern expects only {} orders",
-            pl.col("bg_nbd_expected_purchases").round(1).cast(pl.String),
-        ),
-    ),
-    "bg_nbd_churn_probability": (
-        1,
-        pl.format("purchase pattern: {}% chance of no order", _percent("bg_nbd_churn_probability")),
-    ),
-    "activities_90d": (
-        -1,
-        _count(
-            "activities_90d",
-            "no CRM contact in 90 days",
-            "only {} CRM contacts in 90 days",
-            "only 1 CRM contact in 90 days",
-        ),
-    ),
-    "calls_90d": (-1, _count("calls_90d", "no call in 90 days", "only {} calls in 90 days")),
-    "emails_90d": (-1, _count("emails_90d", "no email in 90 days", "only {} emails in 90 days")),
-    "meetings_90d": (
-        -1,
-        _count("meetings_90d", "no meeting in 90 days", "only {} meetings in 90 days"),
-    ),
+    # the three BG/NBD outputs say one thing; one wording lets a customer hear it once
+    "bg_nbd_p_alive": (-1, _PATTERN),
+    "bg_nbd_expected_purchases": (-1, _PATTERN),
+    "bg_nbd_churn_probability": (1, _PATTERN),
+    "activities_90d": (-1, _quiet("activities_90d", "CRM contact", "CRM contacts", "activity")),
+    "calls_90d": (-1, _quiet("calls_90d", "call", "calls", "call")),
+    "emails_90d": (-1, _quiet("emails_90d", "email", "emails", "email")),
+    "meetings_90d": (-1, _quiet("meetings_90d", "meeting", "meetings", "meeting")),
     "tickets_90d": (
         1,
         _count("tickets_90d", "", "{} support tickets in 90 days", "1 support ticket in 90 days"),
     ),
-    "days_since_last_activity": (
-        1,
-        pl.format("no CRM contact in {} days", _int("days_since_last_activity")),
-    ),
-    "days_since_last_call": (1, pl.format("no call in {} days", _int("days_since_last_call"))),
-    "days_since_last_meeting": (
-        1,
-        pl.format("no meeting in {} days", _int("days_since_last_meeting")),
-    ),
-    "days_since_last_email": (1, pl.format("no email in {} days", _int("days_since_last_email"))),
+    "days_since_last_activity": (1, _silence("activity", "CRM contact")),
+    "days_since_last_call": (1, _silence("call", "call")),
+    "days_since_last_meeting": (1, _silence("meeting", "meeting")),
+    "days_since_last_email": (1, _silence("email", "email")),
     "open_opportunities": (
         -1,
         _count(
@@ -504,3 +503,70 @@ def evaluate_holdout(
         best = "bg_nbd_baseline"
     summary = summary.with_columns(chosen=pl.col("scorer") == best)
     return Evaluation(summary=summary, reliability=pl.concat(reliability), chosen=best)
+
+
+SCORE_SCHEMA = {
+    "customer_id": pl.String,
+    "as_of_date": pl.Date,
+    "churn_probability": pl.Float64,
+    "churn_risk_band": pl.String,
+    "churn_reasons": pl.String,
+    "churn_model_version": pl.String,
+    "account_closed": pl.Boolean,
+}
+CLOSED_BAND = "closed"
+CLOSED_REASON = "account closed in the CRM"
+
+
+def score_customers(
+    current: pl.DataFrame,
+    as_of: date,
+    *,
+    model: ChurnModel | None,
+    chosen: str,
+    cut_points: list[float],
+    model_version: str,
+) -> pl.DataFrame:
+    """Churn probability, band and reasons per customer of the ``as_of`` snapshot.
+
+    ``chosen`` is ``"supervised"`` (the fitted ``model``) or ``"bg_nbd_baseline"``. Reasons come
+    from ``model`` whenever it is fitted, also when the baseline makes the probability, since
+    they name the facts behind the risk; without a model they are empty. Accounts closed in the
+    CRM are lost by a business rule: no probability, band ``closed``.
+    """
+    _validate_columns(current, ["customer_id", "account_closed"])
+    if chosen == "supervised":
+        if model is None:
+            raise ValueError("the supervised scorer was chosen but no model is fitted")
+        probability = model.predict_proba(current)
+    else:
+        _validate_columns(current, [BASELINE])
+        probability = current[BASELINE].cast(pl.Float64).to_numpy()
+    reasons = (
+        model.reasons(current)
+        if model is not None
+        else pl.Series("churn_reasons", [None] * current.height, dtype=pl.String)
+    )
+    closed = current["account_closed"].fill_null(False)
+    band = churn_risk_band(np.nan_to_num(probability, nan=0.0), cut_points)
+    scores = pl.DataFrame(
+        {
+            "customer_id": current["customer_id"],
+            "as_of_date": pl.Series([as_of] * current.height, dtype=pl.Date),
+            "churn_probability": pl.Series(probability, dtype=pl.Float64).fill_nan(None),
+            "churn_risk_band": band,
+            "churn_reasons": reasons,
+            "churn_model_version": [model_version] * current.height,
+            "account_closed": closed,
+        },
+        schema=SCORE_SCHEMA,
+    )
+    return scores.with_columns(
+        churn_probability=pl.when(closed).then(None).otherwise("churn_probability"),
+        churn_risk_band=pl.when(closed)
+        .then(pl.lit(CLOSED_BAND))
+        .when(pl.col("churn_probability").is_null())
+        .then(None)
+        .otherwise("churn_risk_band"),
+        churn_reasons=pl.when(closed).then(pl.lit(CLOSED_REASON)).otherwise("churn_reasons"),
+    )
