@@ -20,7 +20,6 @@ from datetime import date, timedelta
 import numpy as np
 import polars as pl
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import GroupKFold
@@ -307,10 +306,11 @@ class ChurnModel:
         self.folds = folds
         self.missing_groups = missing_groups
 
-    def _matrix(self, frame: pl.DataFrame) -> np.ndarray:
+    def _transformed(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Numeric features on the model's scale (log, clip) with nulls kept; categories 0/1."""
         columns = []
         for name in self.numeric_features_:
-            values = pl.col(name).cast(pl.Float64)
+            values = pl.col(name).cast(pl.Float64).fill_nan(None)
             if name in _ZERO_WHEN_NULL:
                 values = values.fill_null(0.0)
             if name in _LOG_FEATURES:
@@ -323,7 +323,21 @@ class ChurnModel:
                 (pl.col(name) == level).fill_null(False).cast(pl.Float64).alias(f"{name}={level}")
                 for level in levels
             ]
-        return frame.select(columns).to_numpy().astype(np.float64)
+        return frame.select(columns)
+
+    def _matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """Model matrix: nulls filled with the training median, plus a missing-value indicator
+        for each feature that had nulls in training (scikit-learn's SimpleImputer with
+        add_indicator, done in polars because the imputer's masked median is slow on millions
+        of rows)."""
+        transformed = self._transformed(frame)
+        filled = [pl.col(n).fill_null(self.medians_[n]) for n in self.numeric_features_]
+        categories = [c for c in transformed.columns if c not in self.medians_]
+        indicators = [
+            pl.col(n).is_null().cast(pl.Float64).alias(f"missingindicator_{n}")
+            for n in self.missing_indicators_
+        ]
+        return transformed.select(*filled, *categories, *indicators).to_numpy()
 
     def fit(self, training: pl.DataFrame) -> ChurnModel:
         """Fit on point-in-time snapshots with ``customer_id``, features and ``churned``."""
@@ -344,11 +358,22 @@ class ChurnModel:
         labels = training[LABEL].cast(pl.Int8).to_numpy()
         if labels.min() == labels.max():
             raise ValueError("churn training data has only one class: nothing to learn")
+        transformed = self._transformed(training).select(self.numeric_features_)
+        # medians from all training rows, also for the calibration folds: a median moves the
+        # filled-in value of a few rows, not the out-of-fold probabilities the calibration needs
+        self.medians_ = {
+            n: float(v) if v is not None else 0.0
+            for n, v in transformed.median().row(0, named=True).items()
+        }
+        self.missing_indicators_ = [
+            n for n, nulls in transformed.null_count().row(0, named=True).items() if nulls
+        ]
+        # newton-cholesky: few, exact steps; with many more rows than columns it fits several
+        # times faster than lbfgs to the same coefficients
         base = Pipeline(
             [
-                ("impute", SimpleImputer(strategy="median", add_indicator=True)),
                 ("scale", StandardScaler()),
-                ("logit", LogisticRegression(C=self.regularization, max_iter=2000)),
+                ("logit", LogisticRegression(C=self.regularization, solver="newton-cholesky")),
             ]
         )
         groups = training["customer_id"].to_numpy()
@@ -359,10 +384,11 @@ class ChurnModel:
             base, method=self.calibration, cv=splits, ensemble=False
         ).fit(self._matrix(training), labels)
         self.model_ = self.calibrated_.calibrated_classifiers_[0].estimator
-        encoded = self.numeric_features_ + [
-            f"{c}={level}" for c, levels in self.categories_.items() for level in levels
+        self.feature_names_ = [
+            *self.numeric_features_,
+            *(f"{c}={level}" for c, levels in self.categories_.items() for level in levels),
+            *(f"missingindicator_{n}" for n in self.missing_indicators_),
         ]
-        self.feature_names_ = list(self.model_.named_steps["impute"].get_feature_names_out(encoded))
         self.coefficients_ = dict(
             zip(
                 self.feature_names_, self.model_.named_steps["logit"].coef_[0].tolist(), strict=True
@@ -392,8 +418,7 @@ class ChurnModel:
         """
         self._check_fitted()
         _validate_columns(frame, self.numeric_features_ + list(self.categories_))
-        imputer = self.model_.named_steps["impute"]
-        scaled = self.model_.named_steps["scale"].transform(imputer.transform(self._matrix(frame)))
+        scaled = self.model_.named_steps["scale"].transform(self._matrix(frame))
         coefficients = self.model_.named_steps["logit"].coef_[0]
         contribution = scaled * coefficients
         speakable = np.zeros(len(self.feature_names_), dtype=bool)
