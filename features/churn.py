@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from features.customer import lifetimes_summary
-from features.warehouse import materialize_sql, row_count, sql_text
+from features.warehouse import materialize_sql, sql_text
 from models.clv import ClvModel, InsufficientDataError, bg_nbd_p_alive
 
 # Which staging table feeds which feature group; invoices (purchases) are always there.
@@ -220,7 +220,3 @@ def scoring_frame(con: duckdb.DuckDBPyConnection, as_of: date) -> pl.DataFrame:
         "select * from features.churn_snapshots where cutoff_date = $as_of order by customer_id",
         params={"as_of": as_of},
     ).pl()
-
-
-def snapshot_customers(con: duckdb.DuckDBPyConnection) -> int:
-    return row_count(con, "(select distinct customer_id from staging.invoices)")

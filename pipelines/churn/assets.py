@@ -4,13 +4,9 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from features.churn import (
-    build_churn_snapshots,
-    scoring_frame,
-    snapshot_customers,
-    training_frame,
-)
+from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.point_in_time import training_cutoffs
+from features.receivables import customers_invoiced
 from features.warehouse import fingerprint, record_model_run
 from models.churn import SCORE_SCHEMA, ChurnModel, evaluate_holdout, score_customers
 from pipelines.common import preview, run_as_of
@@ -63,7 +59,7 @@ def churn_snapshots(
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         cutoffs = training_cutoffs(as_of, config.horizon_days, count=config.training_cutoffs)
-        customers = snapshot_customers(con)
+        customers = customers_invoiced(con)
         sample_fraction = min(1.0, config.max_training_customers / max(customers, 1))
         built = build_churn_snapshots(
             con, cutoffs, as_of, config.horizon_days, sample_fraction=sample_fraction
