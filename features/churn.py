@@ -74,8 +74,10 @@ def missing_feature_groups(con: duckdb.DuckDBPyConnection, as_of: date) -> dict[
 def _payment_history(
     con: duckdb.DuckDBPyConnection,
     cutoffs: list[date],
+    as_of: date,
     default_payment_terms_days: int,
     settlement_tolerance: float,
+    sample_fraction: float,
 ) -> None:
     """The credit-risk stage's payment behaviour, with settlement rebuilt as of each cutoff."""
     # feat_payment_behaviour reads features.invoice_settlement, which the risk stage builds as of
@@ -93,7 +95,8 @@ def _payment_history(
             default_payment_terms_days=default_payment_terms_days,
             settlement_tolerance=settlement_tolerance,
         )
-        params = {"cutoffs": [cutoff], "whole_ledger": True, "sample_fraction": 1.0}
+        sample = 1.0 if cutoff == as_of else sample_fraction
+        params = {"cutoffs": [cutoff], "whole_ledger": True, "sample_fraction": sample}
         if cutoff == cutoffs[0]:
             con.execute(
                 f"create table features.churn_payment_history as {behaviour}", params
@@ -186,16 +189,12 @@ def build_churn_snapshots(
     if late:
         raise ValueError(f"training cutoffs {late} leave less than {horizon_days} days to {as_of}")
     cutoffs = sorted({*training_cutoffs, as_of})
-    common = {"cutoffs": cutoffs, "as_of": as_of}
-    materialize_sql(
-        con,
-        "features.churn_purchase_history",
-        "feat_churn_purchases",
-        sample_fraction=sample_fraction,
-        **common,
-    )
+    common = {"cutoffs": cutoffs, "as_of": as_of, "sample_fraction": sample_fraction}
+    materialize_sql(con, "features.churn_purchase_history", "feat_churn_purchases", **common)
     materialize_sql(con, "features.churn_engagement_history", "feat_churn_engagement", **common)
-    _payment_history(con, cutoffs, default_payment_terms_days, settlement_tolerance)
+    _payment_history(
+        con, cutoffs, as_of, default_payment_terms_days, settlement_tolerance, sample_fraction
+    )
     failures = _bg_nbd_history(con, cutoffs, horizon_days)
     snapshots = materialize_sql(con, "features.churn_snapshots", "feat_churn_snapshots")
     labelled = materialize_sql(

@@ -3,7 +3,8 @@
 -- opportunities open at the cutoff or lost/won in the year before it. Only activities dated and
 -- opportunities created (or closed) on or before the cutoff count; a deal closed after the
 -- cutoff was still open then. The activity export carries no ticket status, so "tickets" are
--- tickets raised in the last 90 days.
+-- tickets raised in the last 90 days. $sample_fraction keeps the same customers as the purchase
+-- history at every cutoff except $as_of.
 with cutoffs as (
     select unnest($cutoffs::date[]) as cutoff_date
 ),
@@ -40,7 +41,13 @@ activity_at_cutoff as (
         date_diff('day', max(a.occurred_at) filter (where a.activity_type = 'email'),
             c.cutoff_date) as days_since_last_email
     from cutoffs as c
-    join activities as a on a.occurred_at <= c.cutoff_date
+    join activities as a
+        on a.occurred_at <= c.cutoff_date
+        and (
+            $sample_fraction::double >= 1
+            or c.cutoff_date = $as_of::date
+            or hash(a.customer_id) % 1000000 < $sample_fraction::double * 1000000
+        )
     group by a.customer_id, c.cutoff_date
 ),
 
@@ -64,7 +71,13 @@ opportunities_at_cutoff as (
             where o.closed_at <= c.cutoff_date and o.closed_at > c.cutoff_date - 365 and o.won
         ) as won_opportunities_12m
     from cutoffs as c
-    join opportunities as o on o.created_at <= c.cutoff_date
+    join opportunities as o
+        on o.created_at <= c.cutoff_date
+        and (
+            $sample_fraction::double >= 1
+            or c.cutoff_date = $as_of::date
+            or hash(o.customer_id) % 1000000 < $sample_fraction::double * 1000000
+        )
     group by o.customer_id, c.cutoff_date
 ),
 

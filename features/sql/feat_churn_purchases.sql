@@ -34,7 +34,14 @@ with_gaps as (
 purchases_at_cutoff as (
     select c.cutoff_date, p.*
     from cutoffs as c
-    join with_gaps as p on p.purchase_date <= c.cutoff_date
+    join with_gaps as p
+        on p.purchase_date <= c.cutoff_date
+        -- sample before the join: cutoffs x purchases is the big intermediate
+        and (
+            $sample_fraction::double >= 1
+            or c.cutoff_date = $as_of::date
+            or hash(p.customer_id) % 1000000 < $sample_fraction::double * 1000000
+        )
 ),
 
 credit_notes_at_cutoff as (
@@ -95,9 +102,6 @@ final as (
         (p.spend_90d - p.spend_previous_90d) / nullif(p.spend_previous_90d, 0) as spend_trend
     from per_customer as p
     left join credit_notes_at_cutoff as c using (customer_id, cutoff_date)
-    where $sample_fraction::double >= 1
-        or p.cutoff_date = $as_of::date
-        or hash(p.customer_id) % 1000000 < $sample_fraction::double * 1000000
 )
 
 select * from final order by cutoff_date, customer_id
