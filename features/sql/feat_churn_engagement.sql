@@ -15,40 +15,49 @@ activities as (
     where occurred_at <= $as_of::date
 ),
 
+-- everyone at $as_of, the sample at past cutoffs (sampled before the range join)
+activities_at_cutoff as (
+    select $as_of::date as cutoff_date, a.*
+    from activities as a
+    where $as_of::date in (select cutoff_date from cutoffs)
+    union all
+    select c.cutoff_date, a.*
+    from cutoffs as c
+    join activities as a on a.occurred_at <= c.cutoff_date
+    where c.cutoff_date <> $as_of::date
+        and (
+            $sample_fraction::double >= 1
+            or hash(a.customer_id) % 1000000 < $sample_fraction::double * 1000000
+        )
+),
+
 activity_at_cutoff as (
     select
         a.customer_id,
-        c.cutoff_date,
-        count(*) filter (where a.occurred_at > c.cutoff_date - 90) as activities_90d,
+        a.cutoff_date,
+        count(*) filter (where a.occurred_at > a.cutoff_date - 90) as activities_90d,
         count(*) filter (
-            where a.occurred_at <= c.cutoff_date - 90 and a.occurred_at > c.cutoff_date - 180
+            where a.occurred_at <= a.cutoff_date - 90 and a.occurred_at > a.cutoff_date - 180
         ) as activities_previous_90d,
-        count(*) filter (where a.activity_type = 'call' and a.occurred_at > c.cutoff_date - 90)
+        count(*) filter (where a.activity_type = 'call' and a.occurred_at > a.cutoff_date - 90)
             as calls_90d,
-        count(*) filter (where a.activity_type = 'email' and a.occurred_at > c.cutoff_date - 90)
+        count(*) filter (where a.activity_type = 'email' and a.occurred_at > a.cutoff_date - 90)
             as emails_90d,
         count(*) filter (
-            where a.activity_type = 'meeting' and a.occurred_at > c.cutoff_date - 90
+            where a.activity_type = 'meeting' and a.occurred_at > a.cutoff_date - 90
         ) as meetings_90d,
         count(*) filter (
-            where a.activity_type = 'ticket' and a.occurred_at > c.cutoff_date - 90
+            where a.activity_type = 'ticket' and a.occurred_at > a.cutoff_date - 90
         ) as tickets_90d,
-        date_diff('day', max(a.occurred_at), c.cutoff_date) as days_since_last_activity,
+        date_diff('day', max(a.occurred_at), a.cutoff_date) as days_since_last_activity,
         date_diff('day', max(a.occurred_at) filter (where a.activity_type = 'call'),
-            c.cutoff_date) as days_since_last_call,
+            a.cutoff_date) as days_since_last_call,
         date_diff('day', max(a.occurred_at) filter (where a.activity_type = 'meeting'),
-            c.cutoff_date) as days_since_last_meeting,
+            a.cutoff_date) as days_since_last_meeting,
         date_diff('day', max(a.occurred_at) filter (where a.activity_type = 'email'),
-            c.cutoff_date) as days_since_last_email
-    from cutoffs as c
-    join activities as a
-        on a.occurred_at <= c.cutoff_date
-        and (
-            $sample_fraction::double >= 1
-            or c.cutoff_date = $as_of::date
-            or hash(a.customer_id) % 1000000 < $sample_fraction::double * 1000000
-        )
-    group by a.customer_id, c.cutoff_date
+            a.cutoff_date) as days_since_last_email
+    from activities_at_cutoff as a
+    group by a.customer_id, a.cutoff_date
 ),
 
 opportunities as (
@@ -57,28 +66,36 @@ opportunities as (
     where created_at <= $as_of::date
 ),
 
+opportunities_as_of_cutoff as (
+    select $as_of::date as cutoff_date, o.*
+    from opportunities as o
+    where $as_of::date in (select cutoff_date from cutoffs)
+    union all
+    select c.cutoff_date, o.*
+    from cutoffs as c
+    join opportunities as o on o.created_at <= c.cutoff_date
+    where c.cutoff_date <> $as_of::date
+        and (
+            $sample_fraction::double >= 1
+            or hash(o.customer_id) % 1000000 < $sample_fraction::double * 1000000
+        )
+),
+
 opportunities_at_cutoff as (
     select
         o.customer_id,
-        c.cutoff_date,
-        count(*) filter (where o.closed_at is null or o.closed_at > c.cutoff_date)
+        o.cutoff_date,
+        count(*) filter (where o.closed_at is null or o.closed_at > o.cutoff_date)
             as open_opportunities,
         count(*) filter (
-            where o.closed_at <= c.cutoff_date and o.closed_at > c.cutoff_date - 365
+            where o.closed_at <= o.cutoff_date and o.closed_at > o.cutoff_date - 365
                 and not coalesce(o.won, false)
         ) as lost_opportunities_12m,
         count(*) filter (
-            where o.closed_at <= c.cutoff_date and o.closed_at > c.cutoff_date - 365 and o.won
+            where o.closed_at <= o.cutoff_date and o.closed_at > o.cutoff_date - 365 and o.won
         ) as won_opportunities_12m
-    from cutoffs as c
-    join opportunities as o
-        on o.created_at <= c.cutoff_date
-        and (
-            $sample_fraction::double >= 1
-            or c.cutoff_date = $as_of::date
-            or hash(o.customer_id) % 1000000 < $sample_fraction::double * 1000000
-        )
-    group by o.customer_id, c.cutoff_date
+    from opportunities_as_of_cutoff as o
+    group by o.customer_id, o.cutoff_date
 ),
 
 final as (

@@ -31,17 +31,24 @@ with_gaps as (
     from purchase_days
 ),
 
+-- The as-of snapshot takes everyone; past cutoffs take the sample. Sampling before the range
+-- join keeps cutoffs x purchases, the big intermediate, small on millions of customers.
+sampled as (
+    select *
+    from with_gaps
+    where $sample_fraction::double >= 1
+        or hash(customer_id) % 1000000 < $sample_fraction::double * 1000000
+),
+
 purchases_at_cutoff as (
+    select $as_of::date as cutoff_date, p.*
+    from with_gaps as p
+    where $as_of::date in (select cutoff_date from cutoffs)
+    union all
     select c.cutoff_date, p.*
     from cutoffs as c
-    join with_gaps as p
-        on p.purchase_date <= c.cutoff_date
-        -- sample before the join: cutoffs x purchases is the big intermediate
-        and (
-            $sample_fraction::double >= 1
-            or c.cutoff_date = $as_of::date
-            or hash(p.customer_id) % 1000000 < $sample_fraction::double * 1000000
-        )
+    join sampled as p on p.purchase_date <= c.cutoff_date
+    where c.cutoff_date <> $as_of::date
 ),
 
 credit_notes_at_cutoff as (
