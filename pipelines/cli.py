@@ -127,7 +127,7 @@ def _page_failure(run_id, failed_steps, failures, warehouse_path: Path, settings
         failed_steps=[event.step_key.replace("__", "/") for event in failed_steps],
         reason="; ".join(failures) or "run failed",
         failed_at=datetime.now(),
-        warehouse=str(warehouse_path),
+        warehouse=str(warehouse_path.resolve()),
     )
     for outcome in handle_failure(failure, settings.nightly):
         typer.secho(f"failure {outcome}", fg="yellow", err=True)
@@ -373,7 +373,7 @@ def status(warehouse: WarehouseOption = None) -> None:
             "group by all order by 1, 3 desc"
         ).fetchall()
         failures = con.sql(
-            "select run_id, failed_at, failed_steps, reason from ops.run_failures "
+            "select run_id, failed_at, reason from ops.run_failures "
             "order by failed_at desc limit 3"
         ).fetchall()
     typer.echo(f"(from the {source})")
@@ -395,10 +395,8 @@ def status(warehouse: WarehouseOption = None) -> None:
         typer.echo(f"  run {run_id}, as of {as_of}, published {published_at:%Y-%m-%d %H:%M:%S}")
     else:
         typer.echo(f"published: nothing yet at {published}")
-    for run_id, failed_at, failed_steps, reason in failures:
-        typer.echo(
-            f"failed run {run_id} at {failed_at:%Y-%m-%d %H:%M:%S}: {failed_steps}: {reason}"
-        )
+    for run_id, failed_at, reason in failures:
+        typer.echo(f"failed run {run_id} at {failed_at:%Y-%m-%d %H:%M:%S}: {reason}")
     total = sum(count for *_, count in quarantine)
     typer.echo(f"quarantined rows: {total:,}")
     for table, reason, count in quarantine:

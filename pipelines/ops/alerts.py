@@ -122,4 +122,4 @@ def handle_failure(failure: RunFailure, settings: NightlySettings) -> list[str]:
 def warehouse_of_run(run_config: dict, default: str) -> str:
     """The warehouse file a run wrote: its run config's, else the default resource's."""
     configured = run_config.get("resources", {}).get("warehouse", {}).get("config", {})
-    return str(Path(configured.get("path", default)))
+    return str(Path(configured.get("path", default)).resolve())
