@@ -156,12 +156,52 @@ class IngestSettings(dg.Config):
     )
 
 
+class PublishSettings(dg.Config):
+    """The read-only snapshot users read, written only when every blocking check passed."""
+
+    path: str | None = Field(
+        default=None,
+        description="Published snapshot file; default: published/<warehouse file name> beside "
+        "the working warehouse.",
+    )
+    enabled: bool = Field(
+        default=True,
+        description="Publish at the end of the run (a backfill of past dates turns it off).",
+    )
+
+
+class NightlySettings(dg.Config):
+    """When the nightly run starts, how the inbox is watched, and who hears about failures."""
+
+    schedule: str = Field(default="0 2 * * *", description="Cron expression of the nightly run.")
+    timezone: str = Field(default="UTC", description="IANA timezone the schedule is read in.")
+    inbox_poll_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="The inbox sensor looks this often; a file counts once its size and "
+        "modification time are the same on two looks in a row.",
+    )
+    failure_webhook: str | None = Field(
+        default=None,
+        description="URL that receives a JSON POST (run, failing assets, reason) when a run fails.",
+    )
+    failure_command: str | None = Field(
+        default=None,
+        description="Shell command run when a run fails; the same JSON comes on its stdin.",
+    )
+    hook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Give up on the webhook or command after this long."
+    )
+
+
 SECTIONS: dict[str, type[dg.Config]] = {
     "run": RunSettings,
     "clv": ClvSettings,
     "churn": ChurnSettings,
     "risk": RiskSettings,
     "ingest": IngestSettings,
+    "publish": PublishSettings,
+    "nightly": NightlySettings,
 }
 
 

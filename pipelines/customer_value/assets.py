@@ -32,13 +32,18 @@ def run_as_of_date(
             try:
                 as_of = date.fromisoformat(config.as_of)
             except ValueError as error:
-                raise dg.Failure(f"as_of must be YYYY-MM-DD, got {config.as_of!r}") from error
+                raise dg.Failure(
+                    f"as_of must be YYYY-MM-DD, got {config.as_of!r}", allow_retries=False
+                ) from error
             source = "configured"
         else:
             as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
             source = "latest invoice date"
             if as_of is None:
-                raise dg.Failure("no invoice in staging.invoices to take the as-of date from")
+                raise dg.Failure(
+                    "no invoice in staging.invoices to take the as-of date from",
+                    allow_retries=False,
+                )
         con.execute("delete from ops.runs where run_id = ?", [context.run_id])
         con.execute(
             "insert into ops.runs values (?, ?, ?, ?)",
@@ -112,7 +117,8 @@ def clv_scores(
             model = _clv_model(config).fit(summary)
         except InsufficientDataError as error:
             raise dg.Failure(
-                description=f"CLV not fitted, nothing downstream is built: {error}"
+                description=f"CLV not fitted, nothing downstream is built: {error}",
+                allow_retries=False,
             ) from error
         scores = model.predict(summary, as_of=as_of).with_columns(pl.lit(as_of).alias("as_of_date"))
         con.execute("create or replace table models.clv_scores as select * from scores")
