@@ -13,7 +13,7 @@ on repeat buyers -> ``GammaGammaFitter.customer_lifetime_value``.
 
 Only invoices are used (credit notes dropped) so that both sides see identical purchases and
 spend, and so that the generator's Gamma-Gamma truth (invoice amounts) applies. The generated
-inbox is cached under data/bench/.
+inbox is cached under /work/bench-data/clv/.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from synthetic import generate_demo_data
 ANNUAL_DISCOUNT_RATE = 0.10
 PURCHASE = ("r", "alpha", "a", "b")
 SPEND = ("p", "q", "v")
+# Generated inputs are cached outside the repository (shared bench-data folder).
+BENCH_DATA = Path("/work/bench-data/clv")
 
 
 def inbox_for(customers: int, seed: int) -> Path:
-    inbox = Path("data/bench") / f"clv_{customers}_{seed}"
+    inbox = BENCH_DATA / f"clv_{customers}_{seed}"
     if not (inbox / "truth/parameters.json").is_file():
         started = time.perf_counter()
         generate_demo_data(
