@@ -19,12 +19,15 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import polars as pl
 from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
+
+from models.clv_mle import fit_bg_nbd, fit_gamma_gamma
 
 SUMMARY_COLUMNS = ("customer_id", "frequency", "recency", "T", "monetary_value")
 OUTPUT_COLUMNS = (
@@ -122,19 +125,17 @@ def bg_nbd_p_alive(
     return np.where(x > 0, expit(-log_odds_dead), 1.0)
 
 
-def bg_nbd_expected_purchases(
-    params: dict[str, float],
-    t: float | np.ndarray,
-    x: np.ndarray,
-    t_x: np.ndarray,
-    T: np.ndarray,
+def bg_nbd_purchases_if_alive(
+    params: dict[str, float], t: float | np.ndarray, x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:
-    """Conditional expected repeat purchases in (T, T + t] (FHL 2005 eq. 10), overflow-free.
+    """Expected repeat purchases in (T, T + t] of a customer known to be alive (FHL 2005 eq. 10).
 
-    Eq. 10 equals P(alive) * (a+b+x-1)/(a-1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(...)].
-    Euler's transformation turns the bracket into 1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)
-    with z = t/(alpha+T+t): its first two arguments no longer grow with x, so hyp2f1 stays near
-    1 where the textbook form overflows for frequent buyers.
+    Eq. 10 equals P(alive) * (a+b+x-1)/(a-1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(...)];
+    this is the factor after P(alive). Euler's transformation turns the bracket into
+    1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z) with z = t/(alpha+T+t): its first two
+    arguments no longer grow with x, so hyp2f1 stays near 1 where the textbook form overflows for
+    frequent buyers. It depends on (x, T) only, not on recency, which lets the model evaluate
+    the costly hyp2f1 once per distinct (frequency, T) pair.
     """
     r, alpha, b = params["r"], params["alpha"], params["b"]
     a = params["a"]
@@ -145,8 +146,18 @@ def bg_nbd_expected_purchases(
     c = a + b + x - 1
     hyp = hyp2f1(a + b - 1 - r, a - 1, c, z)
     bracket = -np.expm1((a - 1) * np.log1p(-z) + np.log(hyp))
-    if_alive = c / (a - 1) * bracket
-    return bg_nbd_p_alive(params, x, t_x, T) * if_alive
+    return c / (a - 1) * bracket
+
+
+def bg_nbd_expected_purchases(
+    params: dict[str, float],
+    t: float | np.ndarray,
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+) -> np.ndarray:
+    """Conditional expected repeat purchases in (T, T + t] (FHL 2005 eq. 10), overflow-free."""
+    return bg_nbd_p_alive(params, x, t_x, T) * bg_nbd_purchases_if_alive(params, t, x, T)
 
 
 def bg_nbd_unconditional_expected_purchases(
@@ -233,6 +244,29 @@ def _fit_gamma_gamma_lifetimes(
     return {k: float(fitter.params_[k]) for k in ("p", "q", "v")}
 
 
+def _fit_bg_nbd(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, penalizer: float
+) -> dict[str, float]:
+    """BG/NBD fit: our own fast MLE when unpenalized, lifetimes' penalized fit otherwise.
+
+    The two maximise the same unpenalized likelihood (parameters agree to 7 significant digits
+    on CDNOW); lifetimes' penalty is defined on its internally rescaled parameters, so the
+    penalized fallbacks keep using it.
+    """
+    if penalizer == 0:
+        return fit_bg_nbd(x, t_x, T, weights)
+    return _fit_bg_nbd_lifetimes(x, t_x, T, weights, penalizer)
+
+
+def _fit_gamma_gamma(
+    x: np.ndarray, m: np.ndarray, weights: np.ndarray, penalizer: float
+) -> dict[str, float]:
+    """Gamma-Gamma fit: our own fast MLE when unpenalized, lifetimes' penalized fit otherwise."""
+    if penalizer == 0:
+        return fit_gamma_gamma(x, m, weights)
+    return _fit_gamma_gamma_lifetimes(x, m, weights, penalizer)
+
+
 def _fit_nbd(x: np.ndarray, T: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     """Weighted maximum-likelihood NBD fit (our own; lifetimes has no plain NBD fitter).
 
@@ -281,14 +315,21 @@ def _validate_summary(summary: pl.DataFrame) -> None:
         "recency != 0 with frequency == 0": (pl.col("frequency") == 0) & (pl.col("recency") != 0),
         "monetary_value < 0": pl.col("monetary_value") < 0,
     }
+    # One pass counts every problem; only a failing check filters again, to name a customer.
+    counts = summary.select(
+        *(cond.fill_null(True).sum().alias(problem) for problem, cond in checks.items()),
+        pl.col("customer_id").n_unique().alias("n_unique"),
+    ).row(0, named=True)
     for problem, condition in checks.items():
+        if not counts[problem]:
+            continue
         bad = summary.filter(condition.fill_null(True))
         if bad.height:
             raise ValueError(
                 f"customer summary: {bad.height} row(s) with {problem}, "
                 f"e.g. customer_id={bad['customer_id'][0]!r}"
             )
-    n_unique = summary["customer_id"].n_unique()
+    n_unique = counts["n_unique"]
     if n_unique != summary.height:
         raise ValueError(
             f"customer summary: customer_id not unique ({summary.height - n_unique} duplicates)"
@@ -330,12 +371,57 @@ def _log_param_covariance(
     return (eigvec / eigval) @ eigvec.T, regularised
 
 
+def _dense_rank(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct sorted values and each row's index into them."""
+    return np.unique(values, return_inverse=True)
+
+
+def _collapse_patterns(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (frequency, recency, T) rows, sorted, with the number of customers behind each.
+
+    Sorted so that the fit sums in a fixed order and a rerun gives bit-identical parameters.
+    """
+    recency_values, recency_index = _dense_rank(t_x)
+    T_values, T_index = _dense_rank(T)
+    # frequency is a validated non-negative integer: the three ranks pack into one int64 key.
+    key = (x.astype(np.int64) * recency_values.size + recency_index) * T_values.size + T_index
+    _, first, weight = np.unique(key, return_index=True, return_counts=True)
+    return x[first], t_x[first], T[first], weight.astype(np.float64)
+
+
 @dataclass(frozen=True)
 class _Customers:
+    """Customer arrays plus their distinct (frequency, T) pairs.
+
+    Expected purchases of an alive customer depend on (x, T) only; a million customers have a
+    few tens of thousands of such pairs, so the hyp2f1-heavy part is evaluated per pair and
+    gathered back by `pair_index`.
+    """
+
     x: np.ndarray
     t_x: np.ndarray
     T: np.ndarray
     m: np.ndarray
+
+    @cached_property
+    def pair_index(self) -> np.ndarray:
+        """Per customer, the index of its (x, T) pair in `pair_x` / `pair_T`."""
+        T_values, T_index = _dense_rank(self.T)
+        return _dense_rank(self.x.astype(np.int64) * T_values.size + T_index)[1]
+
+    @cached_property
+    def pair_x(self) -> np.ndarray:
+        pair_x = np.empty(int(self.pair_index.max()) + 1 if self.x.size else 0)
+        pair_x[self.pair_index] = self.x
+        return pair_x
+
+    @cached_property
+    def pair_T(self) -> np.ndarray:
+        pair_T = np.empty_like(self.pair_x)
+        pair_T[self.pair_index] = self.T
+        return pair_T
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,14 +524,8 @@ class ClvModel:
                 "to fit Gamma-Gamma"
             )
         reasons: list[str] = []
-        patterns = (
-            summary.group_by("frequency", "recency", "T")
-            .agg(pl.len().alias("weight"))
-            .sort("frequency", "recency", "T")
-            .select(pl.all().cast(pl.Float64))
-        )
-        x, t_x, T, w = (patterns[c].to_numpy() for c in ("frequency", "recency", "T", "weight"))
-        self.n_patterns_ = patterns.height
+        x, t_x, T, w = _collapse_patterns(*_as_arrays(summary)[:3])
+        self.n_patterns_ = x.size
         self._fit_purchases(x, t_x, T, w, reasons)
 
         # Credit notes can wipe out a repeat buyer's spend; those customers say nothing about
@@ -466,8 +546,8 @@ class ClvModel:
         self._fit_spend(rx, rm, rw, reasons)
         self.fallback_reason_ = "; ".join(reasons) if reasons else None
 
-        rng = np.random.default_rng(self.random_state)
-        self._draw_parameters(rng, (x, t_x, T, w), (rx, rm, rw))
+        # Kept for the parameter-uncertainty step, which only the CLV interval needs.
+        self._fit_rows = ((x, t_x, T, w), (rx, rm, rw))
 
         repeat_buyers = summary.filter(spenders)
         correlation = repeat_buyers.select(pl.corr("frequency", "monetary_value")).item()
@@ -487,8 +567,21 @@ class ClvModel:
             "purchase_penalizer": self.purchase_penalizer_,
             "spend_model": self.spend_model_,
             "fallback_reason": self.fallback_reason_,
-            "interval_regularised": self.interval_regularised_,
         }
+        return self
+
+    def estimate_parameter_uncertainty(self) -> ClvModel:
+        """Draw parameters for the CLV interval (see Notes); `predict` calls it when needed.
+
+        Kept apart from `fit` because only the interval needs it: a caller that wants point
+        scores (`predict_clv`) does not pay for the observed information matrix.
+        """
+        self._check_fitted()
+        started = time.perf_counter()
+        rng = np.random.default_rng(self.random_state)
+        self._draw_parameters(rng, *self._fit_rows)
+        self.metrics_["interval_regularised"] = self.interval_regularised_
+        self.metrics_["uncertainty_seconds"] = time.perf_counter() - started
         return self
 
     def _fit_purchases(
@@ -498,7 +591,7 @@ class ClvModel:
         for penalizer in penalizers:
             problem = None
             try:
-                params = _fit_bg_nbd_lifetimes(x, t_x, T, w, penalizer)
+                params = _fit_bg_nbd(x, t_x, T, w, penalizer)
             except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                 # lifetimes' ConvergenceError subclasses ValueError.
                 problem = f"{type(error).__name__}"
@@ -528,11 +621,12 @@ class ClvModel:
             return f"non-finite or non-positive parameters {params}"
         if params["a"] < MIN_DROPOUT_SHAPE_A or np.any(values > MAX_PARAMETER):
             return f"dropout not identifiable (boundary parameters {params})"
+        pairs = _Customers(x, t_x, T, x)
         with np.errstate(all="ignore"):
             checks = [
                 bg_nbd_log_likelihood(params, x, t_x, T),
                 bg_nbd_p_alive(params, x, t_x, T),
-                bg_nbd_expected_purchases(params, 365.0, x, t_x, T),
+                bg_nbd_purchases_if_alive(params, 365.0, pairs.pair_x, pairs.pair_T),
             ]
         if not all(np.all(np.isfinite(c)) for c in checks):
             return "non-finite likelihood or scores"
@@ -542,7 +636,7 @@ class ClvModel:
         penalizers = [self.penalizer, *(p for p in FALLBACK_PENALIZERS if p > self.penalizer)]
         for penalizer in penalizers:
             try:
-                params = _fit_gamma_gamma_lifetimes(x, m, w, penalizer)
+                params = _fit_gamma_gamma(x, m, w, penalizer)
             except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                 reasons.append(f"gamma_gamma(penalizer={penalizer}): {type(error).__name__}")
                 continue
@@ -612,23 +706,33 @@ class ClvModel:
         if not hasattr(self, "purchase_params_"):
             raise RuntimeError("ClvModel is not fitted yet: call fit(summary) first")
 
-    def _expected_purchases(self, params: dict[str, float], t: float, c: _Customers) -> np.ndarray:
+    def _p_alive(self, params: dict[str, float], c: _Customers) -> np.ndarray:
         if self.purchase_model_ == "nbd":
-            return nbd_expected_purchases(params, t, c.x, c.T)
-        return bg_nbd_expected_purchases(params, t, c.x, c.t_x, c.T)
+            return np.ones_like(c.x)
+        return bg_nbd_p_alive(params, c.x, c.t_x, c.T)
+
+    def _purchases_if_alive(self, params: dict[str, float], t: float, c: _Customers) -> np.ndarray:
+        """Expected purchases in the next `t` units if alive, per distinct (x, T) pair."""
+        if self.purchase_model_ == "nbd":
+            return nbd_expected_purchases(params, t, c.pair_x, c.pair_T)
+        return bg_nbd_purchases_if_alive(params, t, c.pair_x, c.pair_T)
+
+    def _expected_purchases(self, params: dict[str, float], t: float, c: _Customers) -> np.ndarray:
+        if_alive = self._purchases_if_alive(params, t, c)[c.pair_index]
+        return self._p_alive(params, c) * if_alive
 
     def _discounted_purchases(self, params: dict[str, float], c: _Customers) -> np.ndarray:
         """Sum over months of discounted expected purchases in that month."""
         month_end_days, discount = discounted_monthly_weights(
             self.horizon_days, self.annual_discount_rate
         )
-        total = np.zeros_like(c.x)
-        previous = np.zeros_like(c.x)
+        total = np.zeros_like(c.pair_x)
+        previous = np.zeros_like(c.pair_x)
         for days, factor in zip(month_end_days, discount, strict=True):  # months, not customers
-            cumulative = self._expected_purchases(params, days / self.time_unit_days, c)
+            cumulative = self._purchases_if_alive(params, days / self.time_unit_days, c)
             total += factor * (cumulative - previous)
             previous = cumulative
-        return total
+        return self._p_alive(params, c) * total[c.pair_index]
 
     def _expected_spend(self, params: dict[str, float] | np.ndarray, c: _Customers) -> np.ndarray:
         # A repeat buyer whose credit notes cancelled all repeat spend (m = 0) counts as having
@@ -709,6 +813,25 @@ class ClvModel:
             p_alive = bg_nbd_p_alive(params, x, t_x, T)
         return 1.0 - p_alive * -np.expm1(log_none_if_alive)
 
+    def predict_clv(self, summary: pl.DataFrame) -> pl.DataFrame:
+        """Point CLV only: `customer_id`, `expected_order_value`, `clv_12m`.
+
+        What lifetimes' `customer_lifetime_value` gives, without the interval, the other
+        horizons and the next order date that `predict` adds.
+        """
+        self._check_fitted()
+        _validate_summary(summary)
+        c = _Customers(*_as_arrays(summary))
+        order_value = self._expected_spend(self.spend_params_, c)
+        clv = self._discounted_purchases(self.purchase_params_, c) * order_value
+        return pl.DataFrame(
+            {
+                "customer_id": summary["customer_id"],
+                "expected_order_value": order_value,
+                "clv_12m": clv,
+            }
+        )
+
     def predict(self, summary: pl.DataFrame, as_of: date) -> pl.DataFrame:
         """Score every customer of `summary` as of `as_of`; one row per input customer.
 
@@ -718,13 +841,12 @@ class ClvModel:
         """
         self._check_fitted()
         _validate_summary(summary)
+        if not hasattr(self, "purchase_log_param_draws_"):
+            self.estimate_parameter_uncertainty()
         x, t_x, T, m = _as_arrays(summary)
         c = _Customers(x, t_x, T, m)
         params = self.purchase_params_
-        if self.purchase_model_ == "nbd":
-            p_alive = np.ones_like(x)
-        else:
-            p_alive = bg_nbd_p_alive(params, x, t_x, T)
+        p_alive = self._p_alive(params, c)
         purchases_90d = self._expected_purchases(params, 90.0 / self.time_unit_days, c)
         purchases_365d = self._expected_purchases(params, 365.0 / self.time_unit_days, c)
         order_value = self._expected_spend(self.spend_params_, c)

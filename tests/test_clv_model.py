@@ -282,7 +282,7 @@ def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
     def always_fails(*args: object) -> dict[str, float]:
         raise ValueError("The model did not converge.")
 
-    monkeypatch.setattr(clv, "_fit_bg_nbd_lifetimes", always_fails)
+    monkeypatch.setattr(clv, "_fit_bg_nbd", always_fails)
     model = ClvModel(n_bootstrap=50).fit(cdnow)
     assert model.purchase_model_ == "nbd"
     assert set(model.purchase_params_) == {"r", "alpha"}
@@ -296,7 +296,7 @@ def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
 
 def test_boundary_bg_nbd_is_rejected(cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     boundary = {"r": 0.5, "alpha": 3.0, "a": 1e-9, "b": 5.0}
-    monkeypatch.setattr(clv, "_fit_bg_nbd_lifetimes", lambda *args: dict(boundary))
+    monkeypatch.setattr(clv, "_fit_bg_nbd", lambda *args: dict(boundary))
     model = ClvModel(n_bootstrap=20).fit(cdnow)
     assert model.purchase_model_ == "nbd"
     assert "not identifiable" in model.fallback_reason_
@@ -307,7 +307,7 @@ def test_spend_falls_back_to_empirical_mean_when_q_below_one(
 ) -> None:
     # q <= 1 means Gamma-Gamma has no population mean: one-time buyers would get infinite value.
     monkeypatch.setattr(
-        clv, "_fit_gamma_gamma_lifetimes", lambda *args: {"p": 6.0, "q": 0.9, "v": 15.0}
+        clv, "_fit_gamma_gamma", lambda *args: {"p": 6.0, "q": 0.9, "v": 15.0}
     )
     model = ClvModel(n_bootstrap=20).fit(cdnow)
     assert model.spend_model_ == "empirical_mean"
