@@ -1,7 +1,8 @@
 """Customer lifetime value: BG/NBD purchases x Gamma-Gamma spend, behind our own interface.
 
-lifetimes (archived) is used only to fit the parameters, in `_fit_bg_nbd_lifetimes` and
-`_fit_gamma_gamma_lifetimes`; replacing it means rewriting those two functions. Scoring,
+lifetimes (archived) is used only for the penalized fallback fits and Pareto/NBD, in
+`_fit_bg_nbd_lifetimes`, `_fit_gamma_gamma_lifetimes` and `models.pareto_nbd`; the default
+unpenalized fits are our own (`models.clv_mle`). Scoring,
 likelihoods, the NBD fallback and the CLV discounting are our own vectorised numpy/scipy code,
 written in log space so that extreme customers (hundreds of purchases, recency close to T)
 never overflow.
@@ -28,6 +29,13 @@ from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from models.clv_mle import fit_bg_nbd, fit_gamma_gamma
+from models.pareto_nbd import (
+    fit_pareto_nbd_lifetimes,
+    pareto_nbd_log_likelihood,
+    pareto_nbd_p_alive,
+    pareto_nbd_purchases_if_alive,
+    pareto_nbd_unconditional_expected_purchases,
+)
 
 SUMMARY_COLUMNS = ("customer_id", "frequency", "recency", "T", "monetary_value")
 OUTPUT_COLUMNS = (
@@ -53,6 +61,9 @@ MAX_WAIT_DAYS = 36_525
 FALLBACK_PENALIZERS = (0.001, 0.01)
 # BG/NBD is treated as "no dropout identifiable" beyond these bounds (lifetimes #258 #262).
 MIN_DROPOUT_SHAPE_A = 1e-3
+# Purchase models to choose from ([clv] purchase_model), with the shape parameter of their
+# dropout distribution: near 0 means no dropout is visible in the data.
+PURCHASE_MODELS = {"bg_nbd": "a", "pareto_nbd": "s"}
 MAX_PARAMETER = 1e6
 # Largest standard deviation allowed for a log-parameter draw: a flat likelihood direction
 # (near-singular Hessian at a boundary) would otherwise give meaningless intervals.
@@ -267,6 +278,43 @@ def _fit_gamma_gamma(
     return _fit_gamma_gamma_lifetimes(x, m, weights, penalizer)
 
 
+def _fit_pareto_nbd(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, penalizer: float
+) -> dict[str, float]:
+    """Pareto/NBD fit (lifetimes' ParetoNBDFitter, penalized as given)."""
+    return fit_pareto_nbd_lifetimes(x, t_x, T, weights, penalizer)
+
+
+def _purchase_log_likelihood(
+    family: str, params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    if family == "nbd":
+        return nbd_log_likelihood(params, x, T)
+    if family == "pareto_nbd":
+        return pareto_nbd_log_likelihood(params, x, t_x, T)
+    return bg_nbd_log_likelihood(params, x, t_x, T)
+
+
+def _purchase_p_alive(
+    family: str, params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    if family == "nbd":
+        return np.ones_like(x)
+    if family == "pareto_nbd":
+        return pareto_nbd_p_alive(params, x, t_x, T)
+    return bg_nbd_p_alive(params, x, t_x, T)
+
+
+def _purchases_if_alive(
+    family: str, params: dict[str, float], t: float | np.ndarray, x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    if family == "nbd":
+        return nbd_expected_purchases(params, t, x, T)
+    if family == "pareto_nbd":
+        return pareto_nbd_purchases_if_alive(params, t, x, T)
+    return bg_nbd_purchases_if_alive(params, t, x, T)
+
+
 def _fit_nbd(x: np.ndarray, T: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     """Weighted maximum-likelihood NBD fit (our own; lifetimes has no plain NBD fitter).
 
@@ -450,6 +498,9 @@ class ClvModel:
         Seed of the parameter draws, so reruns give identical intervals.
     min_repeat_customers : int
         Below this many repeat buyers `fit` raises `InsufficientDataError`.
+    purchase_model : {"bg_nbd", "pareto_nbd"}
+        BG/NBD (default; our own fast fit) or Pareto/NBD (lifetimes' ParetoNBDFitter: a
+        customer may drop out at any time, not only right after a purchase; slower to fit).
 
     Notes
     -----
@@ -457,10 +508,13 @@ class ClvModel:
     rows for Gamma-Gamma - into weighted rows: same likelihood, far fewer rows.
 
     Fallback order for purchases, recorded in `purchase_model_` and `fallback_reason_`:
-    (1) BG/NBD with `penalizer`; (2) BG/NBD with penalizer 0.001, then 0.01
-    ("bg_nbd_penalized"); (3) our own NBD fit without dropout ("nbd": p_alive = 1). A BG/NBD fit
-    is rejected when lifetimes raises, a parameter is non-finite, a < 1e-3 or any parameter
-    > 1e6 (dropout not identifiable), or its scores are non-finite. Spend falls back from
+    (1) the chosen model (BG/NBD or Pareto/NBD) with `penalizer`; (2) the same with penalizer
+    0.001, then 0.01 ("bg_nbd_penalized" / "pareto_nbd_penalized"; lifetimes' penalized
+    fitters); (3) our own NBD fit without dropout ("nbd": p_alive = 1). A fit is rejected when
+    the optimiser fails, a parameter is non-finite, the dropout shape (BG/NBD a, Pareto/NBD s)
+    is < 1e-3 or any parameter > 1e6 (dropout not identifiable), or its scores are non-finite.
+    The unpenalized BG/NBD and Gamma-Gamma fits are our own (`models.clv_mle`): the same
+    maximum-likelihood estimate as lifetimes, found with analytic gradients. Spend falls back from
     Gamma-Gamma (penalized as above) to "empirical_mean" (own mean for repeat buyers, the
     weighted mean for the rest) when q <= 1 leaves the population mean undefined.
 
@@ -488,6 +542,7 @@ class ClvModel:
         n_bootstrap: int = 200,
         random_state: int = 0,
         min_repeat_customers: int = 30,
+        purchase_model: str = "bg_nbd",
     ) -> None:
         self.time_unit_days = time_unit_days
         self.horizon_days = horizon_days
@@ -497,6 +552,7 @@ class ClvModel:
         self.n_bootstrap = n_bootstrap
         self.random_state = random_state
         self.min_repeat_customers = min_repeat_customers
+        self.purchase_model = purchase_model
 
     # ---------------------------------------------------------------- fit
 
@@ -506,6 +562,11 @@ class ClvModel:
         _validate_summary(summary)
         if not 0 < self.interval < 1:
             raise ValueError(f"interval must be in (0, 1), got {self.interval}")
+        if self.purchase_model not in PURCHASE_MODELS:
+            raise ValueError(
+                f"purchase_model must be one of {', '.join(PURCHASE_MODELS)}, "
+                f"got {self.purchase_model!r}"
+            )
         if self.time_unit_days <= 0 or self.horizon_days <= 0 or self.n_bootstrap < 1:
             raise ValueError("time_unit_days, horizon_days and n_bootstrap must be positive")
         self.n_customers_ = summary.height
@@ -584,49 +645,57 @@ class ClvModel:
         self.metrics_["uncertainty_seconds"] = time.perf_counter() - started
         return self
 
+    @property
+    def purchase_family_(self) -> str:
+        """The purchase model actually fitted, without the "_penalized" suffix."""
+        return self.purchase_model_.removesuffix("_penalized")
+
     def _fit_purchases(
         self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray, reasons: list[str]
     ) -> None:
+        family = self.purchase_model
+        fit = _fit_pareto_nbd if family == "pareto_nbd" else _fit_bg_nbd
         penalizers = [self.penalizer, *(p for p in FALLBACK_PENALIZERS if p > self.penalizer)]
         for penalizer in penalizers:
             problem = None
             try:
-                params = _fit_bg_nbd(x, t_x, T, w, penalizer)
+                params = fit(x, t_x, T, w, penalizer)
             except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                 # lifetimes' ConvergenceError subclasses ValueError.
                 problem = f"{type(error).__name__}"
             else:
-                problem = self._bg_nbd_problem(params, x, t_x, T)
+                problem = self._purchase_problem(family, params, x, t_x, T)
             if problem is None:
                 self.purchase_model_ = (
-                    "bg_nbd" if penalizer == self.penalizer else "bg_nbd_penalized"
+                    family if penalizer == self.penalizer else f"{family}_penalized"
                 )
                 self.purchase_params_ = params
                 self.purchase_penalizer_ = penalizer
-                ll = bg_nbd_log_likelihood(params, x, t_x, T)
+                ll = _purchase_log_likelihood(family, params, x, t_x, T)
                 self.log_likelihood_ = float((w * ll).sum())
                 return
-            reasons.append(f"bg_nbd(penalizer={penalizer}): {problem}")
+            reasons.append(f"{family}(penalizer={penalizer}): {problem}")
         self.purchase_model_ = "nbd"
         self.purchase_params_ = _fit_nbd(x, T, w)
         self.purchase_penalizer_ = 0.0
         self.log_likelihood_ = float((w * nbd_log_likelihood(self.purchase_params_, x, T)).sum())
 
     @staticmethod
-    def _bg_nbd_problem(
-        params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+    def _purchase_problem(
+        family: str, params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
     ) -> str | None:
         values = np.array(list(params.values()))
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
             return f"non-finite or non-positive parameters {params}"
-        if params["a"] < MIN_DROPOUT_SHAPE_A or np.any(values > MAX_PARAMETER):
+        dropout_shape = params[PURCHASE_MODELS[family]]
+        if dropout_shape < MIN_DROPOUT_SHAPE_A or np.any(values > MAX_PARAMETER):
             return f"dropout not identifiable (boundary parameters {params})"
         pairs = _Customers(x, t_x, T, x)
         with np.errstate(all="ignore"):
             checks = [
-                bg_nbd_log_likelihood(params, x, t_x, T),
-                bg_nbd_p_alive(params, x, t_x, T),
-                bg_nbd_purchases_if_alive(params, 365.0, pairs.pair_x, pairs.pair_T),
+                _purchase_log_likelihood(family, params, x, t_x, T),
+                _purchase_p_alive(family, params, x, t_x, T),
+                _purchases_if_alive(family, params, 365.0, pairs.pair_x, pairs.pair_T),
             ]
         if not all(np.all(np.isfinite(c)) for c in checks):
             return "non-finite likelihood or scores"
@@ -664,16 +733,11 @@ class ClvModel:
         """Draw log-parameters from the asymptotic normal of the MLE (see class Notes)."""
         x, t_x, T, w = patterns
         names = list(self.purchase_params_)
-        if self.purchase_model_ == "nbd":
+        family = self.purchase_family_
 
-            def purchase_ll(log_params: np.ndarray) -> float:
-                params = dict(zip(names, np.exp(log_params), strict=True))
-                return float((w * nbd_log_likelihood(params, x, T)).sum())
-        else:
-
-            def purchase_ll(log_params: np.ndarray) -> float:
-                params = dict(zip(names, np.exp(log_params), strict=True))
-                return float((w * bg_nbd_log_likelihood(params, x, t_x, T)).sum())
+        def purchase_ll(log_params: np.ndarray) -> float:
+            params = dict(zip(names, np.exp(log_params), strict=True))
+            return float((w * _purchase_log_likelihood(family, params, x, t_x, T)).sum())
 
         centre = np.log(np.array(list(self.purchase_params_.values())))
         cov, regularised = _log_param_covariance(purchase_ll, centre)
@@ -707,15 +771,11 @@ class ClvModel:
             raise RuntimeError("ClvModel is not fitted yet: call fit(summary) first")
 
     def _p_alive(self, params: dict[str, float], c: _Customers) -> np.ndarray:
-        if self.purchase_model_ == "nbd":
-            return np.ones_like(c.x)
-        return bg_nbd_p_alive(params, c.x, c.t_x, c.T)
+        return _purchase_p_alive(self.purchase_family_, params, c.x, c.t_x, c.T)
 
     def _purchases_if_alive(self, params: dict[str, float], t: float, c: _Customers) -> np.ndarray:
         """Expected purchases in the next `t` units if alive, per distinct (x, T) pair."""
-        if self.purchase_model_ == "nbd":
-            return nbd_expected_purchases(params, t, c.pair_x, c.pair_T)
-        return bg_nbd_purchases_if_alive(params, t, c.pair_x, c.pair_T)
+        return _purchases_if_alive(self.purchase_family_, params, t, c.pair_x, c.pair_T)
 
     def _expected_purchases(self, params: dict[str, float], t: float, c: _Customers) -> np.ndarray:
         if_alive = self._purchases_if_alive(params, t, c)[c.pair_index]
@@ -789,6 +849,8 @@ class ClvModel:
         self._check_fitted()
         if self.purchase_model_ == "nbd":
             return nbd_unconditional_expected_purchases(self.purchase_params_, t)
+        if self.purchase_family_ == "pareto_nbd":
+            return pareto_nbd_unconditional_expected_purchases(self.purchase_params_, t)
         return bg_nbd_unconditional_expected_purchases(self.purchase_params_, t)
 
     def probability_no_purchase(self, summary: pl.DataFrame, t: float) -> np.ndarray:
@@ -801,6 +863,8 @@ class ClvModel:
         customers with hundreds of purchases neither overflow nor round to 0 or 1 too early.
         """
         self._check_fitted()
+        if self.purchase_family_ == "pareto_nbd":
+            raise NotImplementedError("probability_no_purchase is derived for BG/NBD and NBD only")
         _validate_summary(summary)
         x, t_x, T, _ = _as_arrays(summary)
         params = self.purchase_params_

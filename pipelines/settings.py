@@ -7,7 +7,7 @@ that names them, because a silently ignored typo in a nightly job is worse than 
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -47,6 +47,11 @@ class ClvSettings(dg.Config):
         default=0.3,
         description="Warn when |corr(frequency, spend)| of repeat buyers exceeds this: "
         "Gamma-Gamma assumes spend independent of purchase frequency.",
+    )
+    purchase_model: Literal["bg_nbd", "pareto_nbd"] = Field(
+        default="bg_nbd",
+        description="Purchase model: BG/NBD (default) or Pareto/NBD (dropout at any time; "
+        "lifetimes' fitter, slower). Either falls back to NBD when dropout is not identifiable.",
     )
 
 

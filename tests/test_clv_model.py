@@ -184,6 +184,55 @@ def test_clv_matches_lifetimes_with_identical_parameters(
     np.testing.assert_allclose(ours, theirs.to_numpy(), rtol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def cdnow_pareto_model(cdnow: pl.DataFrame) -> ClvModel:
+    return ClvModel(time_unit_days=7.0, purchase_model="pareto_nbd", n_bootstrap=50).fit(cdnow)
+
+
+def test_pareto_nbd_cdnow_parameters_match_published(cdnow_pareto_model: ClvModel) -> None:
+    # Fader, Hardie & Lee (2005), CDNOW 39-week calibration: Pareto/NBD log-likelihood -9595.0.
+    published = {"r": 0.553, "alpha": 10.578, "s": 0.606, "beta": 11.669}
+    assert cdnow_pareto_model.purchase_model_ == "pareto_nbd"
+    assert cdnow_pareto_model.fallback_reason_ is None
+    assert set(cdnow_pareto_model.purchase_params_) == set(published)
+    for name, value in published.items():
+        assert cdnow_pareto_model.purchase_params_[name] == pytest.approx(value, rel=0.01)
+    assert cdnow_pareto_model.log_likelihood_ == pytest.approx(-9595.0, abs=0.1)
+
+
+def test_pareto_nbd_scores_match_lifetimes(
+    cdnow: pl.DataFrame, cdnow_pareto_model: ClvModel
+) -> None:
+    from lifetimes import ParetoNBDFitter
+
+    fitter = ParetoNBDFitter()
+    fitter.params_ = pd.Series(cdnow_pareto_model.purchase_params_)
+    x, t_x, T = (cdnow[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency", "T"))
+    scores = cdnow_pareto_model.predict(cdnow, AS_OF)
+    _assert_finite(scores)
+    np.testing.assert_allclose(
+        scores["p_alive"].to_numpy(), fitter.conditional_probability_alive(x, t_x, T), rtol=1e-9
+    )
+    horizon = 365.0 / 7.0
+    np.testing.assert_allclose(
+        scores["expected_purchases_365d"].to_numpy(),
+        fitter.conditional_expected_number_of_purchases_up_to_time(horizon, x, t_x, T),
+        rtol=1e-9,
+    )
+    np.testing.assert_allclose(
+        cdnow_pareto_model.unconditional_expected_purchases(np.array([39.0, 78.0])),
+        fitter.expected_number_of_purchases_up_to_time(np.array([39.0, 78.0])),
+        rtol=1e-9,
+    )
+    point = cdnow_pareto_model.predict_clv(cdnow)
+    np.testing.assert_allclose(point["clv_12m"].to_numpy(), scores["clv_12m"].to_numpy())
+
+
+def test_unknown_purchase_model_is_named(cdnow: pl.DataFrame) -> None:
+    with pytest.raises(ValueError, match=r"bg_nbd, pareto_nbd.*'mbg'"):
+        ClvModel(purchase_model="mbg").fit(cdnow)
+
+
 def test_predict_shape_and_ranges(cdnow: pl.DataFrame, cdnow_scores: pl.DataFrame) -> None:
     assert cdnow_scores.columns == list(clv.OUTPUT_COLUMNS)
     assert cdnow_scores["customer_id"].to_list() == cdnow["customer_id"].to_list()
@@ -306,9 +355,7 @@ def test_spend_falls_back_to_empirical_mean_when_q_below_one(
     cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # q <= 1 means Gamma-Gamma has no population mean: one-time buyers would get infinite value.
-    monkeypatch.setattr(
-        clv, "_fit_gamma_gamma", lambda *args: {"p": 6.0, "q": 0.9, "v": 15.0}
-    )
+    monkeypatch.setattr(clv, "_fit_gamma_gamma", lambda *args: {"p": 6.0, "q": 0.9, "v": 15.0})
     model = ClvModel(n_bootstrap=20).fit(cdnow)
     assert model.spend_model_ == "empirical_mean"
     assert "q <= 1" in model.fallback_reason_

@@ -193,6 +193,7 @@ def _clv_model(config: ClvSettings, n_bootstrap: int | None = None) -> ClvModel:
         interval=config.interval,
         n_bootstrap=config.n_bootstrap if n_bootstrap is None else n_bootstrap,
         min_repeat_customers=config.min_repeat_customers,
+        purchase_model=config.purchase_model,
     )
 
 
