@@ -27,8 +27,14 @@ import numpy as np
 import polars as pl
 from scipy.optimize import minimize
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
+from threadpoolctl import threadpool_limits
 
-from models.clv_mle import fit_bg_nbd, fit_gamma_gamma
+from models.clv_mle import (
+    bg_nbd_log_param_hessian,
+    fit_bg_nbd,
+    fit_gamma_gamma,
+    gamma_gamma_log_param_hessian,
+)
 from models.pareto_nbd import (
     fit_pareto_nbd_lifetimes,
     pareto_nbd_log_likelihood,
@@ -389,13 +395,12 @@ def _as_arrays(summary: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return tuple(cols[c].to_numpy() for c in cols.columns)  # type: ignore[return-value]
 
 
-def _log_param_covariance(
+def _numerical_hessian(
     total_log_likelihood: Any, log_params: np.ndarray, step: float = 1e-4
-) -> tuple[np.ndarray, bool]:
-    """Inverse of the observed information in log-parameters, by central differences.
+) -> np.ndarray:
+    """Hessian of a log-likelihood in log-parameters by central differences of its values.
 
-    Returns the covariance and whether it had to be regularised (Hessian not negative definite
-    or a standard deviation above MAX_LOG_PARAM_SD, typical at a boundary).
+    For the models without an analytic gradient (NBD fallback, Pareto/NBD).
     """
     k = log_params.size
     hessian = np.empty((k, k))
@@ -409,6 +414,16 @@ def _log_param_covariance(
                 + total_log_likelihood(log_params - eye[i] - eye[j])
             ) / (4 * step * step)
             hessian[i, j] = hessian[j, i] = f
+    return hessian
+
+
+def _log_param_covariance(hessian: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Inverse of the observed information (minus the Hessian) in log-parameters.
+
+    Returns the covariance and whether it had to be regularised (Hessian not negative definite
+    or a standard deviation above MAX_LOG_PARAM_SD, typical at a boundary).
+    """
+    k = hessian.shape[0]
     information = -hessian
     if not np.all(np.isfinite(information)):
         return np.eye(k) * MAX_LOG_PARAM_SD**2, True
@@ -740,7 +755,11 @@ class ClvModel:
             return float((w * _purchase_log_likelihood(family, params, x, t_x, T)).sum())
 
         centre = np.log(np.array(list(self.purchase_params_.values())))
-        cov, regularised = _log_param_covariance(purchase_ll, centre)
+        if family == "bg_nbd":
+            hessian = bg_nbd_log_param_hessian(self.purchase_params_, x, t_x, T, w)
+        else:
+            hessian = _numerical_hessian(purchase_ll, centre)
+        cov, regularised = _log_param_covariance(hessian)
         self.purchase_log_param_draws_ = rng.multivariate_normal(
             np.zeros_like(centre), cov, size=self.n_bootstrap
         )
@@ -750,14 +769,9 @@ class ClvModel:
             self.spend_param_draws_ = None
             return
         rx, rm, rw = repeat
-        spend_names = list(self.spend_params_)
-
-        def spend_ll(log_params: np.ndarray) -> float:
-            params = dict(zip(spend_names, np.exp(log_params), strict=True))
-            return float((rw * gamma_gamma_log_likelihood(params, rx, rm)).sum())
-
         spend_centre = np.log(np.array(list(self.spend_params_.values())))
-        spend_cov, spend_regularised = _log_param_covariance(spend_ll, spend_centre)
+        spend_hessian = gamma_gamma_log_param_hessian(self.spend_params_, rx, rm, rw)
+        spend_cov, spend_regularised = _log_param_covariance(spend_hessian)
         self.interval_regularised_ = regularised or spend_regularised
         # q <= 1 has no population mean; keep the first n_bootstrap draws with q > 1.
         draws = np.exp(rng.multivariate_normal(spend_centre, spend_cov, size=4 * self.n_bootstrap))
@@ -800,9 +814,10 @@ class ClvModel:
         x = np.where(c.m > 0, c.x, 0.0)
         if self.spend_model_ == "empirical_mean":
             return np.where(x > 0, c.m, self.spend_params_["mean"])
-        if isinstance(params, np.ndarray):  # (n_draws, 3) -> (n_draws, n_customers)
-            p, q, v = (params[:, i : i + 1] for i in range(3))
-            return (v * p + p * x * c.m) / (p * x + q - 1)
+        if isinstance(params, np.ndarray):  # (n_draws, 3) -> (n_customers, n_draws)
+            p, q, v = params.T
+            x, m = x[:, None], c.m[:, None]
+            return p * (v + x * m) / (p * x + q - 1)
         return gamma_gamma_expected_spend(params, x, c.m)
 
     def _clv_interval(
@@ -822,20 +837,25 @@ class ClvModel:
         alpha_tail = (1 - self.interval) / 2
         low = np.empty_like(clv)
         high = np.empty_like(clv)
-        chunk = 20_000  # bounds the (draws x customers) matrix to ~32 MB
-        for start in range(0, c.x.size, chunk):  # chunks, not customers
-            part = slice(start, start + chunk)
-            sub = _Customers(c.x[part], c.t_x[part], c.T[part], c.m[part])
-            purchases = discounted[part] * np.exp(
-                np.clip(self.purchase_log_param_draws_ @ gradient[:, part], -50, 50)
-            )
-            if self.spend_param_draws_ is None:
-                spend = self._expected_spend(self.spend_params_, sub)[None, :]
-            else:
-                n = min(len(self.spend_param_draws_), len(purchases))
-                purchases = purchases[:n]
-                spend = self._expected_spend(self.spend_param_draws_[:n], sub)
-            low[part], high[part] = np.quantile(purchases * spend, [alpha_tail, 1 - alpha_tail], 0)
+        draws = self.purchase_log_param_draws_
+        if self.spend_param_draws_ is not None:
+            draws = draws[: len(self.spend_param_draws_)]
+        chunk = 20_000  # bounds the (customers x draws) matrix to ~32 MB
+        # Customers as rows, draws as columns: the quantile then works on contiguous rows.
+        # One BLAS thread: a (chunk x 4) @ (4 x draws) product gains nothing from threads.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for start in range(0, c.x.size, chunk):  # chunks, not customers
+                part = slice(start, start + chunk)
+                sub = _Customers(c.x[part], c.t_x[part], c.T[part], c.m[part])
+                log_factor = np.clip(gradient[:, part].T @ draws.T, -50, 50)
+                purchases = discounted[part, None] * np.exp(log_factor)
+                if self.spend_param_draws_ is None:
+                    spend = self._expected_spend(self.spend_params_, sub)[:, None]
+                else:
+                    spend = self._expected_spend(self.spend_param_draws_[: len(draws)], sub)
+                low[part], high[part] = np.quantile(
+                    purchases * spend, [alpha_tail, 1 - alpha_tail], axis=1
+                )
         return np.minimum(low, clv), np.maximum(high, clv)
 
     def expected_purchases(self, summary: pl.DataFrame, t: float) -> np.ndarray:

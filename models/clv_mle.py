@@ -71,10 +71,12 @@ def _warm_start(n_rows: int, fit_subset, start: np.ndarray) -> np.ndarray:
     return fit_subset(np.sort(rows), start)
 
 
-def _bg_nbd_log_params(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, start: np.ndarray
-) -> np.ndarray:
-    """Optimum of the weighted BG/NBD log-likelihood in log(r, alpha, a, b)."""
+def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray):
+    """Mean negative BG/NBD log-likelihood and its gradient, as functions of log(r, alpha, a, b).
+
+    Up to a constant that does not depend on the parameters (per-customer likelihoods in other
+    time units differ by x log(scale) only).
+    """
     n = weights.sum()
     xs, ix = _by_distinct(x)
     Ts, iT = _by_distinct(T)
@@ -122,7 +124,14 @@ def _bg_nbd_log_params(
         grad = np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
         return -ll / n, -grad / n
 
-    return _minimise(objective, start, "BG/NBD")
+    return objective
+
+
+def _bg_nbd_log_params(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, start: np.ndarray
+) -> np.ndarray:
+    """Optimum of the weighted BG/NBD log-likelihood in log(r, alpha, a, b)."""
+    return _minimise(_bg_nbd_objective(x, t_x, T, weights), start, "BG/NBD")
 
 
 def fit_bg_nbd(
@@ -146,10 +155,8 @@ def fit_bg_nbd(
     return {"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}
 
 
-def _gamma_gamma_log_params(
-    x: np.ndarray, m: np.ndarray, weights: np.ndarray, start: np.ndarray
-) -> np.ndarray:
-    """Optimum of the weighted Gamma-Gamma log-likelihood in log(p, q, v)."""
+def _gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray):
+    """Mean negative Gamma-Gamma log-likelihood (up to a constant) and gradient in log(p, q, v)."""
     n = weights.sum()
     xs, ix = _by_distinct(x)
     w_by_x = np.bincount(ix, weights=weights)
@@ -179,7 +186,14 @@ def _gamma_gamma_log_params(
         grad = np.array([d_p * p, d_q * q, d_v * v])
         return -ll / n, -grad / n
 
-    return _minimise(objective, start, "Gamma-Gamma")
+    return objective
+
+
+def _gamma_gamma_log_params(
+    x: np.ndarray, m: np.ndarray, weights: np.ndarray, start: np.ndarray
+) -> np.ndarray:
+    """Optimum of the weighted Gamma-Gamma log-likelihood in log(p, q, v)."""
+    return _minimise(_gamma_gamma_objective(x, m, weights), start, "Gamma-Gamma")
 
 
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> dict[str, float]:
@@ -197,3 +211,43 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> dict[s
     )
     p, q, v = np.exp(_gamma_gamma_log_params(x, m_s, weights, start))
     return {"p": float(p), "q": float(q), "v": float(v / scale)}
+
+
+def _hessian_from_gradient(objective, log_params: np.ndarray, n: float) -> np.ndarray:
+    """Hessian of the total log-likelihood by central differences of the analytic gradient."""
+    step = 1e-5
+    k = log_params.size
+    hessian = np.empty((k, k))
+    with threadpool_limits(limits=1, user_api="blas"):
+        for i in range(k):  # k <= 4 parameters
+            shift = np.zeros(k)
+            shift[i] = step
+            hessian[i] = (objective(log_params + shift)[1] - objective(log_params - shift)[1]) / (
+                2 * step
+            )
+    # objective returns the mean *negative* log-likelihood: scale and flip the sign.
+    return -n * (hessian + hessian.T) / 2
+
+
+def bg_nbd_log_param_hessian(
+    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Hessian of the weighted BG/NBD log-likelihood in log(r, alpha, a, b) at `params`.
+
+    Time rescaling only shifts log(alpha), so the Hessian in log-parameters is the same in any
+    time unit; the fit's scaled objective is reused.
+    """
+    scale = 10.0 / max(float(T.max()), 1e-9)
+    log_params = np.log([params["r"], params["alpha"] * scale, params["a"], params["b"]])
+    objective = _bg_nbd_objective(x, t_x * scale, T * scale, weights)
+    return _hessian_from_gradient(objective, log_params, weights.sum())
+
+
+def gamma_gamma_log_param_hessian(
+    params: dict[str, float], x: np.ndarray, m: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Hessian of the weighted Gamma-Gamma log-likelihood in log(p, q, v) at `params`."""
+    scale = 1.0 / max(float(np.average(m, weights=weights)), 1e-12)
+    log_params = np.log([params["p"], params["q"], params["v"] * scale])
+    objective = _gamma_gamma_objective(x, m * scale, weights)
+    return _hessian_from_gradient(objective, log_params, weights.sum())
