@@ -1,6 +1,6 @@
 """CLV at scale: our SQL summary + collapsed fit + scoring against lifetimes used as documented.
 
-    .venv/bin/python -m bench.bench_clv --customers 1000000 --lifetimes-customers 1000000
+    flock /work/bench.lock .venv/bin/python -m bench.bench_clv --customers 1000000
 
 Both sides start from the same invoice log already in memory (ours: a DuckDB table shaped like
 ``staging.invoices``; lifetimes: the same rows as a pandas frame) and end with a 12-month CLV
