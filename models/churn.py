@@ -526,11 +526,23 @@ class ChurnModel:
         ).fill_null(False)
         # "" = nothing to say at this value; a text said at a stronger rank is not said again
         said = said.filter((pl.col("reason").str.len_chars() > 0) & ~repeated)
-        reasons = said.group_by("row", maintain_order=True).agg(
-            pl.col("reason").head(top).str.join("; ")
+        # each customer's n-th reason by position in its run of entries, then one column per
+        # position joined with "; " (a group-by over a million customers is several times slower)
+        rows = said["row"].to_numpy()
+        entry = np.arange(len(rows))
+        first = np.maximum.accumulate(np.where(np.r_[True, rows[1:] != rows[:-1]], entry, 0))
+        position = entry - first
+        nth = [
+            pl.repeat(None, frame.height, dtype=pl.String, eager=True).scatter(
+                rows[position == n], said["reason"].filter(pl.Series(position == n))
+            )
+            for n in range(top)  # a handful of positions
+        ]
+        return (
+            pl.select(pl.concat_str(nth, separator="; ", ignore_nulls=True).fill_null(""))
+            .to_series()
+            .alias("churn_reasons")
         )
-        every = pl.repeat("", frame.height, dtype=pl.String, eager=True).alias("churn_reasons")
-        return every.scatter(reasons["row"].to_numpy(), reasons["reason"])
 
 
 def churn_risk_band(probability: np.ndarray, cut_points: list[float]) -> np.ndarray:
