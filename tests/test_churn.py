@@ -123,8 +123,8 @@ def test_reasons_are_plain_words_with_the_customers_own_facts(
 ) -> None:
     with duckdb.connect(str(full_run[0]), read_only=True) as con:
         rows = con.sql(
-            "select churn_reasons, churn_risk_band, recency_days, account_status "
-            "from marts.customer_360 where churn_reasons is not null"
+            "select churn_reasons, churn_risk_band, churn_probability, recency_days, "
+            "account_status from marts.customer_360 where churn_reasons is not null"
         ).pl()
     high = rows.filter(pl.col("churn_risk_band") == "high")
     assert high.height > 50 and (high["churn_reasons"].str.len_chars() > 0).all()
@@ -137,7 +137,9 @@ def test_reasons_are_plain_words_with_the_customers_own_facts(
     said = recency["churn_reasons"].str.extract(r"no order in (\d+) days").cast(pl.Int64)
     assert recency.height > 0 and (said == recency["recency_days"]).all()
     closed = rows.filter(pl.col("account_status") == "closed")
-    assert (closed["churn_risk_band"] == "closed").all()
+    # closed accounts are flagged and left out of scoring: no probability
+    assert closed.height > 0 and (closed["churn_risk_band"] == "closed").all()
+    assert closed["churn_probability"].null_count() == closed.height
     assert (closed["churn_reasons"] == "account closed in the CRM").all()
 
 
