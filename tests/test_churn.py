@@ -13,9 +13,9 @@ import pytest
 from polars.testing import assert_frame_equal
 from sklearn.metrics import roc_auc_score
 
-from features.churn import build_churn_snapshots
+from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.customer import lifetimes_summary
-from models.churn import churn_risk_band, top_decile_lift
+from models.churn import ChurnModel, churn_risk_band, top_decile_lift
 from models.clv import ClvModel
 from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapshots
 from pipelines.customer_value.assets import run_as_of_date
@@ -123,8 +123,8 @@ def test_reasons_are_plain_words_with_the_customers_own_facts(
 ) -> None:
     with duckdb.connect(str(full_run[0]), read_only=True) as con:
         rows = con.sql(
-            "select churn_reasons, churn_risk_band, recency_days, account_status "
-            "from marts.customer_360 where churn_reasons is not null"
+            "select churn_reasons, churn_risk_band, churn_probability, recency_days, "
+            "account_status from marts.customer_360 where churn_reasons is not null"
         ).pl()
     high = rows.filter(pl.col("churn_risk_band") == "high")
     assert high.height > 50 and (high["churn_reasons"].str.len_chars() > 0).all()
@@ -137,7 +137,9 @@ def test_reasons_are_plain_words_with_the_customers_own_facts(
     said = recency["churn_reasons"].str.extract(r"no order in (\d+) days").cast(pl.Int64)
     assert recency.height > 0 and (said == recency["recency_days"]).all()
     closed = rows.filter(pl.col("account_status") == "closed")
-    assert (closed["churn_risk_band"] == "closed").all()
+    # closed accounts are flagged and left out of scoring: no probability
+    assert closed.height > 0 and (closed["churn_risk_band"] == "closed").all()
+    assert closed["churn_probability"].null_count() == closed.height
     assert (closed["churn_reasons"] == "account closed in the CRM").all()
 
 
@@ -164,6 +166,28 @@ def test_invoices_only_still_scores_and_names_missing_groups(
             "(select count(distinct customer_id) from staging.invoices) from models.churn_scores"
         ).fetchall()[0]
     assert scored == probabilities == invoiced
+
+
+@pytest.mark.parametrize("calibration", ["sigmoid", "isotonic"])
+def test_fast_scoring_matches_scikit_learn(full_run: tuple[Path, str], calibration: str) -> None:
+    with duckdb.connect(str(full_run[0]), read_only=True) as con:
+        model = ChurnModel(calibration=calibration).fit(training_frame(con))
+        current = scoring_frame(con, AS_OF)
+    probability, reasons = model.predict_with_reasons(current)
+    # the scaler folded into the weights gives scikit-learn's own calibrated probabilities
+    matrix = model._matrix(current)
+    expected = model.calibrated_.predict_proba(matrix)[:, 1]
+    np.testing.assert_allclose(probability, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.predict_proba(current), expected, rtol=1e-9, atol=1e-12)
+    # reasons follow the log-odds terms: the first reason said is the strongest speakable one
+    assert reasons.equals(model.reasons(current))
+    terms = model.model_.named_steps["logit"].coef_[0] * model.model_.named_steps[
+        "scale"
+    ].transform(matrix)
+    said = reasons.str.split("; ")
+    assert said.list.len().max() <= 3 and (reasons.str.len_chars() > 0).mean() > 0.5
+    pushed = (terms.max(axis=1) >= 0.1).sum()
+    assert (reasons.str.len_chars() > 0).sum() <= pushed
 
 
 @pytest.mark.parametrize(
