@@ -17,7 +17,8 @@ import numpy as np
 import polars as pl
 
 from features.customer import lifetimes_summary
-from features.warehouse import materialize_sql, sql_text
+from features.receivables import build_payment_behaviour
+from features.warehouse import materialize_sql
 from models.clv import ClvModel, InsufficientDataError, bg_nbd_p_alive
 
 # Which staging table feeds which feature group; invoices (purchases) are always there.
@@ -69,43 +70,6 @@ def missing_feature_groups(con: duckdb.DuckDBPyConnection, as_of: date) -> dict[
         if con.sql(query, params=params).fetchall()[0][0] == 0:
             missing[group] = SOURCE_WORDS[group]
     return missing
-
-
-def _payment_history(
-    con: duckdb.DuckDBPyConnection,
-    cutoffs: list[date],
-    as_of: date,
-    default_payment_terms_days: int,
-    settlement_tolerance: float,
-    sample_fraction: float,
-) -> None:
-    """The credit-risk stage's payment behaviour, with settlement rebuilt as of each cutoff."""
-    # feat_payment_behaviour reads features.invoice_settlement, which the risk stage builds as of
-    # the run's as-of date; point-in-time churn snapshots need it as of each cutoff instead.
-    behaviour = sql_text("feat_payment_behaviour").replace(
-        "features.invoice_settlement", "features.churn_invoice_settlement"
-    )
-    con.execute("drop table if exists features.churn_payment_history")
-    for cutoff in cutoffs:  # a handful of cutoffs
-        materialize_sql(
-            con,
-            "features.churn_invoice_settlement",
-            "feat_invoice_settlement",
-            as_of=cutoff,
-            default_payment_terms_days=default_payment_terms_days,
-            settlement_tolerance=settlement_tolerance,
-        )
-        sample = 1.0 if cutoff == as_of else sample_fraction
-        params = {"cutoffs": [cutoff], "whole_ledger": True, "sample_fraction": sample}
-        if cutoff == cutoffs[0]:
-            con.execute(
-                f"create table features.churn_payment_history as {behaviour}", params
-            ).fetchall()
-        else:
-            con.execute(
-                f"insert into features.churn_payment_history {behaviour}", params
-            ).fetchall()
-    con.execute("drop table features.churn_invoice_settlement")
 
 
 def _bg_nbd_history(
@@ -192,8 +156,16 @@ def build_churn_snapshots(
     common = {"cutoffs": cutoffs, "as_of": as_of, "sample_fraction": sample_fraction}
     materialize_sql(con, "features.churn_purchase_history", "feat_churn_purchases", **common)
     materialize_sql(con, "features.churn_engagement_history", "feat_churn_engagement", **common)
-    _payment_history(
-        con, cutoffs, as_of, default_payment_terms_days, settlement_tolerance, sample_fraction
+    # the credit-risk stage's payment behaviour, each cutoff's from the ledger known then
+    build_payment_behaviour(
+        con,
+        "features.churn_payment_history",
+        cutoffs,
+        default_payment_terms_days=default_payment_terms_days,
+        settlement_tolerance=settlement_tolerance,
+        whole_ledger=True,
+        sample_fraction=sample_fraction,
+        whole_ledger_at=as_of,
     )
     failures = _bg_nbd_history(con, cutoffs, horizon_days)
     snapshots = materialize_sql(con, "features.churn_snapshots", "feat_churn_snapshots")

@@ -17,7 +17,7 @@ from datetime import date
 import duckdb
 import polars as pl
 
-from features.warehouse import materialize_sql, row_count
+from features.warehouse import materialize_sql, row_count, sql_text, table_exists
 
 
 @dataclass(frozen=True)
@@ -75,16 +75,28 @@ def build_invoice_settlement(
     as_of: date,
     default_payment_terms_days: int,
     settlement_tolerance: float,
+    *,
+    table: str = "features.invoice_settlement",
+    temporary: bool = False,
+    sample_fraction: float = 1.0,
 ) -> int:
-    """Write ``features.invoice_settlement`` from facts dated on or before ``as_of``."""
+    """Write invoice settlement (``features.invoice_settlement`` by default) from facts dated on
+    or before ``as_of``; ``sample_fraction`` keeps a deterministic share of customers."""
     return materialize_sql(
         con,
-        "features.invoice_settlement",
+        table,
         "feat_invoice_settlement",
+        temporary=temporary,
         as_of=as_of,
         default_payment_terms_days=default_payment_terms_days,
         settlement_tolerance=settlement_tolerance,
+        sample_fraction=sample_fraction,
     )
+
+
+# Settlement as of one cutoff, private to the connection (a temp table), so two stages building
+# payment behaviour at the same time in one warehouse never read each other's.
+SETTLEMENT_AT_CUTOFF = "invoice_settlement_at_cutoff"
 
 
 def build_payment_behaviour(
@@ -92,23 +104,56 @@ def build_payment_behaviour(
     table: str,
     cutoffs: list[date],
     *,
+    default_payment_terms_days: int,
+    settlement_tolerance: float,
     whole_ledger: bool = False,
     sample_fraction: float = 1.0,
+    whole_ledger_at: date | None = None,
+    settlement_table: str | None = None,
 ) -> int:
-    """Write payment-behaviour features per customer and cutoff into ``table``.
+    """Write payment-behaviour features per customer and cutoff into ``table``, each cutoff's
+    from the ledger as it was known on that cutoff (the only point-in-time way to build them).
+
+    Invoice settlement is rebuilt as of every cutoff: settlement as of a later date would let a
+    payment or credit note dated after the cutoff change what the cutoff sees (how much was
+    paid, in how many instalments, against what credited amount). ``settlement_table`` reuses a
+    settlement already built as of the single cutoff given (the run's own
+    ``features.invoice_settlement`` for the as-of snapshot) instead of building it again.
 
     ``whole_ledger`` scores every invoiced customer (the as-of snapshot); otherwise only
     customers active in the year before each cutoff (training snapshots). ``sample_fraction``
-    keeps a deterministic share of customers (by hash of the id) for large training sets.
+    keeps a deterministic share of customers (by hash of the id) for large training sets, except
+    at ``whole_ledger_at``, where every customer is kept (a scoring date inside a history).
+    Loops over the cutoffs only, never over customers.
     """
-    return materialize_sql(
-        con,
-        table,
-        "feat_payment_behaviour",
-        cutoffs=cutoffs,
-        whole_ledger=whole_ledger,
-        sample_fraction=sample_fraction,
-    )
+    if settlement_table is not None and len(cutoffs) != 1:
+        raise ValueError("a prebuilt settlement_table is as of one date: give exactly one cutoff")
+    con.execute(f"drop table if exists {table}")
+    for cutoff in sorted(cutoffs):  # a handful of cutoffs
+        settlement = settlement_table
+        if settlement is None:
+            settlement = SETTLEMENT_AT_CUTOFF
+            build_invoice_settlement(
+                con,
+                cutoff,
+                default_payment_terms_days,
+                settlement_tolerance,
+                table=settlement,
+                temporary=True,
+                sample_fraction=1.0 if cutoff == whole_ledger_at else sample_fraction,
+            )
+        params = {
+            "cutoff_date": cutoff,
+            "settlement_table": settlement,
+            "whole_ledger": whole_ledger,
+        }
+        behaviour = sql_text("feat_payment_behaviour")
+        if table_exists(con, table):
+            con.execute(f"insert into {table} {behaviour}", params).fetchall()
+        else:
+            con.execute(f"create table {table} as {behaviour}", params).fetchall()
+    con.execute(f"drop table if exists {SETTLEMENT_AT_CUTOFF}")
+    return row_count(con, table)
 
 
 def build_delinquency_labels(

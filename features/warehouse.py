@@ -108,11 +108,17 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
     con.execute(text, used).fetchall()
 
 
-def materialize_sql(con: duckdb.DuckDBPyConnection, table: str, name: str, **params: Any) -> int:
-    """Replace ``table`` with the result of the SELECT in ``sql/<name>.sql``; returns its rows."""
+def materialize_sql(
+    con: duckdb.DuckDBPyConnection, table: str, name: str, *, temporary: bool = False, **params: Any
+) -> int:
+    """Replace ``table`` with the result of the SELECT in ``sql/<name>.sql``; returns its rows.
+
+    ``temporary`` makes it a temp table, private to this connection and dropped with it.
+    """
     text = sql_text(name)
     used = {key: value for key, value in params.items() if f"${key}" in text}
-    con.execute(f"create or replace table {table} as {text}", used).fetchall()
+    kind = "temp table" if temporary else "table"
+    con.execute(f"create or replace {kind} {table} as {text}", used).fetchall()
     return row_count(con, table)
 
 

@@ -9,6 +9,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from features.receivables import build_invoice_settlement, build_payment_behaviour
@@ -252,19 +253,70 @@ def test_alerts_name_the_date_and_the_change(risk_run: Path) -> None:
     assert risk.filter(pl.col("customer_id").is_in(over.implode()))["over_credit_limit"].all()
 
 
-def test_training_snapshots_use_no_later_fact(risk_run: Path, tmp_path: Path) -> None:
-    """A past cutoff's features from today's warehouse equal a run as of that cutoff."""
+# Every invoice, payment and credit-report fact dated after $cutoff is changed, removed or added;
+# nothing dated on or before it. Payments and credit notes after the cutoff against invoices
+# issued before it are what a ledger settled as of the run date would leak.
+PERTURB_AFTER_CUTOFF = """
+    update staging.payments set amount = amount / 2 where payment_date > $cutoff;
+    insert into staging.payments by name
+        select * replace (payment_id || '-P2' as payment_id, payment_date + 3 as payment_date)
+        from staging.payments where payment_date > $cutoff;
+    insert into staging.payments by name
+        select 'P-LATE-' || invoice_id as payment_id, invoice_id,
+               $cutoff + 1 + (hash(invoice_id) % 40)::integer as payment_date, amount
+        from staging.invoices as i
+        where document_type = 'invoice' and issue_date <= $cutoff
+            and not exists (select 1 from staging.payments as p where p.invoice_id = i.invoice_id);
+    insert into staging.invoices by name
+        select * replace (invoice_id || '-CN' as invoice_id, 'credit_note' as document_type,
+                          -amount / 2 as amount,
+                          $cutoff + 1 + (hash(invoice_id) % 20)::integer as issue_date)
+        from staging.invoices where issue_date > $cutoff - 60 and issue_date <= $cutoff;
+    update staging.invoices set amount = amount * 3 where issue_date > $cutoff;
+    delete from staging.invoices where issue_date > $cutoff and hash(invoice_id) % 3 = 0;
+    update staging.credit_reports set failure_score = failure_score - 50,
+        delinquency_score = delinquency_score - 40, credit_limit = credit_limit / 4,
+        legal_events = legal_events + 2
+        where report_date > $cutoff;
+"""
+
+
+def _training_features(con: duckdb.DuckDBPyConnection, cutoffs: list[date]) -> pl.DataFrame:
+    """The delinquency training features, built exactly as the delinquency_training asset does."""
+    build_payment_behaviour(
+        con,
+        "features.payment_behaviour_history",
+        cutoffs,
+        default_payment_terms_days=30,
+        settlement_tolerance=1.0,
+    )
+    return con.sql(
+        "select * from features.payment_behaviour_history order by cutoff_date, customer_id"
+    ).pl()
+
+
+def test_perturbing_facts_after_a_cutoff_leaves_its_delinquency_features_unchanged(
+    risk_run: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "copy.duckdb"
     shutil.copy(risk_run, copy)
     with duckdb.connect(str(copy)) as con:
-        history = con.sql("select * from features.payment_behaviour_history").pl()
-        cutoff = history["cutoff_date"].unique().sort()[2]
-        build_invoice_settlement(con, cutoff, 30, 1.0)
-        build_payment_behaviour(con, "features.behaviour_then", [cutoff])
-        then = con.sql("select * from features.behaviour_then order by customer_id").pl()
-    now = history.filter(pl.col("cutoff_date") == cutoff).sort("customer_id")
-    assert then.height > 500
-    assert then.equals(now.select(then.columns))
+        cutoffs = sorted(
+            r[0]
+            for r in con.sql(
+                "select distinct cutoff_date from features.payment_behaviour_history"
+            ).fetchall()
+        )
+        cutoff = cutoffs[-2]
+        before = _training_features(con, cutoffs)
+        for statement in filter(str.strip, PERTURB_AFTER_CUTOFF.split(";")):
+            con.execute(statement, {"cutoff": cutoff}).fetchall()
+        after = _training_features(con, cutoffs)
+    at_cutoff = pl.col("cutoff_date") <= cutoff
+    assert before.filter(pl.col("cutoff_date") == cutoff).height > 500
+    assert_frame_equal(before.filter(at_cutoff), after.filter(at_cutoff), check_exact=True)
+    # the perturbation is real: the later cutoff, which may see it, did change
+    assert not before.filter(~at_cutoff).equals(after.filter(~at_cutoff))
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@
 -- on or before it (a return or price correction soon after delivery), which lowers the amount
 -- that settles that invoice. Settled = payments reach the full amount, or the amount net of
 -- that credit once the credit note is issued, less $settlement_tolerance (bank charges and
--- rounding a credit manager writes off).
+-- rounding a credit manager writes off). $sample_fraction keeps a deterministic share of
+-- customers (by hash of the id) to bound very large training sets; 1 keeps everyone.
 with documents as (
     select
         invoice_id,
@@ -15,6 +16,10 @@ with documents as (
         document_type
     from staging.invoices
     where issue_date <= $as_of::date
+        and (
+            $sample_fraction::double >= 1
+            or hash(customer_id) % 1000000 < $sample_fraction::double * 1000000
+        )
 ),
 
 invoices as (
@@ -43,6 +48,8 @@ payments as (
     select invoice_id, payment_date, sum(amount) as amount, count(*) as payment_count
     from staging.payments
     where payment_date <= $as_of::date
+        -- a sample's payments only: the running sums below are the costly part
+        and ($sample_fraction::double >= 1 or invoice_id in (select invoice_id from documents))
     group by invoice_id, payment_date
 ),
 

@@ -1,19 +1,16 @@
--- Payment behaviour per customer at each cutoff in $cutoffs (one row per customer and cutoff),
--- from features.invoice_settlement and the bureau's latest report on or before the cutoff.
--- Only facts dated on or before a cutoff are used: an invoice counts as settled at a cutoff
--- when its settled_date is on or before it, otherwise it is open then.
+-- Payment behaviour per customer at $cutoff_date, from $settlement_table (invoice settlement
+-- built as of that same date: features/receivables.py build_payment_behaviour guarantees it) and
+-- the bureau's latest report on or before the cutoff. Only facts dated on or before the cutoff
+-- are used: an invoice counts as settled when its settled_date is on or before it, otherwise it
+-- is open then.
 -- Population: every invoiced customer when $whole_ledger (scoring), else customers invoiced in
--- the 365 days before the cutoff or with an open invoice (training). $sample_fraction keeps a
--- deterministic share of customers, by hash of the id, to bound very large training sets.
+-- the 365 days before the cutoff or with an open invoice (training).
 with cutoffs as (
-    select unnest($cutoffs::date[]) as cutoff_date
+    select $cutoff_date::date as cutoff_date
 ),
 
 invoices as (
-    select *
-    from features.invoice_settlement
-    where $sample_fraction::double >= 1
-        or hash(customer_id) % 1000000 < $sample_fraction::double * 1000000
+    select * from query_table($settlement_table::varchar)
 ),
 
 at_cutoff as (

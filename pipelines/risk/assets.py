@@ -129,12 +129,21 @@ def invoice_settlement(
     pool=DUCKDB_POOL,
 )
 def payment_behaviour(
-    context: dg.AssetExecutionContext, warehouse: Warehouse
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Days late, share paid late, worst arrears, trend and bureau facts per customer today."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        build_payment_behaviour(con, "features.payment_behaviour", [as_of], whole_ledger=True)
+        build_payment_behaviour(
+            con,
+            "features.payment_behaviour",
+            [as_of],
+            default_payment_terms_days=config.default_payment_terms_days,
+            settlement_tolerance=config.settlement_tolerance,
+            whole_ledger=True,
+            # invoice_settlement (upstream) is built as of this same as-of date
+            settlement_table="features.invoice_settlement",
+        )
         bureau = bureau_reports_available(con, as_of)
         metadata = table_metadata(con, "features.payment_behaviour", as_of_date=str(as_of))
     if not bureau:
@@ -160,8 +169,14 @@ def delinquency_training(
         cutoffs = _cutoffs(config, as_of)
         customers = con.sql("select count(distinct customer_id) from staging.invoices").fetchall()
         sample_fraction = min(1.0, config.max_training_customers / max(customers[0][0], 1))
+        # settlement rebuilt as of each cutoff: no payment or credit note dated later is seen
         build_payment_behaviour(
-            con, "features.payment_behaviour_history", cutoffs, sample_fraction=sample_fraction
+            con,
+            "features.payment_behaviour_history",
+            cutoffs,
+            default_payment_terms_days=config.default_payment_terms_days,
+            settlement_tolerance=config.settlement_tolerance,
+            sample_fraction=sample_fraction,
         )
         build_delinquency_labels(
             con, cutoffs, config.label_horizon_days, config.label_days_past_due, as_of
