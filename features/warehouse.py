@@ -66,6 +66,25 @@ BOOKKEEPING_DDL = (
         data_fingerprint varchar,
         created_at timestamp not null
     )""",
+    # every snapshot published for readers (features/publish.py)
+    """
+    create table if not exists ops.publications (
+        run_id varchar not null,
+        as_of_date date not null,
+        snapshot_path varchar not null,
+        size_bytes bigint,
+        tables bigint,
+        published_at timestamp not null
+    )""",
+    # every failed run, written by the run-failure sensor and by `crm-intel run`
+    """
+    create table if not exists ops.run_failures (
+        run_id varchar primary key,
+        job_name varchar,
+        failed_steps varchar,
+        reason varchar,
+        failed_at timestamp not null
+    )""",
 )
 
 

@@ -52,10 +52,6 @@ def run(
     ] = False,
 ) -> None:
     """Materialize every asset in-process (the same job the Dagster UI runs)."""
-    import dagster as dg
-
-    from pipelines.definitions import NIGHTLY_JOB_NAME, defs, run_config_for
-
     if as_of:
         try:
             date.fromisoformat(as_of)
@@ -69,9 +65,22 @@ def run(
     if not inbox_path.is_dir():
         raise _fail(f"inbox folder {inbox_path} does not exist")
     warehouse_path = _warehouse_path(warehouse)
+    elapsed = _execute_run(settings, inbox_path, warehouse_path, verbose)
+    _print_summary(warehouse_path, elapsed)
+    if settings.publish.enabled:
+        typer.echo(f"published: {_published_path(warehouse_path, settings)}")
+
+
+def _execute_run(settings, inbox_path: Path, warehouse_path: Path, verbose: bool) -> float:
+    """Run the nightly job in-process; on failure record it, page, and exit 1. Returns seconds."""
+    import dagster as dg
+
+    from pipelines.definitions import NIGHTLY_JOB_NAME, defs, run_config_for
+
     run_config = run_config_for(settings, warehouse=str(warehouse_path), inbox=str(inbox_path))
     if not verbose:
-        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        # Dagster's own console is for --verbose; warnings are re-told briefly below.
+        run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     instance = (
         dg.DagsterInstance.get()
         if os.environ.get("DAGSTER_HOME")
@@ -82,11 +91,17 @@ def run(
         run_config=run_config, instance=instance, raise_on_error=False
     )
     elapsed = time.perf_counter() - started
+    if not verbose:
+        _print_warnings(instance, result.run_id)
     if not result.success:
-        failures = [
-            f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"  # type: ignore[union-attr]
+        failed_steps = [
+            event
             for event in result.all_events
             if event.is_step_failure and event.event_specific_data is not None
+        ]
+        failures = [
+            f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"  # type: ignore[union-attr]
+            for event in failed_steps
         ]
         failed_checks = [
             f"{evaluation.asset_key.to_user_string()} {evaluation.check_name}"
@@ -94,8 +109,37 @@ def run(
             if not evaluation.passed
         ]
         detail = "\n  ".join(failures + [f"check failed: {c}" for c in failed_checks])
+        _page_failure(result.run_id, failed_steps, failures, warehouse_path, settings)
         raise _fail(f"run {result.run_id} failed after {elapsed:.1f}s:\n  {detail}")
-    _print_summary(warehouse_path, elapsed)
+    return elapsed
+
+
+def _page_failure(run_id, failed_steps, failures, warehouse_path: Path, settings) -> None:
+    """The same record and hook as the Dagster run-failure sensor, for runs started by cron."""
+    from datetime import datetime
+
+    from pipelines.definitions import NIGHTLY_JOB_NAME
+    from pipelines.ops.alerts import RunFailure, handle_failure
+
+    failure = RunFailure(
+        run_id=run_id,
+        job_name=NIGHTLY_JOB_NAME,
+        failed_steps=[event.step_key.replace("__", "/") for event in failed_steps],
+        reason="; ".join(failures) or "run failed",
+        failed_at=datetime.now(),
+        warehouse=str(warehouse_path.resolve()),
+    )
+    for outcome in handle_failure(failure, settings.nightly):
+        typer.secho(f"failure {outcome}", fg="yellow", err=True)
+
+
+def _print_warnings(instance, run_id: str) -> None:
+    """Warnings the stages logged (a missing source, quarantined rows, a model fallback)."""
+    import logging
+
+    for entry in instance.all_logs(run_id):
+        if entry.level == logging.WARNING and entry.user_message:
+            typer.secho(f"warning: {entry.step_key}: {entry.user_message}", fg="yellow", err=True)
 
 
 def _root_cause(error) -> str:  # dagster's SerializableErrorInfo chain
@@ -164,10 +208,25 @@ def demo_data(
     )
 
 
+def _published_path(warehouse_path: Path, settings=None) -> Path:
+    """Where the read-only snapshot of this warehouse is published ([publish] path)."""
+    from pipelines.ops.publish import snapshot_path
+
+    if settings is None:
+        try:
+            settings = load_settings()
+        except SettingsError as error:
+            raise _fail(str(error)) from None
+    return snapshot_path(settings.publish, warehouse_path)
+
+
 def _read_only(warehouse: Path | None) -> duckdb.DuckDBPyConnection:
-    path = _warehouse_path(warehouse)
+    """The published snapshot: never locked by a run, never half a run."""
+    path = _published_path(_warehouse_path(warehouse))
     if not path.is_file():
-        raise _fail(f"no warehouse at {path}: run `crm-intel run` first")
+        raise _fail(
+            f"nothing published at {path} yet: `crm-intel run` publishes it when a run succeeds"
+        )
     return duckdb.connect(str(path), read_only=True)
 
 
@@ -216,6 +275,132 @@ def segments_export(
         f"wrote {contacts.height:,} contacts to {out} "
         f"({members[0] - members[1]:,} customers left out: no marketing consent)"
     )
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First as-of date YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last as-of date YYYY-MM-DD (included).")],
+    every: Annotated[str, typer.Option(help="day, week or month.")] = "day",
+    inbox: Annotated[
+        Path | None, typer.Option(help=f"Input folder (default: {DEFAULT_INBOX}).")
+    ] = None,
+    warehouse: WarehouseOption = None,
+    config: ConfigOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show every Dagster event.")
+    ] = False,
+) -> None:
+    """Run the job once per as-of date, oldest first, to fill the history tables.
+
+    Each date replaces what an earlier run stored for it. Backfill runs do not publish: the
+    snapshot users read stays the last nightly one until the next `crm-intel run`.
+    """
+    from features.point_in_time import backfill_dates
+
+    try:
+        dates = backfill_dates(date.fromisoformat(start), date.fromisoformat(end), every)
+    except ValueError as error:
+        raise _fail(f"backfill: {error}") from None
+    inbox_path = inbox or Path(os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX))
+    if not inbox_path.is_dir():
+        raise _fail(f"inbox folder {inbox_path} does not exist")
+    warehouse_path = _warehouse_path(warehouse)
+    for number, as_of in enumerate(dates, start=1):
+        try:
+            settings = load_settings(
+                config,
+                overrides={"run": {"as_of": as_of.isoformat()}, "publish": {"enabled": False}},
+            )
+        except SettingsError as error:
+            raise _fail(str(error)) from None
+        try:
+            elapsed = _execute_run(settings, inbox_path, warehouse_path, verbose)
+        except typer.Exit:
+            typer.secho(
+                f"backfill stopped at {as_of} ({number} of {len(dates)}); the dates before it "
+                "are stored",
+                fg="red",
+                err=True,
+            )
+            raise
+        typer.echo(f"{as_of}: done in {elapsed:.1f}s ({number} of {len(dates)})")
+    typer.echo(
+        f"history holds {len(dates)} backfilled as-of date(s) in {warehouse_path}; "
+        "the published snapshot is unchanged until the next `crm-intel run`"
+    )
+
+
+@app.command()
+def status(warehouse: WarehouseOption = None) -> None:
+    """The last run, its as-of date, what is published, failures and quarantined rows."""
+    from features.publish import published_as_of
+
+    warehouse_path = _warehouse_path(warehouse)
+    published = _published_path(warehouse_path)
+    try:
+        con = duckdb.connect(str(warehouse_path), read_only=True)
+        source = f"working warehouse {warehouse_path}"
+    except duckdb.IOException as error:
+        if "lock" not in str(error).lower():
+            raise _fail(f"cannot read {warehouse_path}: {error}") from None
+        typer.echo(f"working warehouse {warehouse_path}: a run is writing it now (locked)")
+        if not published.is_file():
+            raise _fail(f"nothing published at {published} yet") from None
+        con = duckdb.connect(str(published), read_only=True)
+        source = f"published snapshot {published}"
+    except duckdb.Error as error:
+        raise _fail(f"cannot read {warehouse_path}: {error}") from None
+    with con:
+        tables = {
+            row[0]
+            for row in con.sql(
+                "select schema_name || '.' || table_name from duckdb_tables()"
+            ).fetchall()
+        }
+        if "ops.runs" not in tables:
+            raise _fail(f"{warehouse_path} holds no run yet: run `crm-intel run` first")
+        last = con.sql(
+            """select r.run_id, r.as_of_date, r.as_of_source, r.started_at,
+                      p.published_at, f.failed_steps, f.reason
+               from ops.runs r
+               left join ops.publications p using (run_id)
+               left join ops.run_failures f using (run_id)
+               order by r.started_at desc limit 1"""
+        ).fetchall()
+        quarantine = con.sql(
+            "select staging_table, reason, count(*) from quarantine.rejected_rows "
+            "group by all order by 1, 3 desc"
+        ).fetchall()
+        failures = con.sql(
+            "select run_id, failed_at, reason from ops.run_failures "
+            "order by failed_at desc limit 3"
+        ).fetchall()
+    typer.echo(f"(from the {source})")
+    if last:
+        run_id, as_of, as_of_source, started, published_at, failed_steps, reason = last[0]
+        if published_at:
+            outcome = f"published {published_at:%Y-%m-%d %H:%M:%S}"
+        elif reason:
+            outcome = f"FAILED at {failed_steps}: {reason}"
+        else:
+            outcome = "not published (still running, stopped, a backfill, or failed before it)"
+        typer.echo(f"last run: {run_id} started {started:%Y-%m-%d %H:%M:%S}")
+        typer.echo(f"  as of {as_of} ({as_of_source}); {outcome}")
+    snapshot = published_as_of(published)
+    if snapshot:
+        run_id, as_of, published_at = snapshot
+        size = published.stat().st_size / 1e6
+        typer.echo(f"published: {published} ({size:.1f} MB)")
+        typer.echo(f"  run {run_id}, as of {as_of}, published {published_at:%Y-%m-%d %H:%M:%S}")
+    else:
+        typer.echo(f"published: nothing yet at {published}")
+    for run_id, failed_at, reason in failures:
+        typer.echo(f"failed run {run_id} at {failed_at:%Y-%m-%d %H:%M:%S}: {reason}")
+    total = sum(count for *_, count in quarantine)
+    typer.echo(f"quarantined rows: {total:,}")
+    for table, reason, count in quarantine:
+        typer.echo(f"  {table:<16}{reason:<26}{count:>10,}")
 
 
 @config_app.command("show")

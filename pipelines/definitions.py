@@ -11,8 +11,14 @@ import dagster as dg
 
 import pipelines
 from features.contracts import CONTRACTS
+from pipelines.ops.automation import (
+    build_failure_sensor,
+    build_inbox_sensor,
+    build_nightly_schedule,
+)
+from pipelines.ops.publish import build_published_snapshot
 from pipelines.resources import default_resources
-from pipelines.settings import Settings
+from pipelines.settings import Settings, load_settings
 
 NIGHTLY_JOB_NAME = "crm_intel_nightly"
 
@@ -25,18 +31,28 @@ STAGE_MODULES = [
 all_assets = dg.load_assets_from_modules(STAGE_MODULES)
 all_checks = dg.load_asset_checks_from_modules(STAGE_MODULES)
 
+# The last asset of the job, downstream of every other one: a run publishes only when all of
+# them, and every blocking check on them, succeeded.
+published_snapshot = build_published_snapshot(
+    [key for assets_def in all_assets if isinstance(assets_def, dg.AssetsDefinition)
+     for key in assets_def.keys]
+)  # fmt: skip
+all_assets = [*all_assets, published_snapshot]
+
+# A step that fails is retried after about 1, 3 and 7 s (exponential backoff, +-1 s jitter):
+# enough for a short-lived reader of the working warehouse (a `crm-intel status`) to release
+# the DuckDB lock, short enough that a bug still pages within seconds. Data errors raise
+# dg.Failure(allow_retries=False) and failed blocking checks are never retried.
+TRANSIENT_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
 nightly_job = dg.define_asset_job(
     NIGHTLY_JOB_NAME,
     selection=dg.AssetSelection.all(),
-    description="Ingest the inbox, score every customer and rebuild the marts.",
-)
-
-nightly_schedule = dg.ScheduleDefinition(
-    name="crm_intel_nightly_schedule",
-    job=nightly_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    description="Every night at 02:00 UTC, after the exports land.",
+    description="Ingest the inbox, score every customer, rebuild the marts, keep history and "
+    "publish the snapshot users read.",
+    op_retry_policy=TRANSIENT_RETRY,
 )
 
 # Which settings section configures which asset op: the file's [clv] table is the clv_scores
@@ -44,7 +60,20 @@ nightly_schedule = dg.ScheduleDefinition(
 SETTINGS_CONSUMERS: dict[str, str] = {
     "ops__run_as_of": "run",
     "models__clv_scores": "clv",
+    "models__clv_backtest": "clv",
     **{f"staging__{contract.table}": "ingest" for contract in CONTRACTS},
+    "marts__receivables_aging": "risk",
+    "features__receivables_dso": "risk",
+    "features__invoice_settlement": "risk",
+    "features__delinquency_training": "risk",
+    "models__delinquency_evaluation": "risk",
+    "models__delinquency_scores": "risk",
+    "marts__customer_risk": "risk",
+    "marts__risk_alerts": "risk",
+    "features__churn_snapshots": "churn",
+    "models__churn_evaluation": "churn",
+    "models__churn_scores": "churn",
+    "ops__published_snapshot": "publish",
 }
 
 
@@ -68,10 +97,18 @@ def run_config_for(
     return config
 
 
+# When and how runs start: [nightly] of crm-intel.toml in the working directory (a bad file
+# stops the code location from loading, with the message naming the key).
+nightly_settings = load_settings().nightly
+nightly_schedule = build_nightly_schedule(nightly_job, nightly_settings, run_config_for)
+inbox_sensor = build_inbox_sensor(nightly_job, nightly_settings.inbox_poll_seconds, run_config_for)
+failure_sensor = build_failure_sensor(nightly_job)
+
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[nightly_job],
     schedules=[nightly_schedule],
+    sensors=[inbox_sensor, failure_sensor],
     resources=default_resources(),
 )

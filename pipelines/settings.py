@@ -38,6 +38,16 @@ class ClvSettings(dg.Config):
     min_repeat_customers: int = Field(
         default=30, description="Fewer repeat buyers than this fails the CLV stage."
     )
+    holdout_days: int = Field(
+        default=182,
+        description="Backtest holdout: refit on data up to as-of minus this many days and "
+        "compare predicted with actual purchases after it; 0 turns the backtest off.",
+    )
+    max_frequency_spend_correlation: float = Field(
+        default=0.3,
+        description="Warn when |corr(frequency, spend)| of repeat buyers exceeds this: "
+        "Gamma-Gamma assumes spend independent of purchase frequency.",
+    )
 
 
 class ChurnSettings(dg.Config):
@@ -45,6 +55,28 @@ class ChurnSettings(dg.Config):
 
     horizon_days: int = Field(
         default=180, description="Churned = no purchase in this many days after the as-of date."
+    )
+    training_cutoffs: int = Field(
+        default=12,
+        ge=2,
+        description="Past cutoffs (30 days apart, the latest horizon_days before the as-of date) "
+        "the churn model learns from.",
+    )
+    holdout_cutoffs: int = Field(
+        default=1,
+        ge=1,
+        description="Most recent training cutoffs held out to compare the model with BG/NBD.",
+    )
+    max_training_customers: int = Field(
+        default=100_000,
+        description="Above this many customers, training snapshots use a hash sample of them.",
+    )
+    band_cut_points: list[float] = Field(
+        default=[0.3, 0.6],
+        description="churn_risk_band: low below the first, medium below the second, else high.",
+    )
+    calibration: str = Field(
+        default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
     )
 
 
@@ -55,6 +87,40 @@ class RiskSettings(dg.Config):
         default=0.45,
         description="Loss given default; 45% is the Basel foundation-IRB value for senior "
         "unsecured claims.",
+    )
+    default_payment_terms_days: int = Field(
+        default=30, description="Due date of an invoice exported without one: issue date + this."
+    )
+    settlement_tolerance: float = Field(
+        default=1.0,
+        description="An invoice counts as settled when less than this amount is left unpaid.",
+    )
+    label_days_past_due: int = Field(
+        default=30, description="Delinquent = an invoice more than this many days past due ..."
+    )
+    label_horizon_days: int = Field(
+        default=90, description="... on some day within this many days after the cutoff."
+    )
+    training_cutoffs: int = Field(
+        default=8, description="Past cutoffs (30 days apart) the delinquency model learns from."
+    )
+    max_training_customers: int = Field(
+        default=50_000,
+        description="Above this many customers, training snapshots use a hash sample of them.",
+    )
+    calibration: str = Field(
+        default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
+    )
+    class_cut_points: list[int] = Field(
+        default=[70, 60, 50, 35],
+        description="Delinquency score cut points A/B, B/C, C/D, D/E (score 1-100, higher safer).",
+    )
+    dso_months: int = Field(default=12, description="Countback DSO looks back this many months.")
+    alert_lookback_days: int = Field(
+        default=31, description="Alerts cover events from this many days before the as-of date."
+    )
+    alert_failure_score_drop: int = Field(
+        default=15, description="Alert when the bureau failure score falls by this many points."
     )
 
 
@@ -90,12 +156,52 @@ class IngestSettings(dg.Config):
     )
 
 
+class PublishSettings(dg.Config):
+    """The read-only snapshot users read, written only when every blocking check passed."""
+
+    path: str | None = Field(
+        default=None,
+        description="Published snapshot file; default: published/<warehouse file name> beside "
+        "the working warehouse.",
+    )
+    enabled: bool = Field(
+        default=True,
+        description="Publish at the end of the run (a backfill of past dates turns it off).",
+    )
+
+
+class NightlySettings(dg.Config):
+    """When the nightly run starts, how the inbox is watched, and who hears about failures."""
+
+    schedule: str = Field(default="0 2 * * *", description="Cron expression of the nightly run.")
+    timezone: str = Field(default="UTC", description="IANA timezone the schedule is read in.")
+    inbox_poll_seconds: int = Field(
+        default=60,
+        ge=5,
+        description="The inbox sensor looks this often; a file counts once its size and "
+        "modification time are the same on two looks in a row.",
+    )
+    failure_webhook: str | None = Field(
+        default=None,
+        description="URL that receives a JSON POST (run, failing assets, reason) when a run fails.",
+    )
+    failure_command: str | None = Field(
+        default=None,
+        description="Shell command run when a run fails; the same JSON comes on its stdin.",
+    )
+    hook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Give up on the webhook or command after this long."
+    )
+
+
 SECTIONS: dict[str, type[dg.Config]] = {
     "run": RunSettings,
     "clv": ClvSettings,
     "churn": ChurnSettings,
     "risk": RiskSettings,
     "ingest": IngestSettings,
+    "publish": PublishSettings,
+    "nightly": NightlySettings,
 }
 
 

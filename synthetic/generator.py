@@ -149,7 +149,8 @@ _TRUTH_DESCRIPTION = {
     "mean_spend": "true expected invoice amount p/nu_i, nu_i ~ Gamma(shape=q, rate=v)",
     "payment_discipline": "Beta(6, 2); higher pays closer to terms and rarely defaults",
     "distress_at_end": "financial distress in [0, 1] in the last month; a monthly mean-reverting "
-    "random walk with rare shocks; drives lateness, unpaid invoices and bureau scores",
+    "random walk with rare shocks; for ~35% of leavers it climbs over the 6 months before "
+    "dropout (failing firms); drives lateness, unpaid invoices and bureau scores",
     "has_bureau_coverage": "whether the credit bureau reports on this customer",
 }
 
@@ -162,9 +163,8 @@ def _day_number(d: date) -> int:
 
 
 def _as_date(days: np.ndarray) -> pl.Series:
-    """Days since 1970-01-01 to a polars Date column (nulls where days < 0 marks 'none')."""
-    s = pl.Series(days.astype(np.int32)).cast(pl.Date)
-    return s
+    """Day numbers (days since 1970-01-01) to a polars Date column."""
+    return pl.Series(days.astype(np.int32)).cast(pl.Date)
 
 
 def _month_of(days: np.ndarray) -> np.ndarray:
@@ -203,6 +203,7 @@ def _cents_to_text(cents: pl.Expr) -> pl.Expr:
 
 
 def _write(df: pl.DataFrame, out_dir: Path, group: str, file_format: str) -> Path:
+    """One file per group; no Parquet statistics so bytes depend on the data only."""
     path = out_dir / f"{group}.{file_format}"
     path.parent.mkdir(parents=True, exist_ok=True)
     if file_format == "csv":
@@ -247,7 +248,11 @@ def _draw_population(
     country = _choice(rng, n, _COUNTRY_WEIGHTS)
     region = _choice(rng, n, _REGION_WEIGHTS)
     sector = _choice(rng, n, _SECTOR_WEIGHTS)
-    size_band = _choice(rng, n, _SIZE_WEIGHTS)
+    # Bigger firms place bigger orders: the band is read off the (noisy) true order size, so it
+    # is informative while the Gamma-Gamma spend truth stays exact.
+    size_score = np.log(params.p / nu) + rng.normal(0.0, 0.5, n)
+    cuts = np.quantile(size_score, np.cumsum(_SIZE_WEIGHTS)[:-1])
+    size_band = np.searchsorted(cuts, size_score, side="right")
     discipline = rng.beta(6.0, 2.0, n)
     covered = rng.random(n) < 0.85
 
@@ -278,6 +283,19 @@ def _draw_population(
         distress=distress,
         first_month=first_month,
     )
+
+
+def _distress_before_failure(
+    rng: np.random.Generator, pop: _Population, dropout_day: np.ndarray
+) -> None:
+    """About a third of leavers leave because they are failing: distress climbs over their last
+    six months and stays high. Purchases never read distress, so the BG/NBD truth is untouched,
+    but payments and bureau scores now carry a churn signal, as in real ledgers."""
+    failing = np.flatnonzero((dropout_day >= 0) & (rng.random(len(dropout_day)) < 0.35))
+    drop_month = _month_of(dropout_day[failing]) - pop.first_month
+    months_from_drop = np.arange(pop.distress.shape[1])[None, :] - drop_month[:, None]
+    climb = 0.45 * np.clip((months_from_drop + 6) / 6.0, 0.0, 1.3)
+    pop.distress[failing] = np.clip(pop.distress[failing] + climb, 0.0, 1.0)
 
 
 @dataclass
@@ -316,18 +334,37 @@ def _draw_purchases(rng: np.random.Generator, pop: _Population, end: int) -> _Pu
     offset_days = np.floor(within / denominator * horizon_days[owner]).astype(np.int64)
     repeat_day = pop.birth[owner] + offset_days
 
-    dropout_day = np.full(n_cust, -1, dtype=np.int64)
-    has_repeat = observed > 0
-    dropout_day[dropped & has_repeat] = repeat_day[seg_end[dropped & has_repeat] - 1]
+    # Lay out each customer's purchases (first one at birth, then the repeats, already sorted).
+    per_customer = 1 + observed
+    customer = np.repeat(np.arange(n_cust, dtype=np.int64), per_customer)
+    rank = _position_in_segment(per_customer)
+    is_birth = rank == 0
+    day = np.empty(len(customer), dtype=np.int64)
+    day[is_birth] = pop.birth
+    day[~is_birth] = repeat_day
+    day = _one_purchase_per_day(customer, rank, day, per_customer, end)
 
-    customer = np.concatenate([np.arange(n_cust, dtype=np.int64), owner])
-    day = np.concatenate([pop.birth, repeat_day])
-    # One invoice per customer-day: same-day purchases are one purchase for lifetimes too.
-    order = np.lexsort((day, customer))
-    customer, day = customer[order], day[order]
-    keep = np.ones(len(day), dtype=bool)
-    keep[1:] = (customer[1:] != customer[:-1]) | (day[1:] != day[:-1])
-    return _Purchases(customer=customer[keep], day=day[keep], dropout_day=dropout_day)
+    dropout_day = np.full(n_cust, -1, dtype=np.int64)
+    last_row = np.cumsum(per_customer) - 1
+    dropout_day[dropped] = day[last_row[dropped]]
+    return _Purchases(customer=customer, day=day, dropout_day=dropout_day)
+
+
+def _one_purchase_per_day(
+    customer: np.ndarray, rank: np.ndarray, day: np.ndarray, per_customer: np.ndarray, end: int
+) -> np.ndarray:
+    """Move a purchase that shares a day with the previous one to the next free day.
+
+    lifetimes (and the pipeline) merge same-day invoices into one purchase; merging would thin
+    the Poisson process by ~E[lambda^2]/E[lambda]/7 (about 4% with the defaults) and bias alpha.
+    Shifting keeps every purchase, moving a few by a day or two. Vectorised as a per-customer
+    running maximum of (day - rank); purchases pushed past end_date are pulled back before it.
+    """
+    big = np.int64(1 << 40)
+    shifted = day - rank + customer * big
+    pushed = np.maximum.accumulate(shifted) - customer * big + rank
+    remaining = np.repeat(per_customer, per_customer) - 1 - rank
+    return np.minimum(pushed, end - remaining)
 
 
 # --- ledger: invoices, credit notes, payments ----------------------------------------------------
@@ -428,6 +465,7 @@ def _tax_ids(n: int) -> pl.Series:
 def _accounts(
     rng: np.random.Generator, pop: _Population, ids: pl.Series, dropout: np.ndarray, end: int
 ) -> pl.DataFrame:
+    """The CRM's account master; the tax id is the key the bureau knows the customer by."""
     n = len(pop.birth)
     stem = _NAME_STEMS[rng.integers(0, len(_NAME_STEMS), n)]
     trade = _NAME_TRADES[rng.integers(0, len(_NAME_TRADES), n)]
@@ -510,10 +548,9 @@ def _activities(
     if engagement_signal:
         gone = dropout >= 0
         fade_from = np.where(gone, np.maximum(start, dropout - 90), end + 1)
-        calm_end = fade_from
         fade_end = np.where(gone, dropout + 1, end + 1)
         segments = [
-            (start, calm_end - start, per_day, _ACTIVITY_MIX),
+            (start, fade_from - start, per_day, _ACTIVITY_MIX),
             (fade_from, fade_end - fade_from, per_day, _ACTIVITY_MIX * _ACTIVITY_FADE),
             (fade_end, end + 1 - fade_end, per_day * 0.05, _ACTIVITY_MIX),
         ]
@@ -543,13 +580,20 @@ def _activities(
 
 
 def _opportunities(
-    rng: np.random.Generator, pop: _Population, ids: pl.Series, mean_spend: np.ndarray, end: int
+    rng: np.random.Generator,
+    pop: _Population,
+    ids: pl.Series,
+    mean_spend: np.ndarray,
+    dropout: np.ndarray,
+    end: int,
 ) -> pl.DataFrame:
+    """A handful of deals per account, sized on its order value; none long after it left."""
     n = len(pop.birth)
     per_account = 1 + rng.poisson(1.5, n)
     owner = np.repeat(np.arange(n, dtype=np.int64), per_account)
     rows = len(owner)
-    span = end - pop.created[owner] + 1
+    last_day = np.where(dropout >= 0, np.minimum(dropout + 60, end), end)
+    span = last_day[owner] - pop.created[owner] + 1
     created = pop.created[owner] + np.floor(rng.random(rows) * span).astype(np.int64)
     closes = created + rng.integers(7, 121, rows)
     is_open = closes > end
@@ -587,9 +631,9 @@ def _credit_reports(
     month = np.repeat(first, per_customer) + _position_in_segment(per_customer)
     rows = len(owner)
     distress = pop.distress[owner, month].astype(np.float64)
-    bias = rng.normal(0.0, 8.0, len(pop.birth))  # the bureau misjudges some firms for years
+    bias = rng.normal(0.0, 12.0, len(pop.birth))  # the bureau misjudges some firms for years
     failure = np.clip(
-        np.round(92.0 - 110.0 * distress + bias[owner] + rng.normal(0.0, 10.0, rows)), 1, 100
+        np.round(92.0 - 110.0 * distress + bias[owner] + rng.normal(0.0, 14.0, rows)), 1, 100
     ).astype(np.int64)
     slack = 1.0 - pop.discipline[owner]
     delinquency = np.clip(
@@ -759,8 +803,18 @@ def generate_demo_data(
 ) -> GenerationSummary:
     """Write a demo inbox under ``out_dir`` plus ``truth/`` with the latents that made it.
 
-    The same seed gives byte-identical files. Faulty rows are only ever added (never replace a
-    good row), so dropping exactly the rows listed in ``truth/faults.csv`` gives the clean data.
+    Files: ``<group>.<file_format>`` for each group in ``include`` (default all of
+    ``FILE_GROUPS``), plus ``truth/parameters.json``, ``truth/customers.parquet`` and, when
+    faults are asked for, ``truth/faults.csv``. The same seed gives byte-identical files, and a
+    group's rows do not depend on which other groups or faults were asked for.
+
+    Faulty rows are only ever ADDED, at random places (a duplicate key always after the row it
+    repeats, so "first one wins" keeps the good row); good rows are never altered or removed, so
+    dropping exactly the lines in ``truth/faults.csv`` gives the clean file. ``line_number``
+    counts file lines with the header as line 1 (data row i, 0-based, is line i + 2; the same
+    numbering is used for Parquet). With invoice faults every invoice column is text, in
+    Parquet too, because "31/02/2024" cannot sit in a date column. Counts in the summary are
+    clean rows written (0 for groups not written); fault rows are counted in ``faults``.
     """
     if file_format not in ("csv", "parquet"):
         raise ValueError(f"file_format must be 'csv' or 'parquet', not {file_format!r}")
@@ -778,10 +832,11 @@ def generate_demo_data(
     out_dir.mkdir(parents=True, exist_ok=True)
     start, end = _day_number(start_date), _day_number(end_date)
     streams = [
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)
     ]  # one per part: skipping a file never shifts another file's draws
     pop = _draw_population(streams[0], customers, start, end, params)
     buys = _draw_purchases(streams[1], pop, end)
+    _distress_before_failure(streams[9], pop, buys.dropout_day)
     ledger = _draw_ledger(streams[2], pop, buys, params, end)
     ids = _codes("C", np.arange(1, customers + 1), 7)
     mean_spend = params.p / pop.nu
@@ -803,7 +858,7 @@ def generate_demo_data(
         counts["activities"] = activities.height
         files["crm/activities"] = _write(activities, out_dir, "crm/activities", file_format)
     if "crm/opportunities" in groups:
-        opportunities = _opportunities(streams[6], pop, ids, mean_spend, end)
+        opportunities = _opportunities(streams[6], pop, ids, mean_spend, dropout, end)
         files["crm/opportunities"] = _write(
             opportunities, out_dir, "crm/opportunities", file_format
         )

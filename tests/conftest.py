@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from pipelines.cli import app
 from synthetic import generate_demo_data
 
 SMALL_CUSTOMERS = 1500
@@ -33,3 +35,19 @@ def write_csv(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.lstrip())
     return path
+
+
+def run_cli(inbox: Path, warehouse: Path, *extra: str) -> str:
+    """``crm-intel run`` in-process; fails the test with the CLI's output if it fails."""
+    result = CliRunner().invoke(
+        app, ["run", "--inbox", str(inbox), "--warehouse", str(warehouse), *extra]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+@pytest.fixture(scope="session")
+def full_run(demo_inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One full pipeline run on the demo inbox: (warehouse path, CLI output)."""
+    warehouse = tmp_path_factory.mktemp("e2e") / "warehouse.duckdb"
+    return warehouse, run_cli(demo_inbox, warehouse)

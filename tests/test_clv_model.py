@@ -210,6 +210,33 @@ def test_interval_contains_point_and_is_informative(cdnow_scores: pl.DataFrame) 
     assert 0.01 < relative_width < 0.5
 
 
+def test_linearised_interval_matches_exact_draws(
+    cdnow: pl.DataFrame, cdnow_model: ClvModel, cdnow_scores: pl.DataFrame
+) -> None:
+    # predict propagates purchase-parameter draws to log CLV to first order; rescoring every
+    # draw exactly must give nearly the same interval bounds.
+    customers = clv._Customers(*clv._as_arrays(cdnow))
+    names = list(cdnow_model.purchase_params_)
+    centre = np.array(list(cdnow_model.purchase_params_.values()))
+    spend = cdnow_model._expected_spend(cdnow_model.spend_param_draws_, customers)
+    n_draws = min(len(spend), len(cdnow_model.purchase_log_param_draws_))
+    exact = (
+        np.array(
+            [
+                cdnow_model._discounted_purchases(
+                    dict(zip(names, centre * np.exp(d), strict=True)), customers
+                )
+                for d in cdnow_model.purchase_log_param_draws_[:n_draws]
+            ]
+        )
+        * spend[:n_draws]
+    )
+    tail = (1 - cdnow_model.interval) / 2
+    low, high = np.quantile(exact, [tail, 1 - tail], axis=0)
+    np.testing.assert_allclose(cdnow_scores["clv_12m_low"].to_numpy(), low, rtol=0.03)
+    np.testing.assert_allclose(cdnow_scores["clv_12m_high"].to_numpy(), high, rtol=0.03)
+
+
 def test_extreme_customers_stay_finite(cdnow_model: ClvModel) -> None:
     extremes = pl.DataFrame(
         {
@@ -237,6 +264,10 @@ def test_short_history_without_dropout_fits_and_scores() -> None:
     assert model.purchase_model_ in {"bg_nbd", "bg_nbd_penalized", "nbd"}
     if model.purchase_model_ != "bg_nbd":
         assert model.fallback_reason_
+    if model.purchase_model_ == "nbd":
+        # Simulated truth: rate ~ Gamma(shape r = 1.5, rate alpha = 1 / 0.3).
+        assert model.purchase_params_["r"] == pytest.approx(1.5, rel=0.2)
+        assert model.purchase_params_["alpha"] == pytest.approx(1 / 0.3, rel=0.2)
     assert math.isfinite(model.log_likelihood_)
     scores = model.predict(cohort, AS_OF)
     _assert_finite(scores)
@@ -271,6 +302,23 @@ def test_boundary_bg_nbd_is_rejected(cdnow: pl.DataFrame, monkeypatch: pytest.Mo
     assert "not identifiable" in model.fallback_reason_
 
 
+def test_spend_falls_back_to_empirical_mean_when_q_below_one(
+    cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # q <= 1 means Gamma-Gamma has no population mean: one-time buyers would get infinite value.
+    monkeypatch.setattr(
+        clv, "_fit_gamma_gamma_lifetimes", lambda *args: {"p": 6.0, "q": 0.9, "v": 15.0}
+    )
+    model = ClvModel(n_bootstrap=20).fit(cdnow)
+    assert model.spend_model_ == "empirical_mean"
+    assert "q <= 1" in model.fallback_reason_
+    scores = model.predict(cdnow, AS_OF)
+    _assert_finite(scores)
+    repeat_mean = cdnow.filter(pl.col("frequency") > 0)["monetary_value"].mean()
+    one_time = scores.filter(cdnow["frequency"] == 0)["expected_order_value"]
+    assert one_time.to_numpy() == pytest.approx(repeat_mean)
+
+
 def test_too_few_repeat_buyers_raises(cdnow: pl.DataFrame) -> None:
     few = pl.concat(
         [cdnow.filter(pl.col("frequency") > 0).head(10), cdnow.filter(pl.col("frequency") == 0)]
@@ -293,6 +341,29 @@ def test_recency_above_T_is_rejected(cdnow: pl.DataFrame) -> None:
     )
     with pytest.raises(ValueError, match=r"recency > T, e\.g\. customer_id='1'"):
         ClvModel().fit(broken)
+
+
+def test_first_purchase_on_the_as_of_day_is_scored_and_changes_no_parameter(
+    cdnow: pl.DataFrame, cdnow_model: ClvModel
+) -> None:
+    """A customer first seen on the as-of day has T = 0: no information, but a row to score."""
+    newcomers = pl.DataFrame(
+        {
+            "customer_id": ["new-1", "new-2"],
+            "frequency": [0, 0],
+            "recency": [0.0, 0.0],
+            "T": [0.0, 0.0],
+            "monetary_value": [0.0, 0.0],
+        }
+    ).cast({name: dtype for name, dtype in cdnow.schema.items()})
+    with_newcomers = pl.concat([cdnow, newcomers])
+    model = ClvModel(time_unit_days=7.0).fit(with_newcomers)
+    for name, value in cdnow_model.purchase_params_.items():
+        assert model.purchase_params_[name] == pytest.approx(value, rel=1e-6)
+    scores = model.predict(newcomers, as_of=AS_OF)
+    _assert_finite(scores)
+    assert scores["p_alive"].to_list() == [1.0, 1.0]
+    assert (scores["expected_purchases_365d"] > 0).all()
 
 
 def test_unfitted_predict_raises(cdnow: pl.DataFrame) -> None:

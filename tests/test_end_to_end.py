@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from tests.conftest import run_cli
 
 runner = CliRunner()
 MART_COLUMNS = {
@@ -16,20 +17,6 @@ MART_COLUMNS = {
     "m_score", "rfm_segment", "expected_purchases_90d", "expected_purchases_365d", "p_alive",
     "expected_order_value", "clv_12m", "clv_12m_low", "clv_12m_high", "next_order_date",
 }  # fmt: skip
-
-
-def _run(inbox: Path, warehouse: Path, *extra: str) -> str:
-    result = runner.invoke(
-        app, ["run", "--inbox", str(inbox), "--warehouse", str(warehouse), *extra]
-    )
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
-
-
-@pytest.fixture(scope="module")
-def full_run(demo_inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    warehouse = tmp_path_factory.mktemp("e2e") / "warehouse.duckdb"
-    return warehouse, _run(demo_inbox, warehouse)
 
 
 def test_customer_360_has_every_customer_once(full_run: tuple[Path, str], demo_inbox: Path) -> None:
@@ -108,7 +95,7 @@ def test_segment_export_respects_consent(
 
 def test_invoices_only_inbox_runs(invoices_only_inbox: Path, tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
-    _run(invoices_only_inbox, warehouse)
+    run_cli(invoices_only_inbox, warehouse)
     with duckdb.connect(str(warehouse), read_only=True) as con:
         customers, named = con.sql(
             "select count(*), count(name) from marts.customer_360"
@@ -122,7 +109,7 @@ def test_invoices_only_inbox_runs(invoices_only_inbox: Path, tmp_path: Path) -> 
 def test_rerun_for_a_past_date_is_reproducible(demo_inbox: Path, tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
     query = "select customer_id, rfm_segment, clv_12m from marts.customer_360 order by customer_id"
-    _run(demo_inbox, warehouse, "--as-of", "2025-03-31")
+    run_cli(demo_inbox, warehouse, "--as-of", "2025-03-31")
     with duckdb.connect(str(warehouse), read_only=True) as con:
         first = con.sql(query).pl()
         assert (
@@ -131,7 +118,7 @@ def test_rerun_for_a_past_date_is_reproducible(demo_inbox: Path, tmp_path: Path)
             .isoformat()
             <= "2025-03-31"
         )
-    _run(demo_inbox, warehouse, "--as-of", "2025-03-31")
+    run_cli(demo_inbox, warehouse, "--as-of", "2025-03-31")
     with duckdb.connect(str(warehouse), read_only=True) as con:
         second = con.sql(query).pl()
     assert first.equals(second)
@@ -148,3 +135,13 @@ def test_bad_settings_file_fails_before_running(demo_inbox: Path, tmp_path: Path
     assert "unknown key 'horizon' in [clv]" in result.output
     shown = runner.invoke(app, ["config", "show"])
     assert shown.exit_code == 0 and "time_unit_days = 7.0" in shown.output
+
+
+def test_inbox_without_invoices_fails_and_says_why(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "crm").mkdir(parents=True)
+    result = runner.invoke(
+        app, ["run", "--inbox", str(inbox), "--warehouse", str(tmp_path / "w.duckdb")]
+    )
+    assert result.exit_code == 1
+    assert "no invoices/invoices* file" in result.output

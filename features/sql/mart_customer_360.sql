@@ -27,6 +27,14 @@ clv as (
     select * from models.clv_scores
 ),
 
+credit_risk as (
+    select * from marts.customer_risk
+),
+
+churn as (
+    select * from models.churn_scores
+),
+
 final as (
     select
         c.customer_id,
@@ -55,12 +63,28 @@ final as (
         clv.clv_12m,
         clv.clv_12m_low,
         clv.clv_12m_high,
-        clv.next_order_date
+        clv.next_order_date,
+        coalesce(credit_risk.open_exposure, 0) as open_exposure,
+        coalesce(credit_risk.max_days_past_due, 0) as max_days_past_due,
+        credit_risk.dso_days,
+        credit_risk.credit_limit,
+        credit_risk.delinquency_probability,
+        credit_risk.delinquency_score,
+        credit_risk.delinquency_class,
+        credit_risk.delinquency_reasons,
+        credit_risk.expected_loss,
+        credit_risk.risk_adjusted_clv,
+        churn.churn_probability,
+        churn.churn_risk_band,
+        churn.churn_reasons,
+        churn.churn_model_version
     from customers as c
     left join accounts as a using (customer_id)
     left join summary as s using (customer_id)
     left join rfm using (customer_id)
     left join clv using (customer_id)
+    left join credit_risk using (customer_id)
+    left join churn using (customer_id)
 )
 
 select * from final order by customer_id

@@ -1,13 +1,15 @@
 """Customer value: the run's as-of date, purchase summary, RFM segments and BG/NBD + GG CLV."""
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 import polars as pl
 
+from features.clv_backtest import build_backtest_inputs
 from features.customer import build_customer_summary, lifetimes_summary
 from features.warehouse import fingerprint, record_model_run
-from models.clv import ClvModel
+from models.clv import ClvModel, InsufficientDataError
+from models.clv_backtest import BY_FREQUENCY_SCHEMA, TRACKING_SCHEMA, backtest_clv
 from models.segmentation import score_rfm
 from pipelines.common import preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
@@ -30,13 +32,18 @@ def run_as_of_date(
             try:
                 as_of = date.fromisoformat(config.as_of)
             except ValueError as error:
-                raise dg.Failure(f"as_of must be YYYY-MM-DD, got {config.as_of!r}") from error
+                raise dg.Failure(
+                    f"as_of must be YYYY-MM-DD, got {config.as_of!r}", allow_retries=False
+                ) from error
             source = "configured"
         else:
             as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
             source = "latest invoice date"
             if as_of is None:
-                raise dg.Failure("no invoice in staging.invoices to take the as-of date from")
+                raise dg.Failure(
+                    "no invoice in staging.invoices to take the as-of date from",
+                    allow_retries=False,
+                )
         con.execute("delete from ops.runs where run_id = ?", [context.run_id])
         con.execute(
             "insert into ops.runs values (?, ?, ?, ?)",
@@ -106,26 +113,28 @@ def clv_scores(
         summary = lifetimes_summary(
             con.sql("select * from features.customer_summary").pl(), config.time_unit_days
         )
-        model = ClvModel(
-            time_unit_days=config.time_unit_days,
-            horizon_days=config.horizon_days,
-            annual_discount_rate=config.annual_discount_rate,
-            penalizer=config.penalizer,
-            interval=config.interval,
-            n_bootstrap=config.n_bootstrap,
-            min_repeat_customers=config.min_repeat_customers,
-        ).fit(summary)
+        try:
+            model = _clv_model(config).fit(summary)
+        except InsufficientDataError as error:
+            raise dg.Failure(
+                description=f"CLV not fitted, nothing downstream is built: {error}",
+                allow_retries=False,
+            ) from error
         scores = model.predict(summary, as_of=as_of).with_columns(pl.lit(as_of).alias("as_of_date"))
         con.execute("create or replace table models.clv_scores as select * from scores")
         data_fingerprint = fingerprint(con, "select * from features.customer_summary")
         settings = config.model_dump()
+        # alpha (and every rate) is per time unit: the unit travels with the parameters.
+        unit = {"time_unit_days": config.time_unit_days}
+        correlation = model.metrics_["frequency_spend_correlation"]
+        spend_independent = not abs(correlation) > config.max_frequency_spend_correlation
         record_model_run(
             con,
             run_id=context.run_id,
             model=model.purchase_model_,
             as_of_date=as_of,
-            parameters=model.purchase_params_,
-            metrics={**model.metrics_, "settings": settings},
+            parameters={**model.purchase_params_, **unit},
+            metrics={**model.metrics_, **unit, "settings": settings},
             data_fingerprint=data_fingerprint,
         )
         record_model_run(
@@ -134,11 +143,32 @@ def clv_scores(
             model="gamma_gamma",
             as_of_date=as_of,
             parameters=model.spend_params_,
-            metrics={"settings": settings},
+            metrics={
+                "spend_model": model.spend_model_,
+                "spend_log_likelihood": model.spend_log_likelihood_,
+                "n_spend_customers": model.metrics_["n_spend_customers"],
+                "n_nonpositive_spend_customers": model.n_nonpositive_spend_customers_,
+                "frequency_spend_correlation": correlation,
+                "spend_independence_plausible": spend_independent,
+                **unit,
+                "settings": settings,
+            },
             data_fingerprint=data_fingerprint,
         )
     if model.fallback_reason_:
         context.log.warning(f"CLV fell back to {model.purchase_model_}: {model.fallback_reason_}")
+    if not spend_independent:
+        context.log.warning(
+            f"frequency and spend of repeat buyers correlate ({correlation:.2f}, limit "
+            f"{config.max_frequency_spend_correlation}): Gamma-Gamma assumes independence, "
+            "so expected order values are biased"
+        )
+    if model.n_nonpositive_spend_customers_:
+        context.log.warning(
+            f"{model.n_nonpositive_spend_customers_} repeat buyer(s) have no positive repeat "
+            "spend after credit notes: left out of the Gamma-Gamma fit, valued at the "
+            "population mean order value"
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": scores.height,
@@ -148,5 +178,101 @@ def clv_scores(
             "metrics": dg.MetadataValue.json(model.metrics_),
             "clv_12m_total": float(scores["clv_12m"].sum()),
             "time_unit_days": config.time_unit_days,
+            "frequency_spend_correlation": correlation,
+            "spend_independence_plausible": spend_independent,
+        }
+    )
+
+
+def _clv_model(config: ClvSettings, n_bootstrap: int | None = None) -> ClvModel:
+    return ClvModel(
+        time_unit_days=config.time_unit_days,
+        horizon_days=config.horizon_days,
+        annual_discount_rate=config.annual_discount_rate,
+        penalizer=config.penalizer,
+        interval=config.interval,
+        n_bootstrap=config.n_bootstrap if n_bootstrap is None else n_bootstrap,
+        min_repeat_customers=config.min_repeat_customers,
+    )
+
+
+@dg.asset(
+    key=["models", "clv_backtest"],
+    deps=[clv_scores],
+    group_name="customer_value",
+    kinds={"duckdb", "polars"},
+    pool=DUCKDB_POOL,
+)
+def clv_backtest(
+    context: dg.AssetExecutionContext, config: ClvSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """How well CLV predicts: refit before a holdout window and compare with what happened."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        cutoff = as_of - timedelta(days=config.holdout_days)
+        first_purchase = con.sql(
+            "select min(issue_date) from staging.invoices where document_type = 'invoice'"
+        ).fetchall()[0][0]
+        skipped = None
+        if config.holdout_days <= 0:
+            skipped = "backtest turned off ([clv] holdout_days = 0)"
+        elif first_purchase is None or first_purchase > cutoff:
+            skipped = (
+                f"history too short: no purchase on or before the cutoff {cutoff} "
+                f"(as-of {as_of} minus holdout_days={config.holdout_days})"
+            )
+        else:
+            calibration, tracking_actuals = build_backtest_inputs(
+                con, cutoff, as_of, config.time_unit_days
+            )
+            try:
+                backtest = backtest_clv(
+                    _clv_model(config, n_bootstrap=1), calibration, tracking_actuals, cutoff, as_of
+                )
+            except InsufficientDataError as error:
+                skipped = f"history too short before the cutoff {cutoff}: {error}"
+        if skipped:
+            by_frequency = pl.DataFrame(schema=BY_FREQUENCY_SCHEMA)
+            tracking = pl.DataFrame(schema=TRACKING_SCHEMA)
+            metrics = {"skipped": True, "reason": skipped, "cutoff_date": str(cutoff)}
+            parameters: dict = {}
+        else:
+            by_frequency, tracking = backtest.by_frequency, backtest.tracking
+            metrics = {"skipped": False, **backtest.metrics}
+            parameters = {
+                **backtest.model.purchase_params_,
+                "time_unit_days": config.time_unit_days,
+            }
+        stamp = [pl.lit(as_of).alias("as_of_date"), pl.lit(cutoff).alias("cutoff_date")]
+        by_frequency = by_frequency.with_columns(stamp)
+        tracking = tracking.with_columns(stamp)
+        con.execute("create or replace table models.clv_backtest as select * from by_frequency")
+        con.execute(
+            "create or replace table models.clv_backtest_tracking as select * from tracking"
+        )
+        record_model_run(
+            con,
+            run_id=context.run_id,
+            model="clv_backtest",
+            as_of_date=as_of,
+            parameters=parameters,
+            metrics=metrics,
+            data_fingerprint=fingerprint(
+                con, f"select * from staging.invoices where issue_date <= date '{as_of}'"
+            ),
+        )
+    if skipped:
+        context.log.warning(f"CLV backtest skipped: {skipped}")
+        return dg.MaterializeResult(metadata={"skipped": skipped, "dagster/row_count": 0})
+    context.log.info(
+        f"CLV backtest {cutoff} -> {as_of}: actual {metrics['actual_holdout_purchases']:.0f}, "
+        f"predicted {metrics['predicted_holdout_purchases']:.1f} holdout purchases"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": by_frequency.height,
+            "cutoff_date": str(cutoff),
+            "metrics": dg.MetadataValue.json(metrics),
+            "conditional_expectations": preview(by_frequency.drop("as_of_date", "cutoff_date")),
         }
     )

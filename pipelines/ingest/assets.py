@@ -43,7 +43,7 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                     con, Path(inbox.path), contract, context.run_id, ingest_options(config)
                 )
             except InboxError as error:
-                raise dg.Failure(description=str(error)) from error
+                raise dg.Failure(description=str(error), allow_retries=False) from error
         if not result.present:
             context.log.warning(
                 f"no {contract.group}* file in the inbox: staging.{contract.table} is empty "

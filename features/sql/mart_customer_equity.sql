@@ -1,0 +1,25 @@
+-- Customer equity as of $as_of: the sum of 12-month CLV over the customer base, gross and net
+-- of expected credit loss (risk_adjusted_clv), with the loss expected on today's receivables.
+with clv as (
+    select customer_id, clv_12m from models.clv_scores
+),
+
+risk as (
+    select customer_id, open_exposure, expected_loss, risk_adjusted_clv from marts.customer_risk
+),
+
+final as (
+    select
+        $as_of::date as as_of_date,
+        count(*) filter (where clv.clv_12m is not null) as customers_with_clv,
+        coalesce(sum(clv.clv_12m), 0) as customer_equity_gross,
+        coalesce(sum(coalesce(r.risk_adjusted_clv, clv.clv_12m)), 0) as customer_equity_net,
+        coalesce(sum(clv.clv_12m), 0) - coalesce(sum(coalesce(r.risk_adjusted_clv, clv.clv_12m)), 0)
+            as expected_credit_loss_on_equity,
+        coalesce(sum(r.open_exposure), 0)::decimal(18, 2) as open_exposure,
+        coalesce(sum(r.expected_loss), 0) as expected_loss_on_receivables
+    from clv
+    full outer join risk as r using (customer_id)
+)
+
+select * from final

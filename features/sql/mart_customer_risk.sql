@@ -1,0 +1,104 @@
+-- Credit risk per customer as of $as_of: exposure, aging, DSO, bureau limit, delinquency
+-- probability and class, expected loss and risk-adjusted CLV. One row per customer who was
+-- ever invoiced or has an open balance.
+--   open_exposure     = open receivables floored at 0 (credit balances are not at risk)
+--   expected_loss     = open_exposure x delinquency_probability x $lgd; the 90-day delinquency
+--                       probability stands in for the probability of default (conservative:
+--                       30+ days late is more frequent than default)
+--   risk_adjusted_clv = clv_12m - delinquency_probability x $lgd x (open_exposure
+--                       + dso_days / 365 x clv_12m); the second term is the share of next
+--                       year's CLV revenue that will be outstanding on average. dso_days falls
+--                       back to the portfolio DSO for a customer with nothing open today.
+with aging as (
+    select * from marts.receivables_aging
+),
+
+scores as (
+    select * from models.delinquency_scores
+),
+
+behaviour as (
+    select * from features.payment_behaviour
+),
+
+dso as (
+    select customer_id, dso_days from features.receivables_dso where scope = 'customer'
+),
+
+portfolio_dso as (
+    select coalesce(max(dso_days), 0) as dso_days
+    from features.receivables_dso
+    where scope = 'portfolio'
+),
+
+clv as (
+    select customer_id, clv_12m from models.clv_scores
+),
+
+customers as (
+    select customer_id from scores
+    union
+    select customer_id from aging
+),
+
+joined as (
+    select
+        c.customer_id,
+        coalesce(a.total_open, 0)::decimal(18, 2) as total_open,
+        greatest(coalesce(a.total_open, 0), 0)::decimal(18, 2) as open_exposure,
+        coalesce(a.dpd_1_30 + a.dpd_31_60 + a.dpd_61_90 + a.dpd_91_180 + a.dpd_over_180, 0)
+            ::decimal(18, 2) as overdue,
+        coalesce(a.dpd_61_90 + a.dpd_91_180 + a.dpd_over_180, 0)::decimal(18, 2)
+            as overdue_over_60,
+        coalesce(a.max_days_past_due, 0) as max_days_past_due,
+        d.dso_days,
+        b.credit_limit,
+        b.bureau_rating_class,
+        b.bureau_failure_score,
+        b.bureau_delinquency_score,
+        b.bureau_report_date,
+        s.delinquency_probability,
+        s.delinquency_score,
+        s.delinquency_class,
+        s.delinquency_reasons,
+        clv.clv_12m,
+        coalesce(d.dso_days, p.dso_days) as dso_days_for_clv
+    from customers as c
+    left join aging as a using (customer_id)
+    left join scores as s using (customer_id)
+    left join behaviour as b using (customer_id)
+    left join dso as d using (customer_id)
+    left join clv using (customer_id)
+    cross join portfolio_dso as p
+),
+
+final as (
+    select
+        customer_id,
+        $as_of::date as as_of_date,
+        total_open,
+        open_exposure,
+        overdue,
+        overdue_over_60,
+        max_days_past_due,
+        dso_days,
+        credit_limit,
+        open_exposure::double / nullif(credit_limit, 0) as credit_limit_utilisation,
+        coalesce(open_exposure::double > credit_limit, false) as over_credit_limit,
+        bureau_rating_class,
+        bureau_failure_score,
+        bureau_delinquency_score,
+        bureau_report_date,
+        delinquency_probability,
+        delinquency_score,
+        delinquency_class,
+        delinquency_reasons,
+        open_exposure::double * delinquency_probability * $lgd::double as expected_loss,
+        clv_12m,
+        dso_days_for_clv / 365.0 * clv_12m as expected_credit_exposure_12m,
+        clv_12m - delinquency_probability * $lgd::double
+            * (open_exposure::double + dso_days_for_clv / 365.0 * clv_12m) as risk_adjusted_clv
+    from joined
+)
+
+select * from final order by customer_id

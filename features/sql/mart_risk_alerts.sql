@@ -1,0 +1,148 @@
+-- Credit alerts raised from $as_of - $lookback_days to $as_of (both days included), one row
+-- per customer and event:
+--   bureau_rating_downgrade  a bureau report in the window rates the firm lower than the
+--                            report before it (D < C < B2 < B1 < A2 < A1)
+--   failure_score_drop       a report in the window has a failure score at least
+--                            $failure_score_drop points below the report before it
+--   days_past_due_60         an invoice still open on $as_of passed 60 days past due in the window
+--   over_credit_limit        exposure is over the bureau credit limit on $as_of and was not at
+--                            the start of the window (features.receivable_items_previous)
+with accounts as (
+    select customer_id, tax_id from staging.accounts
+),
+
+reports as (
+    select
+        tax_id,
+        report_date,
+        rating_class,
+        failure_score,
+        credit_limit,
+        list_position(['D', 'C', 'B2', 'B1', 'A2', 'A1'], rating_class) as rating_rank,
+        lag(rating_class) over (partition by tax_id order by report_date) as previous_rating,
+        lag(list_position(['D', 'C', 'B2', 'B1', 'A2', 'A1'], rating_class))
+            over (partition by tax_id order by report_date) as previous_rating_rank,
+        lag(failure_score) over (partition by tax_id order by report_date)
+            as previous_failure_score
+    from staging.credit_reports
+    where report_date <= $as_of::date
+),
+
+recent_reports as (
+    select a.customer_id, r.*
+    from reports as r
+    join accounts as a using (tax_id)
+    where r.report_date >= $as_of::date - $lookback_days::integer
+),
+
+rating_alerts as (
+    select
+        customer_id,
+        'bureau_rating_downgrade' as alert_type,
+        report_date as alert_date,
+        previous_rating as previous_value,
+        rating_class as current_value,
+        'bureau rating ' || previous_rating || ' -> ' || rating_class as change
+    from recent_reports
+    where rating_rank < previous_rating_rank
+),
+
+score_alerts as (
+    select
+        customer_id,
+        'failure_score_drop' as alert_type,
+        report_date as alert_date,
+        previous_failure_score::varchar as previous_value,
+        failure_score::varchar as current_value,
+        'bureau failure score ' || previous_failure_score::bigint || ' -> '
+            || failure_score::bigint as change
+    from recent_reports
+    where previous_failure_score - failure_score >= $failure_score_drop::double
+),
+
+overdue_alerts as (
+    select
+        customer_id,
+        'days_past_due_60' as alert_type,
+        due_date + 61 as alert_date,
+        null::varchar as previous_value,
+        days_past_due::varchar as current_value,
+        'invoice ' || invoice_id || ' passed 60 days past due on ' || (due_date + 61)::varchar
+            || ', ' || open_amount::varchar || ' open' as change
+    from features.receivable_items
+    where item_type = 'invoice'
+        and due_date + 61 >= $as_of::date - $lookback_days::integer
+        and due_date + 61 <= $as_of::date
+),
+
+window_ends as (
+    select
+        customer_id,
+        tax_id,
+        $as_of::date as window_end,
+        $as_of::date - $lookback_days::integer as window_start
+    from accounts
+),
+
+limit_now as (
+    select w.customer_id, r.credit_limit
+    from window_ends as w
+    asof join reports as r on w.tax_id = r.tax_id and w.window_end >= r.report_date
+),
+
+limit_before as (
+    select w.customer_id, r.credit_limit as previous_credit_limit
+    from window_ends as w
+    asof join reports as r on w.tax_id = r.tax_id and w.window_start >= r.report_date
+),
+
+limits as (
+    select n.customer_id, n.credit_limit, b.previous_credit_limit
+    from limit_now as n
+    left join limit_before as b using (customer_id)
+),
+
+exposure_now as (
+    select customer_id, greatest(sum(open_amount), 0) as exposure
+    from features.receivable_items
+    group by customer_id
+),
+
+exposure_before as (
+    select customer_id, greatest(sum(open_amount), 0) as exposure
+    from features.receivable_items_previous
+    group by customer_id
+),
+
+limit_alerts as (
+    select
+        n.customer_id,
+        'over_credit_limit' as alert_type,
+        $as_of::date as alert_date,
+        coalesce(b.exposure, 0)::varchar as previous_value,
+        n.exposure::varchar as current_value,
+        'exposure ' || n.exposure::varchar || ' over credit limit '
+            || l.credit_limit::varchar || ' (was ' || coalesce(b.exposure, 0)::varchar
+            || ' against ' || coalesce(l.previous_credit_limit::varchar, 'no limit') || ')'
+            as change
+    from exposure_now as n
+    join limits as l using (customer_id)
+    left join exposure_before as b using (customer_id)
+    where n.exposure > l.credit_limit
+        and not coalesce(b.exposure > l.previous_credit_limit, false)
+),
+
+final as (
+    select customer_id, $as_of::date as as_of_date, * exclude (customer_id)
+    from (
+        select * from rating_alerts
+        union all
+        select * from score_alerts
+        union all
+        select * from overdue_alerts
+        union all
+        select * from limit_alerts
+    )
+)
+
+select * from final order by alert_date desc, customer_id, alert_type

@@ -1,0 +1,17 @@
+-- Who moved: one row per customer whose RFM segment changed since the previous as-of date.
+with transitions as (
+    select * from features.segment_transitions
+)
+
+select
+    as_of_date,
+    previous_as_of_date,
+    customer_id,
+    from_segment,
+    to_segment,
+    previous_clv_12m,
+    clv_12m,
+    clv_12m - previous_clv_12m as clv_12m_change
+from transitions
+where from_segment <> to_segment
+order by as_of_date, from_segment, to_segment, customer_id

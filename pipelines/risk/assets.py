@@ -1,0 +1,439 @@
+"""Credit risk for finance: receivables aging, DSO, delinquency model, portfolio risk, alerts."""
+
+from datetime import timedelta
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from features.point_in_time import training_cutoffs
+from features.receivables import (
+    build_delinquency_labels,
+    build_dso,
+    build_invoice_settlement,
+    build_payment_behaviour,
+    build_receivables,
+    bureau_reports_available,
+    training_snapshots,
+)
+from features.warehouse import fingerprint, materialize_sql, record_model_run, row_count
+from models.delinquency import (
+    DelinquencyModel,
+    delinquency_class,
+    delinquency_score,
+    evaluate_holdout,
+)
+from pipelines.common import preview, run_as_of, table_metadata
+from pipelines.resources import DUCKDB_POOL, Warehouse
+from pipelines.settings import RiskSettings
+
+GROUP = "credit_risk"
+RUN_AS_OF = dg.AssetKey(["ops", "run_as_of"])
+INVOICES = dg.AssetKey(["staging", "invoices"])
+PAYMENTS = dg.AssetKey(["staging", "payments"])
+ACCOUNTS = dg.AssetKey(["staging", "accounts"])
+CREDIT_REPORTS = dg.AssetKey(["staging", "credit_reports"])
+NO_BUREAU = "missing: no credit report joins a CRM account; payment history only"
+
+
+def _model(config: RiskSettings) -> DelinquencyModel:
+    return DelinquencyModel(calibration=config.calibration)
+
+
+def _cutoffs(config: RiskSettings, as_of) -> list:
+    return training_cutoffs(as_of, config.label_horizon_days, count=config.training_cutoffs)
+
+
+@dg.asset(
+    key=["marts", "receivables_aging"],
+    deps=[RUN_AS_OF, INVOICES, PAYMENTS],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def receivables_aging(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Open receivables per invoice and per customer in aging buckets, to the cent."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        summary = build_receivables(con, as_of, config.default_payment_terms_days)
+        metadata = table_metadata(con, "marts.receivables_aging", as_of_date=str(as_of))
+        aging = con.sql("select * from marts.receivables_aging order by total_open desc").pl()
+    if summary.unmatched_payments:
+        context.log.warning(
+            f"{summary.unmatched_payments} payment(s) reference no invoice known on {as_of}: "
+            "they reduce no balance"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "open_items": summary.open_items,
+            "total_open": summary.total_open,
+            "unapplied_credit": summary.unapplied_credit,
+            "unmatched_payments": summary.unmatched_payments,
+            "largest_balances": preview(aging),
+        }
+    )
+
+
+@dg.asset(
+    key=["features", "receivables_dso"],
+    deps=[receivables_aging],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def receivables_dso(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Days sales outstanding by the countback method, per customer and for the portfolio."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        portfolio_dso = build_dso(con, as_of, config.dso_months)
+        metadata = table_metadata(con, "features.receivables_dso", as_of_date=str(as_of))
+    return dg.MaterializeResult(metadata={**metadata, "portfolio_dso_days": portfolio_dso})
+
+
+@dg.asset(
+    key=["features", "invoice_settlement"],
+    deps=[RUN_AS_OF, INVOICES, PAYMENTS],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def invoice_settlement(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """When each invoice was paid off, from payments known on the as-of date."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        build_invoice_settlement(
+            con, as_of, config.default_payment_terms_days, config.settlement_tolerance
+        )
+        payments = row_count(con, "staging.payments")
+        metadata = table_metadata(con, "features.invoice_settlement", as_of_date=str(as_of))
+    if payments == 0:
+        context.log.warning(
+            "no payments in staging: every invoice looks unpaid, so payment behaviour and the "
+            "delinquency model carry no signal"
+        )
+    return dg.MaterializeResult(metadata={**metadata, "payments": payments})
+
+
+@dg.asset(
+    key=["features", "payment_behaviour"],
+    deps=[invoice_settlement, ACCOUNTS, CREDIT_REPORTS],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def payment_behaviour(
+    context: dg.AssetExecutionContext, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Days late, share paid late, worst arrears, trend and bureau facts per customer today."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        build_payment_behaviour(con, "features.payment_behaviour", [as_of], whole_ledger=True)
+        bureau = bureau_reports_available(con, as_of)
+        metadata = table_metadata(con, "features.payment_behaviour", as_of_date=str(as_of))
+    if not bureau:
+        context.log.warning(f"bureau features {NO_BUREAU}")
+    return dg.MaterializeResult(
+        metadata={**metadata, "bureau_features": "present" if bureau else NO_BUREAU}
+    )
+
+
+@dg.asset(
+    key=["features", "delinquency_training"],
+    deps=[invoice_settlement, ACCOUNTS, CREDIT_REPORTS],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def delinquency_training(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Point-in-time snapshots at past cutoffs with the delinquency label of the window after."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        cutoffs = _cutoffs(config, as_of)
+        customers = con.sql("select count(distinct customer_id) from staging.invoices").fetchall()
+        sample_fraction = min(1.0, config.max_training_customers / max(customers[0][0], 1))
+        build_payment_behaviour(
+            con, "features.payment_behaviour_history", cutoffs, sample_fraction=sample_fraction
+        )
+        build_delinquency_labels(
+            con, cutoffs, config.label_horizon_days, config.label_days_past_due, as_of
+        )
+        rates = con.sql(
+            "select cutoff_date::varchar, count(*), avg(delinquent::int) "
+            "from features.delinquency_labels group by 1 order by 1"
+        ).fetchall()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(n for _, n, _ in rates),
+            "cutoffs": [c.isoformat() for c in cutoffs],
+            "sample_fraction": sample_fraction,
+            "delinquency_rate_by_cutoff": dg.MetadataValue.json(
+                {cutoff: round(rate or 0.0, 4) for cutoff, _, rate in rates}
+            ),
+            "label": f"an invoice more than {config.label_days_past_due} days past due on some "
+            f"day within {config.label_horizon_days} days after the cutoff",
+        }
+    )
+
+
+@dg.asset(
+    key=["models", "delinquency_evaluation"],
+    deps=[delinquency_training],
+    group_name=GROUP,
+    kinds={"duckdb", "scikitlearn"},
+    pool=DUCKDB_POOL,
+)
+def delinquency_evaluation(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Backtest on the latest cutoff: our model vs the bureau score alone vs "ever 30+ late"."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        snapshots = training_snapshots(con)
+        holdout = _cutoffs(config, as_of)[-1]
+        try:
+            evaluation = evaluate_holdout(
+                snapshots, holdout, config.label_horizon_days, _model(config)
+            )
+        except ValueError as error:
+            context.log.warning(f"delinquency backtest skipped: {error}")
+            return dg.MaterializeResult(metadata={"skipped": str(error)})
+        summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
+        reliability = evaluation.reliability.with_columns(
+            pl.lit(as_of).alias("as_of_date"), pl.lit(holdout).alias("holdout_cutoff")
+        )
+        con.execute(
+            "create or replace table models.delinquency_evaluation as select * from summary"
+        )
+        con.register("reliability_frame", reliability)
+        con.execute(
+            "create or replace table models.delinquency_reliability as "
+            "select * from reliability_frame"
+        )
+        con.unregister("reliability_frame")
+        metrics = {
+            f"{row['population']}/{row['scorer']}": {"auc": row["auc"], "brier": row["brier"]}
+            for row in summary.iter_rows(named=True)
+        }
+        record_model_run(
+            con,
+            run_id=context.run_id,
+            model="delinquency_backtest",
+            as_of_date=as_of,
+            parameters={"holdout_cutoff": holdout, "settings": config.model_dump()},
+            metrics=metrics,
+            data_fingerprint=fingerprint(con, "select * from features.delinquency_labels"),
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "holdout_cutoff": str(holdout),
+            "metrics": dg.MetadataValue.json(metrics),
+            "summary": preview(summary.drop("as_of_date")),
+        }
+    )
+
+
+@dg.asset(
+    key=["models", "delinquency_scores"],
+    deps=[delinquency_training, payment_behaviour],
+    group_name=GROUP,
+    kinds={"duckdb", "scikitlearn"},
+    pool=DUCKDB_POOL,
+)
+def delinquency_scores(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Probability of going 30+ days past due in 90 days, score 1-100, class A-E, reasons."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        snapshots = training_snapshots(con)
+        current = con.sql("select * from features.payment_behaviour").pl()
+        try:
+            model = _model(config).fit(snapshots)
+        except ValueError as error:
+            # Too little history (or one class only): finance still gets aging and exposure.
+            context.log.warning(f"delinquency model not fitted, no scores today: {error}")
+            con.execute(
+                "create or replace table models.delinquency_scores (customer_id varchar, "
+                "as_of_date date, delinquency_probability double, delinquency_score bigint, "
+                "delinquency_class varchar, delinquency_reasons varchar)"
+            )
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "skipped": str(error)})
+        probability = model.predict_proba(current)
+        score = delinquency_score(probability)
+        scores = pl.DataFrame(
+            {
+                "customer_id": current["customer_id"],
+                "as_of_date": [as_of] * current.height,
+                "delinquency_probability": probability,
+                "delinquency_score": score,
+                "delinquency_class": delinquency_class(score, config.class_cut_points),
+                "delinquency_reasons": model.reasons(current),
+            },
+            schema_overrides={"as_of_date": pl.Date},
+        )
+        con.execute("create or replace table models.delinquency_scores as select * from scores")
+        record_model_run(
+            con,
+            run_id=context.run_id,
+            model="delinquency",
+            as_of_date=as_of,
+            parameters={
+                "coefficients": model.coefficients_,
+                "features": model.features_,
+                "bureau_used": model.bureau_used_,
+                "settings": config.model_dump(),
+            },
+            metrics={"training_rows": model.training_rows_, "base_rate": model.base_rate_},
+            data_fingerprint=fingerprint(con, "select * from features.delinquency_labels"),
+        )
+    if not model.bureau_used_:
+        context.log.warning(f"delinquency model: bureau features {NO_BUREAU}")
+    classes = scores.group_by("delinquency_class").len().sort("delinquency_class")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": scores.height,
+            "bureau_features": "used" if model.bureau_used_ else NO_BUREAU,
+            "training_rows": model.training_rows_,
+            "base_rate": model.base_rate_,
+            "mean_probability": float(np.mean(probability)) if len(probability) else 0.0,
+            "classes": dg.MetadataValue.json(dict(classes.iter_rows())),
+        }
+    )
+
+
+@dg.asset(
+    key=["marts", "customer_risk"],
+    deps=[
+        receivables_aging,
+        receivables_dso,
+        payment_behaviour,
+        delinquency_scores,
+        dg.AssetKey(["models", "clv_scores"]),
+    ],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def customer_risk(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Exposure, arrears, credit limit, delinquency, expected loss and risk-adjusted CLV."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        materialize_sql(
+            con, "marts.customer_risk", "mart_customer_risk", as_of=as_of, lgd=config.lgd
+        )
+        metadata = table_metadata(con, "marts.customer_risk", as_of_date=str(as_of))
+        exposure, loss, over_limit = con.sql(
+            "select sum(open_exposure)::double, sum(expected_loss), "
+            "count(*) filter (where over_credit_limit) from marts.customer_risk"
+        ).fetchall()[0]
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "open_exposure": exposure or 0.0,
+            "expected_loss": loss or 0.0,
+            "customers_over_credit_limit": over_limit,
+            "lgd": config.lgd,
+        }
+    )
+
+
+@dg.asset(
+    key=["marts", "portfolio_risk"],
+    deps=[customer_risk, dg.AssetKey(["models", "rfm_scores"]), ACCOUNTS],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Exposure, expected loss and concentration by sector, region, segment, class and rating."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        materialize_sql(con, "marts.portfolio_risk", "mart_portfolio_risk", as_of=as_of)
+        metadata = table_metadata(con, "marts.portfolio_risk", as_of_date=str(as_of))
+        total = con.sql(
+            "select * exclude (as_of_date) from marts.portfolio_risk where dimension = 'portfolio'"
+        ).pl()
+    return dg.MaterializeResult(metadata={**metadata, "portfolio": preview(total)})
+
+
+@dg.asset(
+    key=["marts", "customer_equity"],
+    deps=[customer_risk],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def customer_equity(
+    context: dg.AssetExecutionContext, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Sum of 12-month CLV over all customers, gross and net of expected credit loss."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        materialize_sql(con, "marts.customer_equity", "mart_customer_equity", as_of=as_of)
+        gross, net = con.sql(
+            "select customer_equity_gross, customer_equity_net from marts.customer_equity"
+        ).fetchall()[0]
+    return dg.MaterializeResult(
+        metadata={
+            "as_of_date": str(as_of),
+            "customer_equity_gross": gross,
+            "customer_equity_net": net,
+        }
+    )
+
+
+@dg.asset(
+    key=["marts", "risk_alerts"],
+    deps=[receivables_aging, ACCOUNTS, CREDIT_REPORTS],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def risk_alerts(
+    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """Bureau downgrades, invoices passing 60 days past due, exposure passing the credit limit."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        window_start = as_of - timedelta(days=config.alert_lookback_days)
+        materialize_sql(
+            con,
+            "features.receivable_items_previous",
+            "feat_receivable_items",
+            as_of=window_start,
+            default_payment_terms_days=config.default_payment_terms_days,
+        )
+        materialize_sql(
+            con,
+            "marts.risk_alerts",
+            "mart_risk_alerts",
+            as_of=as_of,
+            lookback_days=config.alert_lookback_days,
+            failure_score_drop=config.alert_failure_score_drop,
+        )
+        metadata = table_metadata(con, "marts.risk_alerts", as_of_date=str(as_of))
+        counts = dict(
+            con.sql("select alert_type, count(*) from marts.risk_alerts group by 1").fetchall()
+        )
+        bureau = bureau_reports_available(con, as_of)
+    if not bureau:
+        context.log.warning(f"bureau alerts {NO_BUREAU}: only arrears alerts raised")
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "window_start": str(window_start),
+            "alerts": dg.MetadataValue.json(counts),
+            "bureau_features": "present" if bureau else NO_BUREAU,
+        }
+    )
