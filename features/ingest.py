@@ -731,7 +731,12 @@ def _reject_gate(
         )
         rejected = sum(reasons.values())
         share = rejected / rows if rows else 0.0
-        report: dict = {"rows": rows, "rejected_rows": rejected, "rejected_share": share}
+        report: dict = {
+            "rows": rows,
+            "rejected_rows": rejected,
+            "rejected_share": share,
+            "reasons": dict(reasons.most_common()),
+        }
         if options.validate and rows:
             from features.validation import validate_batch  # GX imports slowly: only when used
 
