@@ -69,6 +69,9 @@ class Contract:
     rules: tuple[RowRule, ...] = ()
     references: tuple[Reference, ...] = ()
     money: Money | None = None
+    # Absence is the normal case (e.g. no FX file when every amount is in the base currency):
+    # say so quietly; the rows that would need it are quarantined and warned about instead.
+    quiet_when_absent: bool = False
     column_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -221,6 +224,7 @@ CONTRACTS: tuple[Contract, ...] = (
         group="fx/rates",
         table="fx_rates",
         key=("rate_date", "currency"),
+        quiet_when_absent=True,
         description="Exchange rates: one unit of `currency` is worth `rate` of the base currency.",
         columns=(
             Column("rate_date", "date", required=True),

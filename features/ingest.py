@@ -490,7 +490,6 @@ def typed_select(
     problems = ",\n        ".join(
         p for c in contract.columns for p in _problem_expressions(c, decimal, date_format)
     )
-    record = ", ".join(f"{name} := {name}" for name in contract.column_names)
     return f"""
 select
     load_id,
@@ -499,9 +498,14 @@ select
     {typed},
     list_filter([
         {problems}
-    ], lambda problem: problem is not null) as problems,
-    to_json(struct_pack({record})) as raw_record
+    ], lambda problem: problem is not null) as problems
 from {source}"""
+
+
+def _raw_record(contract: Contract, alias: str) -> str:
+    """The raw values of a row as JSON; built only for rejected rows, since it costs per row."""
+    record = ", ".join(f"{name} := {alias}.{name}" for name in contract.column_names)
+    return f"to_json(struct_pack({record}))"
 
 
 def _typed_rows_sql(con: duckdb.DuckDBPyConnection, contract: Contract) -> str:
@@ -647,16 +651,20 @@ def build_staging(
             (run_id, staging_table, source_file, line_number, reason, detail, raw_record,
              rejected_at, load_id)
         select f.run_id, ?, c.source_file, c.line_number, split_part(c.all_problems[1], ':', 1),
-               array_to_string(c.all_problems, '; '), c.raw_record, f.loaded_at, c.load_id
+               array_to_string(c.all_problems, '; '), {_raw_record(contract, "r")}, f.loaded_at,
+               c.load_id
         from checked_rows c
         join ops.loaded_files f
           on f.content_hash = c.load_id and f.file_group = ? and f.outcome = 'loaded'
+        join raw.{table} r on r.load_id = c.load_id and r.line_number = c.line_number
         where len(c.all_problems) > 0
         union all
-        select load_run_id, ?, source_file, line_number, 'duplicate_key',
-               'repeats {key} of an earlier line of the same file', raw_record, loaded_at,
-               load_id
-        from ranked_rows where rank_in_file > 1
+        select d.load_run_id, ?, d.source_file, d.line_number, 'duplicate_key',
+               'repeats {key} of an earlier line of the same file', {_raw_record(contract, "r")},
+               d.loaded_at, d.load_id
+        from ranked_rows d
+        join raw.{table} r on r.load_id = d.load_id and r.line_number = d.line_number
+        where d.rank_in_file > 1
         """,
         [table, contract.group, table],
     )
@@ -731,7 +739,12 @@ def _reject_gate(
         )
         rejected = sum(reasons.values())
         share = rejected / rows if rows else 0.0
-        report: dict = {"rows": rows, "rejected_rows": rejected, "rejected_share": share}
+        report: dict = {
+            "rows": rows,
+            "rejected_rows": rejected,
+            "rejected_share": share,
+            "reasons": dict(reasons.most_common()),
+        }
         if options.validate and rows:
             from features.validation import validate_batch  # GX imports slowly: only when used
 

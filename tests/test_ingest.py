@@ -114,3 +114,26 @@ def test_undecodable_file_names_the_file(tmp_path: Path, con: duckdb.DuckDBPyCon
     )
     with pytest.raises(InboxError, match=r"invoices\.csv"):
         ingest_group(con, tmp_path / "inbox", INVOICES, run_id="r1")
+
+
+def test_within_one_file_the_first_line_of_a_key_wins_and_the_rest_are_quarantined(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    write_csv(
+        inbox / "invoices/invoices.csv",
+        "invoice_id,customer_id,issue_date,amount\n"
+        "I1,C1,2024-01-05,100\n"
+        "I2,C2,2024-01-06,50\n"
+        "I1,C1,2024-01-05,999\n"
+        "I1,C1,2024-01-07,777\n",
+    )
+    result = ingest_group(con, inbox, INVOICES, "r1", NO_GATE)
+    assert (result.raw_rows, result.staged_rows, result.quarantined_rows) == (4, 2, 2)
+    assert con.sql(
+        "select invoice_id, amount::double, line_number from staging.invoices order by 1"
+    ).fetchall() == [("I1", pytest.approx(100.0), 2), ("I2", pytest.approx(50.0), 3)]
+    losers = con.sql(
+        "select line_number, reason, raw_record->>'amount' from quarantine.rejected_rows order by 1"
+    ).fetchall()
+    assert losers == [(4, "duplicate_key", "999"), (5, "duplicate_key", "777")]

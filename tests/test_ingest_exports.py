@@ -15,6 +15,7 @@ from features.ingest import InboxError, IngestOptions, RejectThresholdError, ing
 from features.mappings import MappingError, load_mappings
 from features.validation import validate_frame
 from features.warehouse import ensure_layout
+from synthetic import generate_demo_data
 from tests.conftest import write_csv
 
 ACCOUNTS = CONTRACTS_BY_TABLE["accounts"]
@@ -398,3 +399,22 @@ def test_readme_input_and_reason_tables_come_from_the_contracts() -> None:
     readme = README.read_text()
     assert inputs_markdown() in readme
     assert reasons_markdown() in readme
+
+
+def test_parquet_and_csv_deliveries_stage_the_same_rows(tmp_path: Path) -> None:
+    groups = frozenset({"crm/accounts", "crm/contacts", "invoices/invoices"})
+    staged = {}
+    for file_format in ("csv", "parquet"):
+        inbox = tmp_path / file_format
+        generate_demo_data(inbox, customers=120, seed=5, include=groups, file_format=file_format)
+        with duckdb.connect(str(tmp_path / f"{file_format}.duckdb")) as con:
+            ensure_layout(con)
+            for contract in (ACCOUNTS, CONTACTS, INVOICES):
+                result = ingest_group(con, inbox, contract, "r1", FAST)
+                assert result.quarantined_rows == 0
+            staged[file_format] = {
+                table: con.sql(f"select * exclude (source_file) from staging.{table}").fetchall()
+                for table in ("accounts", "contacts", "invoices")
+            }
+    assert staged["csv"]["invoices"]
+    assert staged["parquet"] == staged["csv"]

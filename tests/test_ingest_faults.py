@@ -8,8 +8,11 @@ import duckdb
 import polars as pl
 import pytest
 
+from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.ingest.checks import (
+    as_of_not_in_the_future,
+    facts_after_as_of,
     invoice_customers_known,
     invoice_ids_unique,
     payments_reference_invoices,
@@ -123,3 +126,82 @@ def test_loading_the_same_inbox_twice_changes_no_table(faulty: dict) -> None:
         ("invoices/invoices", "loaded", 1),
         ("invoices/payments", "loaded", 1),
     ]
+
+
+def test_a_file_over_the_reject_threshold_fails_the_run_naming_file_and_reasons(
+    tmp_path: Path,
+) -> None:
+    inbox = tmp_path / "inbox"
+    generate_demo_data(
+        inbox,
+        customers=100,
+        seed=3,
+        include=frozenset({"crm/accounts", "invoices/invoices"}),
+        faults=("bad_date", "unknown_customer"),
+        fault_rate=0.1,  # about 17% of the file's rows are bad: over the 10% default
+    )
+    result = dg.materialize(
+        staging_assets,
+        resources={
+            "warehouse": Warehouse(path=str(tmp_path / "w.duckdb")),
+            "inbox": Inbox(path=str(inbox)),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("staging__invoices").user_failure_data
+    assert failure.description.startswith("invoices/invoices.csv: ")
+    assert "reject_threshold 10.0%" in failure.description
+    assert "top reasons: " in failure.description
+    assert "bad_date" in failure.description and "unknown_customer" in failure.description
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        # nothing of the refused file was kept: its first load created no table at all
+        assert con.sql(
+            "select count(*) from information_schema.tables where table_name = 'invoices'"
+        ).fetchall() == [(0,)]
+        assert con.sql(
+            "select outcome from ops.loaded_files where file_group = 'invoices/invoices'"
+        ).fetchall() == [("refused",)]
+
+
+@pytest.fixture(scope="module")
+def small_inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    inbox = tmp_path_factory.mktemp("small") / "inbox"
+    generate_demo_data(inbox, customers=150, seed=5, include=GROUPS)
+    return inbox
+
+
+def _run_with_as_of(inbox: Path, warehouse: Path, as_of: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*staging_assets, run_as_of_date, as_of_not_in_the_future, facts_after_as_of],
+        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
+        run_config={"ops": {"ops__run_as_of": {"config": {"as_of": as_of}}}},
+        raise_on_error=False,
+    )
+
+
+def test_facts_after_a_past_as_of_are_reported_not_blocking(
+    small_inbox: Path, tmp_path: Path
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    result = _run_with_as_of(small_inbox, warehouse, "2024-06-30")
+    assert result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["as_of_not_in_the_future"].passed
+    later = checks["facts_after_as_of"]
+    assert not later.passed and later.severity == dg.AssetCheckSeverity.WARN
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        invoices, payments = con.sql(
+            "select (select count(*) from staging.invoices where issue_date > '2024-06-30'), "
+            "(select count(*) from staging.payments where payment_date > '2024-06-30')"
+        ).fetchall()[0]
+    assert invoices > 0 and payments > 0
+    assert later.metadata["invoices_after_as_of"].value == invoices
+    assert later.metadata["payments_after_as_of"].value == payments
+
+
+def test_an_as_of_in_the_future_stops_the_run(small_inbox: Path, tmp_path: Path) -> None:
+    result = _run_with_as_of(small_inbox, tmp_path / "w.duckdb", "2999-01-01")
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"as_of_not_in_the_future": False, "facts_after_as_of": True}

@@ -44,10 +44,20 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                 )
             except InboxError as error:
                 raise dg.Failure(description=str(error), allow_retries=False) from error
-        if not result.present:
+        if not result.present and contract.quiet_when_absent:
+            context.log.info(
+                f"no {contract.group}* file in the inbox: staging.{contract.table} is empty; "
+                "only rows that need it are affected (and quarantined)"
+            )
+        elif not result.present:
             context.log.warning(
                 f"no {contract.group}* file in the inbox: staging.{contract.table} is empty "
                 "and the stages that use it run without it"
+            )
+        if result.reasons.get("unknown_currency"):
+            context.log.warning(
+                f"{result.reasons['unknown_currency']} {contract.group} row(s) in a currency "
+                f"with no FX rate to {config.base_currency} quarantined as unknown_currency"
             )
         for skipped in result.skipped_rules:
             context.log.warning(f"rule skipped for {contract.group}: {skipped}")

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from pipelines.common import run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
 
 
@@ -80,3 +81,52 @@ def no_future_dated_payments(warehouse: Warehouse) -> dg.AssetCheckResult:
             "select count(*) from staging.payments where payment_date > current_date"
         ).fetchall()[0][0]
     return dg.AssetCheckResult(passed=future == 0, metadata={"future_dated": future})
+
+
+RUN_AS_OF = dg.AssetKey(["ops", "run_as_of"])
+
+
+@dg.asset_check(asset=RUN_AS_OF, blocking=True, pool=DUCKDB_POOL)
+def as_of_not_in_the_future(
+    context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+) -> dg.AssetCheckResult:
+    """The run's as-of date is not after today: facts of a future date are not known yet."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run.run_id)
+        today = con.sql("select current_date").fetchall()[0][0]
+    return dg.AssetCheckResult(
+        passed=as_of <= today,
+        metadata={"as_of_date": str(as_of), "today": str(today)},
+        description=None if as_of <= today else f"as-of {as_of} is after today ({today})",
+    )
+
+
+@dg.asset_check(asset=RUN_AS_OF, pool=DUCKDB_POOL)
+def facts_after_as_of(
+    context: dg.AssetCheckExecutionContext, warehouse: Warehouse
+) -> dg.AssetCheckResult:
+    """Staged invoices and payments dated after the as-of are left out of this run's numbers.
+
+    Expected when a past date is rerun on purpose, so a warning rather than a stop.
+    """
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run.run_id)
+        later = {
+            table: con.execute(
+                f"select count(*) from staging.{table} where {column} > ?", [as_of]
+            ).fetchall()[0][0]
+            for table, column in (("invoices", "issue_date"), ("payments", "payment_date"))
+            if con.sql(
+                "select count(*) from information_schema.tables "
+                f"where table_schema = 'staging' and table_name = '{table}'"
+            ).fetchall()[0][0]
+        }
+    left_out = ", ".join(f"{n} {table}" for table, n in later.items() if n)
+    if left_out:
+        context.log.warning(f"dated after the as-of {as_of}, left out of this run: {left_out}")
+    return dg.AssetCheckResult(
+        passed=not left_out,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"as_of_date": str(as_of), **{f"{t}_after_as_of": n for t, n in later.items()}},
+        description=f"left out as dated after {as_of}: {left_out}" if left_out else None,
+    )
