@@ -277,7 +277,7 @@ def _validate_summary(summary: pl.DataFrame) -> None:
         "frequency not a non-negative integer": (pl.col("frequency") < 0)
         | (pl.col("frequency").cast(pl.Float64).round() != pl.col("frequency").cast(pl.Float64)),
         "recency < 0 or recency > T": (pl.col("recency") < 0) | (pl.col("recency") > pl.col("T")),
-        "T <= 0": pl.col("T") <= 0,
+        "T < 0": pl.col("T") < 0,
         "recency != 0 with frequency == 0": (pl.col("frequency") == 0) & (pl.col("recency") != 0),
         "monetary_value < 0": pl.col("monetary_value") < 0,
     }
@@ -686,6 +686,28 @@ class ClvModel:
         if self.purchase_model_ == "nbd":
             return nbd_unconditional_expected_purchases(self.purchase_params_, t)
         return bg_nbd_unconditional_expected_purchases(self.purchase_params_, t)
+
+    def probability_no_purchase(self, summary: pl.DataFrame, t: float) -> np.ndarray:
+        """P(no purchase in the next `t` time units | history): the BG/NBD churn probability.
+
+        An alive customer's next purchase comes at the posterior Poisson rate
+        lambda ~ Gamma(r + x, alpha + T) and BG/NBD drops customers only right after a purchase,
+        so P(none | alive) = ((alpha + T) / (alpha + T + t)) ** (r + x); a dead one never buys:
+        P(none) = 1 - p_alive * (1 - P(none | alive)). Computed in log space with expm1, so
+        customers with hundreds of purchases neither overflow nor round to 0 or 1 too early.
+        """
+        self._check_fitted()
+        _validate_summary(summary)
+        x, t_x, T, _ = _as_arrays(summary)
+        params = self.purchase_params_
+        log_none_if_alive = (params["r"] + x) * (
+            np.log(params["alpha"] + T) - np.log(params["alpha"] + T + t)
+        )
+        if self.purchase_model_ == "nbd":
+            p_alive = np.ones_like(x)
+        else:
+            p_alive = bg_nbd_p_alive(params, x, t_x, T)
+        return 1.0 - p_alive * -np.expm1(log_none_if_alive)
 
     def predict(self, summary: pl.DataFrame, as_of: date) -> pl.DataFrame:
         """Score every customer of `summary` as of `as_of`; one row per input customer.

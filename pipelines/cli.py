@@ -159,6 +159,19 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
             "from marts.segment_summary order by clv_12m_total desc nulls last"
         ).fetchall()
         quarantined = con.sql("select count(*) from quarantine.rejected_rows").fetchall()[0][0]
+        # Commercial value and credit risk side by side: the view no single tool gives.
+        equity_gross, equity_net, exposure, expected_loss = con.sql(
+            "select customer_equity_gross, customer_equity_net, open_exposure, "
+            "expected_loss_on_receivables from marts.customer_equity"
+        ).fetchall()[0]
+        over_90 = con.sql(
+            "select coalesce(sum(dpd_91_180 + dpd_over_180), 0) from marts.receivables_aging"
+        ).fetchall()[0][0]
+        churn_bands = con.sql(
+            "select churn_risk_band, count(*), coalesce(sum(clv_12m), 0) from marts.customer_360 "
+            "where churn_risk_band is not null group by 1 "
+            "order by list_position(['low', 'medium', 'high', 'closed'], churn_risk_band)"
+        ).fetchall()
     typer.echo(f"crm-intel run finished in {elapsed:.1f}s — as of {as_of}")
     typer.echo(f"customers: {customers:,} ({purchasers:,} with purchases)")
     typer.echo(f"total 12-month CLV: {clv_total or 0:,.2f}")
@@ -169,11 +182,25 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
         typer.echo(
             f"{name:<22}{count:>10,}{contactable:>13,}{revenue or 0:>16,.2f}{clv or 0:>16,.2f}"
         )
+    typer.echo(
+        f"customer equity (sum of CLV 12m): {equity_gross or 0:,.2f} gross, "
+        f"{equity_net or 0:,.2f} net of expected credit loss"
+    )
+    typer.echo(
+        f"open receivables: {exposure or 0:,.2f} ({over_90:,.2f} more than 90 days past due), "
+        f"expected loss {expected_loss or 0:,.2f}"
+    )
+    if churn_bands:
+        typer.echo(
+            "churn risk: "
+            + ", ".join(f"{band} {count:,} (CLV {clv:,.0f})" for band, count, clv in churn_bands)
+        )
     if quarantined:
         typer.echo(f"quarantined rows: {quarantined:,} (see quarantine.rejected_rows)")
     typer.echo(
         f"tables in {warehouse_path}: marts.customer_360, marts.segment_summary, "
-        "marts.segment_members, models.model_runs"
+        "marts.segment_members, marts.receivables_aging, marts.portfolio_risk, "
+        "marts.customer_equity, marts.risk_alerts, models.model_runs"
     )
 
 
@@ -373,8 +400,7 @@ def status(warehouse: WarehouseOption = None) -> None:
             "group by all order by 1, 3 desc"
         ).fetchall()
         failures = con.sql(
-            "select run_id, failed_at, reason from ops.run_failures "
-            "order by failed_at desc limit 3"
+            "select run_id, failed_at, reason from ops.run_failures order by failed_at desc limit 3"
         ).fetchall()
     typer.echo(f"(from the {source})")
     if last:

@@ -73,6 +73,9 @@ SETTINGS_CONSUMERS: dict[str, str] = {
     "models__delinquency_scores": "risk",
     "marts__customer_risk": "risk",
     "marts__risk_alerts": "risk",
+    "features__churn_snapshots": "churn",
+    "models__churn_evaluation": "churn",
+    "models__churn_scores": "churn",
     "ops__published_snapshot": "publish",
 }
 

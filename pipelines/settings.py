@@ -56,6 +56,28 @@ class ChurnSettings(dg.Config):
     horizon_days: int = Field(
         default=180, description="Churned = no purchase in this many days after the as-of date."
     )
+    training_cutoffs: int = Field(
+        default=12,
+        ge=2,
+        description="Past cutoffs (30 days apart, the latest horizon_days before the as-of date) "
+        "the churn model learns from.",
+    )
+    holdout_cutoffs: int = Field(
+        default=1,
+        ge=1,
+        description="Most recent training cutoffs held out to compare the model with BG/NBD.",
+    )
+    max_training_customers: int = Field(
+        default=100_000,
+        description="Above this many customers, training snapshots use a hash sample of them.",
+    )
+    band_cut_points: list[float] = Field(
+        default=[0.3, 0.6],
+        description="churn_risk_band: low below the first, medium below the second, else high.",
+    )
+    calibration: str = Field(
+        default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
+    )
 
 
 class RiskSettings(dg.Config):
@@ -83,7 +105,7 @@ class RiskSettings(dg.Config):
         default=8, description="Past cutoffs (30 days apart) the delinquency model learns from."
     )
     max_training_customers: int = Field(
-        default=200_000,
+        default=50_000,
         description="Above this many customers, training snapshots use a hash sample of them.",
     )
     calibration: str = Field(

@@ -343,6 +343,29 @@ def test_recency_above_T_is_rejected(cdnow: pl.DataFrame) -> None:
         ClvModel().fit(broken)
 
 
+def test_first_purchase_on_the_as_of_day_is_scored_and_changes_no_parameter(
+    cdnow: pl.DataFrame, cdnow_model: ClvModel
+) -> None:
+    """A customer first seen on the as-of day has T = 0: no information, but a row to score."""
+    newcomers = pl.DataFrame(
+        {
+            "customer_id": ["new-1", "new-2"],
+            "frequency": [0, 0],
+            "recency": [0.0, 0.0],
+            "T": [0.0, 0.0],
+            "monetary_value": [0.0, 0.0],
+        }
+    ).cast({name: dtype for name, dtype in cdnow.schema.items()})
+    with_newcomers = pl.concat([cdnow, newcomers])
+    model = ClvModel(time_unit_days=7.0).fit(with_newcomers)
+    for name, value in cdnow_model.purchase_params_.items():
+        assert model.purchase_params_[name] == pytest.approx(value, rel=1e-6)
+    scores = model.predict(newcomers, as_of=AS_OF)
+    _assert_finite(scores)
+    assert scores["p_alive"].to_list() == [1.0, 1.0]
+    assert (scores["expected_purchases_365d"] > 0).all()
+
+
 def test_unfitted_predict_raises(cdnow: pl.DataFrame) -> None:
     with pytest.raises(RuntimeError, match="not fitted"):
         ClvModel().predict(cdnow, AS_OF)

@@ -17,6 +17,7 @@ from lifetimes import BetaGeoFitter
 from lifetimes.datasets import load_cdnow_summary
 from typer.testing import CliRunner
 
+from models import clv
 from pipelines.cli import app
 
 runner = CliRunner()
@@ -124,6 +125,11 @@ def test_cdnow_parity_through_pipeline(cdnow_calibration_run: Path) -> None:
     for name, value in {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}.items():
         assert purchase[name] == pytest.approx(value, rel=0.01), name
     assert purchase_metrics["log_likelihood"] == pytest.approx(-9582.4, abs=0.5)
+    # Hardie's BG/NBD spreadsheet with the pipeline's own fit: x=2, t_x=30.43, T=38.86 -> 1.226.
+    hardie = clv.bg_nbd_expected_purchases(
+        purchase, 39.0, np.array([2.0]), np.array([30.43]), np.array([38.86])
+    )
+    assert hardie[0] == pytest.approx(1.226, abs=1e-3)
     for name, value in {"p": 6.25, "q": 3.74, "v": 15.44}.items():
         assert spend[name] == pytest.approx(value, rel=0.01), name
     assert purchase["time_unit_days"] == purchase_metrics["time_unit_days"] == 7.0

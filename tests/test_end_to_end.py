@@ -38,6 +38,23 @@ def test_customer_360_has_every_customer_once(full_run: tuple[Path, str], demo_i
     assert "total 12-month CLV" in output and "Champions" in output
 
 
+def test_summary_puts_value_and_credit_risk_side_by_side(full_run: tuple[Path, str]) -> None:
+    """The run summary prints the equity and receivables figures the warehouse holds."""
+    warehouse, output = full_run
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        gross, net, exposure = con.sql(
+            "select customer_equity_gross, customer_equity_net, open_exposure "
+            "from marts.customer_equity"
+        ).fetchall()[0]
+        aging_total = con.sql("select sum(total_open) from marts.receivables_aging").fetchall()[0][
+            0
+        ]
+    assert net <= gross
+    assert f"{gross:,.2f} gross, {net:,.2f} net of expected credit loss" in output
+    assert f"open receivables: {exposure:,.2f}" in output
+    assert exposure == aging_total
+
+
 def test_clv_recovers_true_parameters(full_run: tuple[Path, str], demo_inbox: Path) -> None:
     """BG/NBD through the whole pipeline against the generator's truth (1,500 customers)."""
     warehouse, _ = full_run

@@ -21,6 +21,11 @@ at_cutoff as (
         c.cutoff_date,
         i.*,
         i.settled_date is not null and i.settled_date <= c.cutoff_date as settled,
+        -- only the credit notes issued by the cutoff lower what is owed at the cutoff
+        coalesce(list_sum(list_transform(
+            list_filter(i.credits, lambda credit: credit.credit_date <= c.cutoff_date),
+            lambda credit: credit.amount
+        )), 0) as credited_by_cutoff,
         date_diff('day', i.due_date, i.settled_date) as days_late,
         date_diff('day', i.due_date, c.cutoff_date) as days_past_due_now,
         i.issue_date > c.cutoff_date - 365 as issued_12m,
@@ -52,12 +57,17 @@ per_customer as (
         max(case when settled then days_late else days_past_due_now end) filter (
             where due_date <= cutoff_date
         ) as worst_days_past_due_ever,
-        avg((payments_to_settle > 1 or (not settled and first_payment_date <= cutoff_date))::int)
-            filter (where issued_12m) as share_partial_payments,
+        avg((
+            (settled and payments_to_settle > 1)
+            or (not settled and coalesce(first_payment_date <= cutoff_date, false))
+        )::int) filter (where issued_12m) as share_partial_payments,
         count(*) filter (where not settled) as open_invoices,
-        coalesce(sum(amount - credited) filter (where not settled), 0)::double as open_amount,
-        coalesce(sum(amount - credited) filter (where not settled and days_past_due_now > 0), 0)
-            ::double as overdue_amount,
+        coalesce(sum(amount - credited_by_cutoff) filter (where not settled), 0)::double
+            as open_amount,
+        coalesce(
+            sum(amount - credited_by_cutoff) filter (where not settled and days_past_due_now > 0),
+            0
+        )::double as overdue_amount,
         coalesce(max(days_past_due_now) filter (where not settled), 0) as current_days_past_due
     from at_cutoff
     group by customer_id, cutoff_date

@@ -31,6 +31,10 @@ credit_risk as (
     select * from marts.customer_risk
 ),
 
+churn as (
+    select * from models.churn_scores
+),
+
 final as (
     select
         c.customer_id,
@@ -69,13 +73,18 @@ final as (
         credit_risk.delinquency_class,
         credit_risk.delinquency_reasons,
         credit_risk.expected_loss,
-        credit_risk.risk_adjusted_clv
+        credit_risk.risk_adjusted_clv,
+        churn.churn_probability,
+        churn.churn_risk_band,
+        churn.churn_reasons,
+        churn.churn_model_version
     from customers as c
     left join accounts as a using (customer_id)
     left join summary as s using (customer_id)
     left join rfm using (customer_id)
     left join clv using (customer_id)
     left join credit_risk using (customer_id)
+    left join churn using (customer_id)
 )
 
 select * from final order by customer_id

@@ -15,6 +15,7 @@ from pipelines.resources import DUCKDB_POOL, Warehouse
         dg.AssetKey(["models", "clv_scores"]),
         dg.AssetKey(["staging", "accounts"]),
         dg.AssetKey(["marts", "customer_risk"]),
+        dg.AssetKey(["models", "churn_scores"]),
     ],
     group_name="marts",
     kinds={"duckdb"},

@@ -1,0 +1,245 @@
+"""CLV at scale: our SQL summary + collapsed fit + scoring against lifetimes used as documented.
+
+    .venv/bin/python -m bench.bench_clv --customers 1000000 --lifetimes-customers 1000000
+
+Both sides start from the same invoice log already in memory (ours: a DuckDB table shaped like
+``staging.invoices``; lifetimes: the same rows as a pandas frame) and end with a 12-month CLV
+per customer, 10 % a year discounted. Ours also scores the 90/365-day purchases, P(alive), the
+next order date and the CLV interval (200 parameter draws); lifetimes' path does not.
+
+lifetimes path (its documentation's recipe): ``summary_data_from_transaction_data`` (days,
+``freq_multiplier=7`` for exact weeks) -> ``BetaGeoFitter.fit`` -> ``GammaGammaFitter.fit``
+on repeat buyers -> ``GammaGammaFitter.customer_lifetime_value``.
+
+Only invoices are used (credit notes dropped) so that both sides see identical purchases and
+spend, and so that the generator's Gamma-Gamma truth (invoice amounts) applies. The generated
+inbox is cached under data/bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from features.customer import build_customer_summary, lifetimes_summary
+from features.warehouse import ensure_layout
+from models.clv import ClvModel
+from synthetic import generate_demo_data
+
+ANNUAL_DISCOUNT_RATE = 0.10
+PURCHASE = ("r", "alpha", "a", "b")
+SPEND = ("p", "q", "v")
+
+
+def inbox_for(customers: int, seed: int) -> Path:
+    inbox = Path("data/bench") / f"clv_{customers}_{seed}"
+    if not (inbox / "truth/parameters.json").is_file():
+        started = time.perf_counter()
+        generate_demo_data(
+            inbox,
+            customers=customers,
+            seed=seed,
+            file_format="parquet",
+            include=frozenset({"invoices/invoices"}),
+        )
+        print(f"generated {inbox} in {time.perf_counter() - started:.1f}s")
+    return inbox
+
+
+def load_invoices(inbox: Path) -> tuple[duckdb.DuckDBPyConnection, date]:
+    con = duckdb.connect()
+    ensure_layout(con)
+    source = inbox / "invoices/invoices.parquet"
+    con.execute(
+        f"""create table staging.invoices as
+            select invoice_id, customer_id, issue_date::date as issue_date,
+                   amount::double as amount, document_type
+            from read_parquet('{source}') where document_type = 'invoice'"""
+    ).fetchall()
+    as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
+    return con, as_of
+
+
+def run_ours(con: duckdb.DuckDBPyConnection, as_of: date) -> dict:
+    timings = {}
+    started = time.perf_counter()
+    summary = lifetimes_summary(build_customer_summary(con, as_of), 7.0)
+    timings["summary_s"] = time.perf_counter() - started
+    step = time.perf_counter()
+    model = ClvModel(time_unit_days=7.0, annual_discount_rate=ANNUAL_DISCOUNT_RATE).fit(summary)
+    timings["fit_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    scores = model.predict(summary, as_of)
+    timings["predict_s"] = time.perf_counter() - step
+    timings["total_s"] = time.perf_counter() - started
+    return {
+        "timings": timings,
+        "customers": summary.height,
+        "patterns": model.n_patterns_,
+        "purchase_model": model.purchase_model_,
+        "params": {**model.purchase_params_, **model.spend_params_},
+        "clv_total": float(scores["clv_12m"].sum()),
+        "clv": scores.select("customer_id", "clv_12m"),
+    }
+
+
+def run_lifetimes(con: duckdb.DuckDBPyConnection, as_of: date, customers: int | None) -> dict:
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    query = "select customer_id, issue_date, amount from staging.invoices"
+    if customers is not None:
+        query += (
+            " where customer_id in (select distinct customer_id from staging.invoices "
+            f"order by customer_id limit {customers})"
+        )
+    transactions = con.sql(query).df()
+    started = time.perf_counter()
+    timings = {}
+    summary = summary_data_from_transaction_data(
+        transactions,
+        "customer_id",
+        "issue_date",
+        monetary_value_col="amount",
+        observation_period_end=as_of.isoformat(),
+        freq="D",
+        freq_multiplier=7,
+    )
+    timings["summary_s"] = time.perf_counter() - started
+    step = time.perf_counter()
+    bgf = BetaGeoFitter().fit(summary["frequency"], summary["recency"], summary["T"])
+    repeat = summary[summary["frequency"] > 0]
+    ggf = GammaGammaFitter().fit(repeat["frequency"], repeat["monetary_value"])
+    timings["fit_s"] = time.perf_counter() - step
+    step = time.perf_counter()
+    clv = ggf.customer_lifetime_value(
+        bgf,
+        summary["frequency"],
+        summary["recency"],
+        summary["T"],
+        summary["monetary_value"],
+        time=12,
+        discount_rate=(1 + ANNUAL_DISCOUNT_RATE) ** (1 / 12) - 1,
+        freq="W",
+    )
+    timings["predict_s"] = time.perf_counter() - step
+    timings["total_s"] = time.perf_counter() - started
+    return {
+        "timings": timings,
+        "customers": len(summary),
+        "params": {
+            **{k: float(bgf.params_[k]) for k in PURCHASE},
+            **{k: float(ggf.params_[k]) for k in SPEND},
+        },
+        "clv_total": float(clv.sum()),
+        "clv": pl.DataFrame({"customer_id": summary.index.astype(str), "clv_lifetimes": clv}),
+    }
+
+
+def significant_digits_equal(ours: float, theirs: float) -> int:
+    """How many leading significant digits two numbers share (up to 8)."""
+    for digits in range(8, 0, -1):
+        if f"{ours:.{digits - 1}e}" == f"{theirs:.{digits - 1}e}":
+            return digits
+    return 0
+
+
+def recovery(params: dict[str, float], truth: dict[str, float]) -> dict[str, dict[str, float]]:
+    def means(p: dict[str, float]) -> dict[str, float]:
+        return {
+            "r/alpha (purchases per week)": p["r"] / p["alpha"],
+            "a/(a+b) (dropout per repeat)": p["a"] / (p["a"] + p["b"]),
+            "p*v/(q-1) (mean spend)": p["p"] * p["v"] / (p["q"] - 1),
+        }
+
+    rows = {}
+    for name in (*PURCHASE, *SPEND):
+        rows[name] = {"truth": truth[name], "fitted": params[name]}
+    for name, value in means(params).items():
+        rows[name] = {"truth": means(truth)[name], "fitted": value}
+    for row in rows.values():
+        row["error_pct"] = 100 * (row["fitted"] - row["truth"]) / row["truth"]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument(
+        "--lifetimes-customers",
+        type=int,
+        default=None,
+        help="Run lifetimes on the first N customers only (default: all; 0 skips it).",
+    )
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
+    args = parser.parse_args()
+
+    inbox = inbox_for(args.customers, args.seed)
+    truth = json.loads((inbox / "truth/parameters.json").read_text())["parameters"]
+    con, as_of = load_invoices(inbox)
+    invoices = con.sql("select count(*) from staging.invoices").fetchall()[0][0]
+    print(f"{args.customers:,} customers, {invoices:,} invoices, as of {as_of}")
+    ours = run_ours(con, as_of)
+    t = ours["timings"]
+    print(
+        f"ours: summary {t['summary_s']:.2f}s + fit {t['fit_s']:.2f}s "
+        f"({ours['patterns']:,} patterns) + score {t['predict_s']:.2f}s "
+        f"= {t['total_s']:.2f}s; {ours['purchase_model']}"
+    )
+    results: dict = {
+        "customers": args.customers,
+        "invoices": invoices,
+        "ours": {k: v for k, v in ours.items() if k != "clv"},
+    }
+    print("\nrecovery of the generator's truth (ours, weekly units):")
+    print(f"{'parameter':<30}{'truth':>12}{'fitted':>12}{'error %':>10}")
+    results["recovery"] = recovery(ours["params"], truth)
+    for name, row in results["recovery"].items():
+        print(f"{name:<30}{row['truth']:>12.4f}{row['fitted']:>12.4f}{row['error_pct']:>10.2f}")
+
+    if args.lifetimes_customers != 0:
+        n = args.lifetimes_customers
+        theirs = run_lifetimes(con, as_of, None if n in (None, args.customers) else n)
+        lt = theirs["timings"]
+        print(
+            f"\nlifetimes ({theirs['customers']:,} customers): summary {lt['summary_s']:.2f}s "
+            f"+ fit {lt['fit_s']:.2f}s + clv {lt['predict_s']:.2f}s = {lt['total_s']:.2f}s"
+        )
+        results["lifetimes"] = {k: v for k, v in theirs.items() if k != "clv"}
+        if theirs["customers"] == ours["customers"]:
+            ratio = lt["total_s"] / t["total_s"]
+            print(f"end-to-end ratio lifetimes / ours: {ratio:.1f}x")
+            results["ratio"] = ratio
+            print(
+                f"{'parameter':<12}{'ours':>16}{'lifetimes':>16}{'rel diff':>12}{'sig digits':>12}"
+            )
+            for name in (*PURCHASE, *SPEND):
+                a, b = ours["params"][name], theirs["params"][name]
+                print(
+                    f"{name:<12}{a:>16.8g}{b:>16.8g}{abs(a - b) / abs(b):>12.2e}"
+                    f"{significant_digits_equal(a, b):>12}"
+                )
+            joined = ours["clv"].join(theirs["clv"], on="customer_id")
+            rel = np.abs(joined["clv_12m"] - joined["clv_lifetimes"]) / joined["clv_lifetimes"]
+            print(
+                f"CLV total ours {ours['clv_total']:,.0f} vs lifetimes {theirs['clv_total']:,.0f};"
+                f" per-customer max relative difference {rel.max():.2e}"
+            )
+            results["clv_max_relative_difference"] = float(rel.max())
+        else:
+            per_customer = lt["total_s"] / theirs["customers"] * 1e6
+            print(f"lifetimes per 1M customers, linear: {per_customer:.0f}s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
