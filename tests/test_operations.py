@@ -63,13 +63,58 @@ def ops_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def dagster_home(folder: Path) -> Path:
+    """A Dagster home with the project's dagster.yaml, as `make dev` prepares data/.dagster."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", folder / "dagster.yaml")
+    return folder
+
+
 @pytest.fixture(scope="module")
-def published(ops_inbox: Path, ops_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A working warehouse whose first run (as of FIRST_AS_OF) has been published."""
+def nightly_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dagster_home(tmp_path_factory.mktemp("dagster_home"))
+
+
+@pytest.fixture(scope="module")
+def published(
+    ops_inbox: Path, ops_config: Path, nightly_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A working warehouse whose first run (as of FIRST_AS_OF) has been published.
+
+    The run uses a persistent instance configured by dagster.yaml (DAGSTER_HOME set, as under
+    cron or the daemon), so its events can be read back and the DuckDB pool is enforced.
+    """
     warehouse = tmp_path_factory.mktemp("ops_warehouse") / "warehouse.duckdb"
-    output = run_cli(ops_inbox, warehouse, "--as-of", FIRST_AS_OF, "--config", str(ops_config))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(nightly_home))
+        output = run_cli(ops_inbox, warehouse, "--as-of", FIRST_AS_OF, "--config", str(ops_config))
     assert f"published: {default_snapshot_path(warehouse)}" in output
     return warehouse
+
+
+def test_every_asset_reports_duration_and_row_count(published: Path, nightly_home: Path) -> None:
+    with dg.DagsterInstance.from_config(str(nightly_home)) as instance:
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        materialized = {
+            event.asset_materialization.asset_key.to_user_string(): (
+                event.asset_materialization.metadata
+            )
+            for event in instance.all_logs(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            )
+        }
+    assert set(materialized) == {
+        key.to_user_string() for key in defs.get_repository_def().asset_graph.get_all_asset_keys()
+    }
+    for asset, metadata in materialized.items():
+        assert metadata["duration_seconds"].value >= 0, asset
+    # the two assets that write no table of their own report what they decided instead
+    not_tables = {"ops/run_as_of": "as_of_date", "ops/published_snapshot": "tables"}
+    for asset, metadata in materialized.items():
+        assert not_tables.get(asset, "dagster/row_count") in metadata, asset
+    assert materialized["marts/customer_360"]["purchasers"].value > 0
+    assert materialized["marts/customer_360"]["clv_12m_total"].value > 0
 
 
 def test_reader_never_meets_a_lock_or_a_mix_of_two_runs(

@@ -23,7 +23,7 @@ from models.delinquency import (
     delinquency_score,
     evaluate_holdout,
 )
-from pipelines.common import preview, run_as_of, table_metadata
+from pipelines.common import preview, run_as_of, table_metadata, timed
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import RiskSettings
 
@@ -51,6 +51,7 @@ def _cutoffs(config: RiskSettings, as_of) -> list:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def receivables_aging(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -84,6 +85,7 @@ def receivables_aging(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def receivables_dso(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -102,6 +104,7 @@ def receivables_dso(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def invoice_settlement(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -128,6 +131,7 @@ def invoice_settlement(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def payment_behaviour(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -151,6 +155,7 @@ def payment_behaviour(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def delinquency_training(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -191,6 +196,7 @@ def delinquency_training(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
+@timed
 def delinquency_evaluation(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -234,6 +240,7 @@ def delinquency_evaluation(
         )
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": summary.height,
             "holdout_cutoff": str(holdout),
             "metrics": dg.MetadataValue.json(metrics),
             "summary": preview(summary.drop("as_of_date")),
@@ -248,6 +255,7 @@ def delinquency_evaluation(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
+@timed
 def delinquency_scores(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -323,6 +331,7 @@ def delinquency_scores(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def customer_risk(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -355,6 +364,7 @@ def customer_risk(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Exposure, expected loss and concentration by sector, region, segment, class and rating."""
     with warehouse.connect() as con:
@@ -374,6 +384,7 @@ def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def customer_equity(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -384,9 +395,10 @@ def customer_equity(
         gross, net = con.sql(
             "select customer_equity_gross, customer_equity_net from marts.customer_equity"
         ).fetchall()[0]
+        metadata = table_metadata(con, "marts.customer_equity", as_of_date=str(as_of))
     return dg.MaterializeResult(
         metadata={
-            "as_of_date": str(as_of),
+            **metadata,
             "customer_equity_gross": gross,
             "customer_equity_net": net,
         }
@@ -400,6 +412,7 @@ def customer_equity(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@timed
 def risk_alerts(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
