@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import date
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import ClassVar
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.instance.config import dagster_instance_config
+from dagster._utils.concurrency import ConcurrencySlotStatus
 from typer.testing import CliRunner
 
 from features.history import HISTORY_TABLES, append_history
@@ -33,7 +36,7 @@ from pipelines.ops.automation import (
     build_nightly_schedule,
 )
 from pipelines.ops.publish import PUBLISHED_SNAPSHOT
-from pipelines.resources import Inbox, Warehouse
+from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
 from pipelines.settings import NightlySettings, load_settings
 from synthetic import generate_demo_data
 from tests.conftest import run_cli, write_csv
@@ -487,3 +490,121 @@ def test_backfill_refuses_a_reversed_range(tmp_path: Path) -> None:
     result = runner.invoke(app, ["backfill", "--start", "2025-02-01", "--end", "2025-01-01",
                                  "--inbox", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 1 and "is before start" in result.output
+
+
+def test_a_second_run_waits_for_the_duckdb_pool(tmp_path: Path) -> None:
+    """Two runs at once on the instance of dagster.yaml: the second one's DuckDB step waits.
+
+    The first run is represented by the pool slot its running step holds (claimed in the
+    instance's own storage, as the executor does), so the overlap is certain, not a race.
+    """
+    home = dagster_home(tmp_path / "home")
+    job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == 1
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+        assert [(p.name, p.limit) for p in storage.get_pool_limits()] == [(DUCKDB_POOL, 1)]
+        holder = storage.claim_concurrency_slot(DUCKDB_POOL, "first-run", "marts__customer_360")
+        assert holder.slot_status == ConcurrencySlotStatus.CLAIMED
+        outcome = {}
+
+        def second_run() -> None:
+            outcome["result"] = job.execute_in_process(
+                run_config={
+                    "ops": {"ops__run_as_of": {"config": {"as_of": FIRST_AS_OF}}},
+                    "resources": {"warehouse": {"config": {"path": str(tmp_path / "w.duckdb")}}},
+                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+                },
+                instance=instance,
+                asset_selection=[dg.AssetKey(["ops", "run_as_of"])],
+                raise_on_error=False,
+            )
+
+        worker = threading.Thread(target=second_run)
+        worker.start()
+
+        def messages() -> list[str]:
+            [run] = instance.get_runs()
+            return [entry.message for entry in instance.all_logs(run.run_id)]
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            instance.get_runs() and "Step blocked by limit for pool duckdb" in messages()
+        ):
+            time.sleep(0.2)
+        assert "Step blocked by limit for pool duckdb" in messages()
+        assert not any('Started execution of step "ops__run_as_of"' in m for m in messages())
+        # the first run's step ends: the second run goes on by itself
+        storage.free_concurrency_slot_for_step("first-run", "marts__customer_360")
+        worker.join(timeout=120)
+        assert outcome["result"].success
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.sql("select as_of_date::varchar from ops.runs").fetchall() == [(FIRST_AS_OF,)]
+
+
+def test_inbox_sensor_skips_while_a_run_is_queued(ops_inbox: Path, tmp_path: Path) -> None:
+    with dg.DagsterInstance.from_config(str(dagster_home(tmp_path / "home"))) as instance:
+        sensor = build_inbox_sensor(nightly_job, 30, run_config_for)
+        resources = {"inbox": Inbox(path=str(ops_inbox))}
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance, resources=resources))
+        assert first.skip_message and "stop changing" in first.skip_message
+        # a run the schedule created that has not started yet (waiting for the one run slot of
+        # max_concurrent_runs: 1; Dagster only lets the daemon's submit path mark it QUEUED)
+        run = instance.create_run_for_job(defs.resolve_job_def(NIGHTLY_JOB_NAME))
+        assert run.status == dg.DagsterRunStatus.NOT_STARTED
+        context = dg.build_sensor_context(instance, cursor=first.cursor, resources=resources)
+        second = sensor.evaluate_tick(context)
+    assert not second.run_requests
+    assert second.skip_message == (
+        f"1 run(s) of {NIGHTLY_JOB_NAME} queued: they will load these files"
+    )
+
+
+@pytest.mark.parametrize("file_name", ["dagster.yaml", "dagster.production.yaml"])
+def test_instance_files_are_valid_dagster_config(file_name: str) -> None:
+    config, _ = dagster_instance_config(str(ROOT), file_name)
+    assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}
+    assert config["concurrency"]["runs"] == {"max_concurrent_runs": 1}
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
+    if file_name == "dagster.production.yaml":
+        assert config["storage"]["postgres"]["postgres_db"]["password"] == {
+            "env": "DAGSTER_PG_PASSWORD"
+        }
+    else:
+        # storage stays Dagster's default: SQLite under $DAGSTER_HOME
+        assert "storage" not in config
+
+
+def test_make_dev_starts_schedule_sensors_and_failure_alerts(tmp_path: Path) -> None:
+    """What `dagster dev` loads: schedule and sensors on by default, timing from crm-intel.toml."""
+    (tmp_path / "crm-intel.toml").write_text(
+        '[nightly]\nschedule = "15 4 * * 1-6"\ntimezone = "Europe/Berlin"\n'
+    )
+    script = (
+        "import json; from pipelines.definitions import defs; "
+        "r = defs.get_repository_def(); "
+        "print(json.dumps({d.name: [str(d.default_status), getattr(d, 'cron_schedule', None), "
+        "getattr(d, 'execution_timezone', None)] for d in [*r.schedule_defs, *r.sensor_defs]}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+    )  # fmt: skip
+    automation = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert automation == {
+        "crm_intel_nightly_schedule": [
+            "DefaultScheduleStatus.RUNNING", "15 4 * * 1-6", "Europe/Berlin"
+        ],
+        "crm_intel_inbox_sensor": ["DefaultSensorStatus.RUNNING", None, None],
+        FAILURE_SENSOR_NAME: ["DefaultSensorStatus.RUNNING", None, None],
+    }  # fmt: skip
+    # and `make dev` runs `dagster dev` (webserver + daemon) on these definitions with
+    # dagster.yaml in data/.dagster
+    recipe = subprocess.run(
+        ["make", "-n", "dev"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "cp dagster.yaml data/.dagster/dagster.yaml" in recipe
+    assert f"DAGSTER_HOME={ROOT}/data/.dagster" in recipe
+    assert "dagster dev -m pipelines.definitions" in recipe
