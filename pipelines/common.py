@@ -34,20 +34,38 @@ def table_metadata(con: duckdb.DuckDBPyConnection, table: str, **extra: Any) -> 
     return {"table": table, "dagster/row_count": rows, **extra}
 
 
-def timed(
+def is_lock_error(error: BaseException) -> bool:
+    """DuckDB's "Could not set lock on file": another process has the file open."""
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+def asset_step(
     compute: Callable[Params, dg.MaterializeResult],
 ) -> Callable[Params, dg.MaterializeResult]:
-    """Add ``duration_seconds`` (wall-clock time of the asset's body) to its metadata.
+    """What every asset body shares: its duration in the metadata, and which errors are retried.
 
-    Goes between ``@dg.asset(...)`` and the function, so every asset reports its duration the
-    same way; Dagster still sees the function's own parameters (``functools.wraps``).
+    Goes between ``@dg.asset(...)`` and the function (Dagster still sees the function's own
+    parameters, ``functools.wraps``). It adds ``duration_seconds`` (wall-clock time of the
+    body) to the metadata. A locked DuckDB file is transient: it propagates, and the job's
+    retry policy tries again with backoff. Any other error is about the data or the code and
+    would fail the same way again, so it becomes a ``dg.Failure`` that is not retried (its
+    cause, shown in the UI and by the CLI, is the original error).
     """
 
     @functools.wraps(compute)
-    def compute_timed(*args: Params.args, **kwargs: Params.kwargs) -> dg.MaterializeResult:
+    def compute_step(*args: Params.args, **kwargs: Params.kwargs) -> dg.MaterializeResult:
         started = time.perf_counter()
-        result = compute(*args, **kwargs)
+        try:
+            result = compute(*args, **kwargs)
+        except (dg.Failure, dg.RetryRequested):
+            raise
+        except Exception as error:
+            if is_lock_error(error):
+                raise
+            raise dg.Failure(
+                description=f"{type(error).__name__}: {error}", allow_retries=False
+            ) from error
         seconds = round(time.perf_counter() - started, 3)
         return result._replace(metadata={**(result.metadata or {}), "duration_seconds": seconds})
 
-    return compute_timed
+    return compute_step

@@ -273,21 +273,35 @@ def test_a_locked_warehouse_is_retried_with_backoff(published: Path) -> None:
     assert retries and "lock" in str(retries[0].event_specific_data.error.cause).lower()
 
 
-def test_a_data_error_is_not_retried(published: Path) -> None:
+@pytest.mark.parametrize(
+    ("asset", "as_of", "reason"),
+    [
+        # a Failure raised on purpose: a bad date in the settings
+        ("ops/run_as_of", "2025-13-01", "as_of must be YYYY-MM-DD"),
+        # any other error (here a mart built on an empty warehouse) is not retried either
+        ("marts/customer_360", None, "no as-of date recorded yet"),
+    ],
+)
+def test_a_data_error_is_not_retried(
+    asset: str, as_of: str | None, reason: str, tmp_path: Path
+) -> None:
     config = {
-        "ops": {"ops__run_as_of": {"config": {"as_of": "2025-13-01"}}},
-        "resources": {"warehouse": {"config": {"path": str(published)}}},
+        "ops": {"ops__run_as_of": {"config": {"as_of": as_of} if as_of else {}}},
+        "resources": {"warehouse": {"config": {"path": str(tmp_path / "empty.duckdb")}}},
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
         run_config=config,
         instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[dg.AssetKey(["ops", "run_as_of"])],
+        asset_selection=[dg.AssetKey.from_user_string(asset)],
         raise_on_error=False,
     )
     assert not result.success
     kinds = [event.event_type for event in result.all_events]
-    assert dg.DagsterEventType.STEP_FAILURE in kinds
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in kinds
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    error = failure.step_failure_data.error
+    assert reason in error.message + str(error.cause)
 
 
 @pytest.fixture(scope="module")

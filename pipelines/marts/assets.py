@@ -3,7 +3,7 @@
 import dagster as dg
 
 from features.warehouse import materialize_sql
-from pipelines.common import preview, run_as_of, table_metadata, timed
+from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 
 
@@ -21,7 +21,7 @@ from pipelines.resources import DUCKDB_POOL, Warehouse
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """One row per customer: firmographics, RFM segment and lifetime value, as of one date."""
     with warehouse.connect() as con:
@@ -43,7 +43,7 @@ def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def segment_members(warehouse: Warehouse) -> dg.MaterializeResult:
     """Who is in each RFM segment and whether a consenting contact can be reached."""
     with warehouse.connect() as con:
@@ -59,7 +59,7 @@ def segment_members(warehouse: Warehouse) -> dg.MaterializeResult:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def segment_summary(warehouse: Warehouse) -> dg.MaterializeResult:
     """Customers, revenue, CLV and reach per RFM segment."""
     with warehouse.connect() as con:

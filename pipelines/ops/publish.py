@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from features.publish import PublishError, default_snapshot_path, publish_snapshot
-from pipelines.common import run_as_of, timed
+from pipelines.common import asset_step, run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import PublishSettings
 
@@ -31,7 +31,7 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
         kinds={"duckdb"},
         pool=DUCKDB_POOL,
     )
-    @timed
+    @asset_step
     def published_snapshot(
         context: dg.AssetExecutionContext, config: PublishSettings, warehouse: Warehouse
     ) -> dg.MaterializeResult:

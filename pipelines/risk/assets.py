@@ -23,7 +23,7 @@ from models.delinquency import (
     delinquency_score,
     evaluate_holdout,
 )
-from pipelines.common import preview, run_as_of, table_metadata, timed
+from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import RiskSettings
 
@@ -51,7 +51,7 @@ def _cutoffs(config: RiskSettings, as_of) -> list:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def receivables_aging(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -85,7 +85,7 @@ def receivables_aging(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def receivables_dso(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -104,7 +104,7 @@ def receivables_dso(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def invoice_settlement(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -131,7 +131,7 @@ def invoice_settlement(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def payment_behaviour(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -155,7 +155,7 @@ def payment_behaviour(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def delinquency_training(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -196,7 +196,7 @@ def delinquency_training(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def delinquency_evaluation(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -255,7 +255,7 @@ def delinquency_evaluation(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def delinquency_scores(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -331,7 +331,7 @@ def delinquency_scores(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def customer_risk(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -364,7 +364,7 @@ def customer_risk(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Exposure, expected loss and concentration by sector, region, segment, class and rating."""
     with warehouse.connect() as con:
@@ -384,7 +384,7 @@ def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def customer_equity(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -412,7 +412,7 @@ def customer_equity(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-@timed
+@asset_step
 def risk_alerts(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
