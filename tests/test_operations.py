@@ -253,19 +253,43 @@ def test_status_tells_the_last_run_what_is_published_and_quarantine(published: P
 
 
 def test_a_locked_warehouse_is_retried_with_backoff(published: Path) -> None:
+    # another process holds the working file until the step has failed once on the lock
     locker = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('locked', flush=True); time.sleep(0.5)", str(published)],
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.readline()", str(published)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
-    result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
-        run_config={"resources": {"warehouse": {"config": {"path": str(published)}}}},
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[dg.AssetKey(["marts", "segment_moves"])],
-        raise_on_error=False,
-    )
-    locker.wait(timeout=30)
+    instance = dg.DagsterInstance.ephemeral()
+    outcome = {}
+
+    def run() -> None:
+        outcome["result"] = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
+            run_config={
+                "resources": {"warehouse": {"config": {"path": str(published)}}},
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            },
+            instance=instance,
+            asset_selection=[dg.AssetKey(["marts", "segment_moves"])],
+            raise_on_error=False,
+        )
+
+    def retried() -> bool:
+        return any(
+            instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+            for run in instance.get_runs()
+        )
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and worker.is_alive() and not retried():
+            time.sleep(0.1)
+    finally:
+        locker.communicate("release\n", timeout=30)
+    worker.join(timeout=120)
+    result = outcome["result"]
     retries = [
         e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
     ]
