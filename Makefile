@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_CUSTOMERS ?= 5000
 DEMO_SEED ?= 42
+DEV_PORT ?= 3000
 export CRM_INTEL_WAREHOUSE ?= data/warehouse.duckdb
 export CRM_INTEL_INBOX ?= data/inbox
 
@@ -35,11 +36,12 @@ lint: venv
 bench: venv
 	$(BIN)/python -m bench
 
-# Dagster UI (and daemon, for the schedule) on the same definitions; state under data/.dagster.
+# Dagster UI and daemon on the same definitions; state under data/.dagster. The nightly
+# schedule, the inbox sensor and the failure alerts are on from the start.
 dev: venv
 	mkdir -p data/.dagster
 	cp dagster.yaml data/.dagster/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/data/.dagster $(BIN)/dagster dev -m pipelines.definitions
+	DAGSTER_HOME=$(CURDIR)/data/.dagster $(BIN)/dagster dev -m pipelines.definitions -p $(DEV_PORT)
 
 # Re-resolve the pinned lock from pyproject.toml (needs network to PyPI).
 lock: venv

@@ -1,11 +1,16 @@
 """Small wiring helpers shared by the stages: the run's as-of date and metadata."""
 
+import functools
+import time
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, ParamSpec
 
 import dagster as dg
 import duckdb
 import polars as pl
+
+Params = ParamSpec("Params")
 
 
 def run_as_of(con: duckdb.DuckDBPyConnection, run_id: str) -> date:
@@ -27,3 +32,40 @@ def preview(frame: pl.DataFrame, rows: int = 12) -> dg.MetadataValue:
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str, **extra: Any) -> dict[str, Any]:
     rows = con.sql(f"select count(*) from {table}").fetchall()[0][0]
     return {"table": table, "dagster/row_count": rows, **extra}
+
+
+def is_lock_error(error: BaseException) -> bool:
+    """DuckDB's "Could not set lock on file": another process has the file open."""
+    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
+
+
+def asset_step(
+    compute: Callable[Params, dg.MaterializeResult],
+) -> Callable[Params, dg.MaterializeResult]:
+    """What every asset body shares: its duration in the metadata, and which errors are retried.
+
+    Goes between ``@dg.asset(...)`` and the function (Dagster still sees the function's own
+    parameters, ``functools.wraps``). It adds ``duration_seconds`` (wall-clock time of the
+    body) to the metadata. A locked DuckDB file is transient: it propagates, and the job's
+    retry policy tries again with backoff. Any other error is about the data or the code and
+    would fail the same way again, so it becomes a ``dg.Failure`` that is not retried (its
+    cause, shown in the UI and by the CLI, is the original error).
+    """
+
+    @functools.wraps(compute)
+    def compute_step(*args: Params.args, **kwargs: Params.kwargs) -> dg.MaterializeResult:
+        started = time.perf_counter()
+        try:
+            result = compute(*args, **kwargs)
+        except (dg.Failure, dg.RetryRequested):
+            raise
+        except Exception as error:
+            if is_lock_error(error):
+                raise
+            raise dg.Failure(
+                description=f"{type(error).__name__}: {error}", allow_retries=False
+            ) from error
+        seconds = round(time.perf_counter() - started, 3)
+        return result._replace(metadata={**(result.metadata or {}), "duration_seconds": seconds})
+
+    return compute_step

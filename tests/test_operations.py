@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import date
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import ClassVar
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.instance.config import dagster_instance_config
+from dagster._utils.concurrency import ConcurrencySlotStatus
 from typer.testing import CliRunner
 
 from features.history import HISTORY_TABLES, append_history
@@ -33,7 +36,7 @@ from pipelines.ops.automation import (
     build_nightly_schedule,
 )
 from pipelines.ops.publish import PUBLISHED_SNAPSHOT
-from pipelines.resources import Inbox, Warehouse
+from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
 from pipelines.settings import NightlySettings, load_settings
 from synthetic import generate_demo_data
 from tests.conftest import run_cli, write_csv
@@ -63,13 +66,58 @@ def ops_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def dagster_home(folder: Path) -> Path:
+    """A Dagster home with the project's dagster.yaml, as `make dev` prepares data/.dagster."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", folder / "dagster.yaml")
+    return folder
+
+
 @pytest.fixture(scope="module")
-def published(ops_inbox: Path, ops_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A working warehouse whose first run (as of FIRST_AS_OF) has been published."""
+def nightly_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return dagster_home(tmp_path_factory.mktemp("dagster_home"))
+
+
+@pytest.fixture(scope="module")
+def published(
+    ops_inbox: Path, ops_config: Path, nightly_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A working warehouse whose first run (as of FIRST_AS_OF) has been published.
+
+    The run uses a persistent instance configured by dagster.yaml (DAGSTER_HOME set, as under
+    cron or the daemon), so its events can be read back and the DuckDB pool is enforced.
+    """
     warehouse = tmp_path_factory.mktemp("ops_warehouse") / "warehouse.duckdb"
-    output = run_cli(ops_inbox, warehouse, "--as-of", FIRST_AS_OF, "--config", str(ops_config))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(nightly_home))
+        output = run_cli(ops_inbox, warehouse, "--as-of", FIRST_AS_OF, "--config", str(ops_config))
     assert f"published: {default_snapshot_path(warehouse)}" in output
     return warehouse
+
+
+def test_every_asset_reports_duration_and_row_count(published: Path, nightly_home: Path) -> None:
+    with dg.DagsterInstance.from_config(str(nightly_home)) as instance:
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        materialized = {
+            event.asset_materialization.asset_key.to_user_string(): (
+                event.asset_materialization.metadata
+            )
+            for event in instance.all_logs(
+                run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+            )
+        }
+    assert set(materialized) == {
+        key.to_user_string() for key in defs.get_repository_def().asset_graph.get_all_asset_keys()
+    }
+    for asset, metadata in materialized.items():
+        assert metadata["duration_seconds"].value >= 0, asset
+    # the two assets that write no table of their own report what they decided instead
+    not_tables = {"ops/run_as_of": "as_of_date", "ops/published_snapshot": "tables"}
+    for asset, metadata in materialized.items():
+        assert not_tables.get(asset, "dagster/row_count") in metadata, asset
+    assert materialized["marts/customer_360"]["purchasers"].value > 0
+    assert materialized["marts/customer_360"]["clv_12m_total"].value > 0
 
 
 def test_reader_never_meets_a_lock_or_a_mix_of_two_runs(
@@ -205,19 +253,43 @@ def test_status_tells_the_last_run_what_is_published_and_quarantine(published: P
 
 
 def test_a_locked_warehouse_is_retried_with_backoff(published: Path) -> None:
+    # another process holds the working file until the step has failed once on the lock
     locker = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('locked', flush=True); time.sleep(0.5)", str(published)],
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+         "print('locked', flush=True); sys.stdin.readline()", str(published)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
-    result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
-        run_config={"resources": {"warehouse": {"config": {"path": str(published)}}}},
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[dg.AssetKey(["marts", "segment_moves"])],
-        raise_on_error=False,
-    )
-    locker.wait(timeout=30)
+    instance = dg.DagsterInstance.ephemeral()
+    outcome = {}
+
+    def run() -> None:
+        outcome["result"] = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
+            run_config={
+                "resources": {"warehouse": {"config": {"path": str(published)}}},
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+            },
+            instance=instance,
+            asset_selection=[dg.AssetKey(["marts", "segment_moves"])],
+            raise_on_error=False,
+        )
+
+    def retried() -> bool:
+        return any(
+            instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+            for run in instance.get_runs()
+        )
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and worker.is_alive() and not retried():
+            time.sleep(0.1)
+    finally:
+        locker.communicate("release\n", timeout=30)
+    worker.join(timeout=120)
+    result = outcome["result"]
     retries = [
         e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
     ]
@@ -225,21 +297,35 @@ def test_a_locked_warehouse_is_retried_with_backoff(published: Path) -> None:
     assert retries and "lock" in str(retries[0].event_specific_data.error.cause).lower()
 
 
-def test_a_data_error_is_not_retried(published: Path) -> None:
+@pytest.mark.parametrize(
+    ("asset", "as_of", "reason"),
+    [
+        # a Failure raised on purpose: a bad date in the settings
+        ("ops/run_as_of", "2025-13-01", "as_of must be YYYY-MM-DD"),
+        # any other error (here a mart built on an empty warehouse) is not retried either
+        ("marts/customer_360", None, "no as-of date recorded yet"),
+    ],
+)
+def test_a_data_error_is_not_retried(
+    asset: str, as_of: str | None, reason: str, tmp_path: Path
+) -> None:
     config = {
-        "ops": {"ops__run_as_of": {"config": {"as_of": "2025-13-01"}}},
-        "resources": {"warehouse": {"config": {"path": str(published)}}},
+        "ops": {"ops__run_as_of": {"config": {"as_of": as_of} if as_of else {}}},
+        "resources": {"warehouse": {"config": {"path": str(tmp_path / "empty.duckdb")}}},
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
         run_config=config,
         instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[dg.AssetKey(["ops", "run_as_of"])],
+        asset_selection=[dg.AssetKey.from_user_string(asset)],
         raise_on_error=False,
     )
     assert not result.success
     kinds = [event.event_type for event in result.all_events]
-    assert dg.DagsterEventType.STEP_FAILURE in kinds
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in kinds
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    error = failure.step_failure_data.error
+    assert reason in error.message + str(error.cause)
 
 
 @pytest.fixture(scope="module")
@@ -442,3 +528,121 @@ def test_backfill_refuses_a_reversed_range(tmp_path: Path) -> None:
     result = runner.invoke(app, ["backfill", "--start", "2025-02-01", "--end", "2025-01-01",
                                  "--inbox", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 1 and "is before start" in result.output
+
+
+def test_a_second_run_waits_for_the_duckdb_pool(tmp_path: Path) -> None:
+    """Two runs at once on the instance of dagster.yaml: the second one's DuckDB step waits.
+
+    The first run is represented by the pool slot its running step holds (claimed in the
+    instance's own storage, as the executor does), so the overlap is certain, not a race.
+    """
+    home = dagster_home(tmp_path / "home")
+    job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == 1
+        storage = instance.event_log_storage
+        storage.initialize_concurrency_limit_to_default(DUCKDB_POOL)
+        assert [(p.name, p.limit) for p in storage.get_pool_limits()] == [(DUCKDB_POOL, 1)]
+        holder = storage.claim_concurrency_slot(DUCKDB_POOL, "first-run", "marts__customer_360")
+        assert holder.slot_status == ConcurrencySlotStatus.CLAIMED
+        outcome = {}
+
+        def second_run() -> None:
+            outcome["result"] = job.execute_in_process(
+                run_config={
+                    "ops": {"ops__run_as_of": {"config": {"as_of": FIRST_AS_OF}}},
+                    "resources": {"warehouse": {"config": {"path": str(tmp_path / "w.duckdb")}}},
+                    "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+                },
+                instance=instance,
+                asset_selection=[dg.AssetKey(["ops", "run_as_of"])],
+                raise_on_error=False,
+            )
+
+        worker = threading.Thread(target=second_run)
+        worker.start()
+
+        def messages() -> list[str]:
+            [run] = instance.get_runs()
+            return [entry.message for entry in instance.all_logs(run.run_id)]
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            instance.get_runs() and "Step blocked by limit for pool duckdb" in messages()
+        ):
+            time.sleep(0.2)
+        assert "Step blocked by limit for pool duckdb" in messages()
+        assert not any('Started execution of step "ops__run_as_of"' in m for m in messages())
+        # the first run's step ends: the second run goes on by itself
+        storage.free_concurrency_slot_for_step("first-run", "marts__customer_360")
+        worker.join(timeout=120)
+        assert outcome["result"].success
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.sql("select as_of_date::varchar from ops.runs").fetchall() == [(FIRST_AS_OF,)]
+
+
+def test_inbox_sensor_skips_while_a_run_is_queued(ops_inbox: Path, tmp_path: Path) -> None:
+    with dg.DagsterInstance.from_config(str(dagster_home(tmp_path / "home"))) as instance:
+        sensor = build_inbox_sensor(nightly_job, 30, run_config_for)
+        resources = {"inbox": Inbox(path=str(ops_inbox))}
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance, resources=resources))
+        assert first.skip_message and "stop changing" in first.skip_message
+        # a run the schedule created that has not started yet (waiting for the one run slot of
+        # max_concurrent_runs: 1; Dagster only lets the daemon's submit path mark it QUEUED)
+        run = instance.create_run_for_job(defs.resolve_job_def(NIGHTLY_JOB_NAME))
+        assert run.status == dg.DagsterRunStatus.NOT_STARTED
+        context = dg.build_sensor_context(instance, cursor=first.cursor, resources=resources)
+        second = sensor.evaluate_tick(context)
+    assert not second.run_requests
+    assert second.skip_message == (
+        f"1 run(s) of {NIGHTLY_JOB_NAME} queued: they will load these files"
+    )
+
+
+@pytest.mark.parametrize("file_name", ["dagster.yaml", "dagster.production.yaml"])
+def test_instance_files_are_valid_dagster_config(file_name: str) -> None:
+    config, _ = dagster_instance_config(str(ROOT), file_name)
+    assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}
+    assert config["concurrency"]["runs"] == {"max_concurrent_runs": 1}
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
+    if file_name == "dagster.production.yaml":
+        assert config["storage"]["postgres"]["postgres_db"]["password"] == {
+            "env": "DAGSTER_PG_PASSWORD"
+        }
+    else:
+        # storage stays Dagster's default: SQLite under $DAGSTER_HOME
+        assert "storage" not in config
+
+
+def test_make_dev_starts_schedule_sensors_and_failure_alerts(tmp_path: Path) -> None:
+    """What `dagster dev` loads: schedule and sensors on by default, timing from crm-intel.toml."""
+    (tmp_path / "crm-intel.toml").write_text(
+        '[nightly]\nschedule = "15 4 * * 1-6"\ntimezone = "Europe/Berlin"\n'
+    )
+    script = (
+        "import json; from pipelines.definitions import defs; "
+        "r = defs.get_repository_def(); "
+        "print(json.dumps({d.name: [str(d.default_status), getattr(d, 'cron_schedule', None), "
+        "getattr(d, 'execution_timezone', None)] for d in [*r.schedule_defs, *r.sensor_defs]}))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
+    )  # fmt: skip
+    automation = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert automation == {
+        "crm_intel_nightly_schedule": [
+            "DefaultScheduleStatus.RUNNING", "15 4 * * 1-6", "Europe/Berlin"
+        ],
+        "crm_intel_inbox_sensor": ["DefaultSensorStatus.RUNNING", None, None],
+        FAILURE_SENSOR_NAME: ["DefaultSensorStatus.RUNNING", None, None],
+    }  # fmt: skip
+    # and `make dev` runs `dagster dev` (webserver + daemon) on these definitions with
+    # dagster.yaml in data/.dagster
+    recipe = subprocess.run(
+        ["make", "-n", "dev"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    assert "cp dagster.yaml data/.dagster/dagster.yaml" in recipe
+    assert f"DAGSTER_HOME={ROOT}/data/.dagster" in recipe
+    assert "dagster dev -m pipelines.definitions" in recipe

@@ -9,7 +9,7 @@ from features.point_in_time import training_cutoffs
 from features.receivables import customers_invoiced
 from features.warehouse import fingerprint, record_model_run
 from models.churn import SCORE_SCHEMA, ChurnModel, evaluate_holdout, score_customers
-from pipelines.common import preview, run_as_of
+from pipelines.common import asset_step, preview, run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import ChurnSettings
 
@@ -52,6 +52,7 @@ def _missing_groups(con) -> dict[str, str]:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def churn_snapshots(
     context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -104,6 +105,7 @@ def churn_snapshots(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def churn_evaluation(
     context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -167,6 +169,7 @@ def churn_evaluation(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def churn_scores(
     context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:

@@ -11,7 +11,7 @@ from features.warehouse import fingerprint, record_model_run
 from models.clv import ClvModel, InsufficientDataError
 from models.clv_backtest import BY_FREQUENCY_SCHEMA, TRACKING_SCHEMA, backtest_clv
 from models.segmentation import score_rfm
-from pipelines.common import preview, run_as_of, table_metadata
+from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import ClvSettings, RunSettings
 
@@ -23,6 +23,7 @@ from pipelines.settings import ClvSettings, RunSettings
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def run_as_of_date(
     context: dg.AssetExecutionContext, config: RunSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -60,6 +61,7 @@ def run_as_of_date(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def customer_summary(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -81,6 +83,7 @@ def customer_summary(
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def rfm_scores(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Recency, frequency and monetary scores 1-5 and the named RFM segment per customer."""
     with warehouse.connect() as con:
@@ -104,6 +107,7 @@ def rfm_scores(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Ma
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def clv_scores(
     context: dg.AssetExecutionContext, config: ClvSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -204,6 +208,7 @@ def _clv_model(config: ClvSettings, n_bootstrap: int | None = None) -> ClvModel:
     kinds={"duckdb", "polars"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def clv_backtest(
     context: dg.AssetExecutionContext, config: ClvSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:

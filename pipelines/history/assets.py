@@ -4,7 +4,7 @@ import dagster as dg
 
 from features.history import append_history
 from features.warehouse import materialize_sql
-from pipelines.common import preview, run_as_of, table_metadata
+from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 
 
@@ -15,6 +15,7 @@ from pipelines.resources import DUCKDB_POOL, Warehouse
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def customer_360_history(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -56,6 +57,7 @@ def customer_360_history(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def segment_transitions(warehouse: Warehouse) -> dg.MaterializeResult:
     """Each customer's RFM segment at every as-of date next to the one at the date before."""
     with warehouse.connect() as con:
@@ -71,6 +73,7 @@ def segment_transitions(warehouse: Warehouse) -> dg.MaterializeResult:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def segment_migration(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -102,6 +105,7 @@ def segment_migration(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def segment_moves(warehouse: Warehouse) -> dg.MaterializeResult:
     """Who moved: every customer whose RFM segment changed since the previous as-of date."""
     with warehouse.connect() as con:

@@ -6,6 +6,7 @@ import dagster as dg
 
 from features.contracts import CONTRACTS, Contract
 from features.ingest import InboxError, IngestOptions, ingest_group
+from pipelines.common import asset_step
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
 from pipelines.settings import IngestSettings
 
@@ -31,6 +32,7 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
         pool=DUCKDB_POOL,
         description=f"{contract.description} Typed, deduplicated; bad rows quarantined.",
     )
+    @asset_step
     def staging_table(
         context: dg.AssetExecutionContext,
         config: IngestSettings,

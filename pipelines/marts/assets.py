@@ -3,7 +3,7 @@
 import dagster as dg
 
 from features.warehouse import materialize_sql
-from pipelines.common import preview, run_as_of, table_metadata
+from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 
 
@@ -21,13 +21,19 @@ from pipelines.resources import DUCKDB_POOL, Warehouse
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """One row per customer: firmographics, RFM segment and lifetime value, as of one date."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         materialize_sql(con, "marts.customer_360", "mart_customer_360", as_of=as_of)
         metadata = table_metadata(con, "marts.customer_360", as_of_date=str(as_of))
-    return dg.MaterializeResult(metadata=metadata)
+        purchasers, clv_total = con.sql(
+            "select count(*) filter (where frequency > 0), sum(clv_12m) from marts.customer_360"
+        ).fetchall()[0]
+    return dg.MaterializeResult(
+        metadata={**metadata, "purchasers": purchasers, "clv_12m_total": clv_total or 0.0}
+    )
 
 
 @dg.asset(
@@ -37,6 +43,7 @@ def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def segment_members(warehouse: Warehouse) -> dg.MaterializeResult:
     """Who is in each RFM segment and whether a consenting contact can be reached."""
     with warehouse.connect() as con:
@@ -52,6 +59,7 @@ def segment_members(warehouse: Warehouse) -> dg.MaterializeResult:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def segment_summary(warehouse: Warehouse) -> dg.MaterializeResult:
     """Customers, revenue, CLV and reach per RFM segment."""
     with warehouse.connect() as con:

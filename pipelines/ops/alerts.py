@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from features.warehouse import ensure_layout
+from pipelines.common import is_lock_error
 from pipelines.settings import NightlySettings
 
 # The failure is written to the warehouse the run used; the next queued run may already hold
@@ -35,11 +36,6 @@ class RunFailure:
 
     def payload(self) -> dict:
         return {**asdict(self), "failed_at": self.failed_at.isoformat(timespec="seconds")}
-
-
-def is_lock_error(error: BaseException) -> bool:
-    """DuckDB's "Could not set lock on file": another process has the file open."""
-    return isinstance(error, duckdb.IOException) and "lock" in str(error).lower()
 
 
 def record_failure(failure: RunFailure, sleep: Callable[[float], None] = time.sleep) -> None:

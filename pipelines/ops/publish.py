@@ -1,13 +1,12 @@
 """The last asset of every run: publish the read-only snapshot that users read."""
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 
 from features.publish import PublishError, default_snapshot_path, publish_snapshot
-from pipelines.common import run_as_of
+from pipelines.common import asset_step, run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import PublishSettings
 
@@ -32,6 +31,7 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
         kinds={"duckdb"},
         pool=DUCKDB_POOL,
     )
+    @asset_step
     def published_snapshot(
         context: dg.AssetExecutionContext, config: PublishSettings, warehouse: Warehouse
     ) -> dg.MaterializeResult:
@@ -40,7 +40,6 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
         if not config.enabled:
             context.log.info(f"publishing is off for this run: {target} stays as it was")
             return dg.MaterializeResult(metadata={"published": False, "snapshot": str(target)})
-        started = time.perf_counter()
         with warehouse.connect() as con:
             as_of = run_as_of(con, context.run_id)
             try:
@@ -57,7 +56,6 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
                 "as_of_date": str(as_of),
                 "size_mb": round(publication.size_bytes / 1e6, 2),
                 "tables": publication.tables,
-                "publish_seconds": round(time.perf_counter() - started, 3),
             }
         )
 

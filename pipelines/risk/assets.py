@@ -23,7 +23,7 @@ from models.delinquency import (
     delinquency_score,
     evaluate_holdout,
 )
-from pipelines.common import preview, run_as_of, table_metadata
+from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import RiskSettings
 
@@ -51,6 +51,7 @@ def _cutoffs(config: RiskSettings, as_of) -> list:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def receivables_aging(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -84,6 +85,7 @@ def receivables_aging(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def receivables_dso(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -102,6 +104,7 @@ def receivables_dso(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def invoice_settlement(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -128,6 +131,7 @@ def invoice_settlement(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def payment_behaviour(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -160,6 +164,7 @@ def payment_behaviour(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def delinquency_training(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -206,6 +211,7 @@ def delinquency_training(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def delinquency_evaluation(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -249,6 +255,7 @@ def delinquency_evaluation(
         )
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": summary.height,
             "holdout_cutoff": str(holdout),
             "metrics": dg.MetadataValue.json(metrics),
             "summary": preview(summary.drop("as_of_date")),
@@ -263,6 +270,7 @@ def delinquency_evaluation(
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def delinquency_scores(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -338,6 +346,7 @@ def delinquency_scores(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def customer_risk(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -370,6 +379,7 @@ def customer_risk(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Exposure, expected loss and concentration by sector, region, segment, class and rating."""
     with warehouse.connect() as con:
@@ -389,6 +399,7 @@ def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def customer_equity(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
@@ -399,9 +410,10 @@ def customer_equity(
         gross, net = con.sql(
             "select customer_equity_gross, customer_equity_net from marts.customer_equity"
         ).fetchall()[0]
+        metadata = table_metadata(con, "marts.customer_equity", as_of_date=str(as_of))
     return dg.MaterializeResult(
         metadata={
-            "as_of_date": str(as_of),
+            **metadata,
             "customer_equity_gross": gross,
             "customer_equity_net": net,
         }
@@ -415,6 +427,7 @@ def customer_equity(
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
+@asset_step
 def risk_alerts(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
