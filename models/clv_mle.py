@@ -97,8 +97,9 @@ def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np
         d_r_x = digamma(r + xs) - digamma(r)
         d_a_x = digamma(a + b) - psi_abx
         d_b_x = digamma(b + xs) - psi_abx - digamma(b) + digamma(a + b)
-        with np.errstate(divide="ignore"):
-            log_dropout_x = np.log(a) - np.log(b + xs - 1)  # -inf at x = 0, never gathered
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # -inf (or NaN when b < 1) at x = 0: only repeat rows gather it.
+            log_dropout_x = np.log(a) - np.log(b + xs - 1)
         # Per distinct T / t_x.
         log_alpha_T = np.log(alpha + Ts)
         log_alpha_tx = np.log(alpha + txs)
