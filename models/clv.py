@@ -14,10 +14,7 @@ purchases (0 when frequency is 0).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -33,6 +30,7 @@ from models.clv_mle import (
     bg_nbd_log_param_hessian,
     fit_bg_nbd,
     fit_gamma_gamma,
+    fit_with_lifetimes,
     gamma_gamma_log_param_hessian,
 )
 from models.pareto_nbd import (
@@ -241,11 +239,7 @@ def _fit_bg_nbd_lifetimes(
     from lifetimes import BetaGeoFitter
 
     fitter = BetaGeoFitter(penalizer_coef=penalizer)
-    # lifetimes prints the optimizer state before raising ConvergenceError; keep logs clean.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fitter.fit(x, t_x, T, weights=weights)
-    return {k: float(fitter.params_[k]) for k in ("r", "alpha", "a", "b")}
+    return fit_with_lifetimes(fitter, ("r", "alpha", "a", "b"), x, t_x, T, weights=weights)
 
 
 def _fit_gamma_gamma_lifetimes(
@@ -255,10 +249,7 @@ def _fit_gamma_gamma_lifetimes(
     from lifetimes import GammaGammaFitter
 
     fitter = GammaGammaFitter(penalizer_coef=penalizer)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fitter.fit(x, m, weights=weights)
-    return {k: float(fitter.params_[k]) for k in ("p", "q", "v")}
+    return fit_with_lifetimes(fitter, ("p", "q", "v"), x, m, weights=weights)
 
 
 def _fit_bg_nbd(

@@ -18,6 +18,11 @@ means no visible dropout) and falls back.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
+from typing import Any
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import digamma, expit, gammaln
@@ -252,3 +257,17 @@ def gamma_gamma_log_param_hessian(
     log_params = np.log([params["p"], params["q"], params["v"] * scale])
     objective = _gamma_gamma_objective(x, m * scale, weights)
     return _hessian_from_gradient(objective, log_params, weights.sum())
+
+
+def fit_with_lifetimes(
+    fitter: Any, names: tuple[str, ...], *columns: np.ndarray, weights: np.ndarray
+) -> dict[str, float]:
+    """Fit a lifetimes fitter on weighted (collapsed) rows; return its parameters by name.
+
+    lifetimes prints the optimizer state before raising ConvergenceError and warns on every
+    boundary step; the caller's fallback chain reports what matters, so keep logs clean.
+    """
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitter.fit(*columns, weights=weights)
+    return {k: float(fitter.params_[k]) for k in names}

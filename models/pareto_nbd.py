@@ -11,12 +11,10 @@ Only the fit goes through lifetimes (`fit_pareto_nbd_lifetimes`), so it can be r
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-
 import numpy as np
 from scipy.special import gammaln, hyp2f1
+
+from models.clv_mle import fit_with_lifetimes
 
 PARAMETERS = ("r", "alpha", "s", "beta")
 
@@ -96,7 +94,4 @@ def fit_pareto_nbd_lifetimes(
     from lifetimes import ParetoNBDFitter
 
     fitter = ParetoNBDFitter(penalizer_coef=penalizer)
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fitter.fit(x, t_x, T, weights=weights)
-    return {k: float(fitter.params_[k]) for k in PARAMETERS}
+    return fit_with_lifetimes(fitter, PARAMETERS, x, t_x, T, weights=weights)
