@@ -875,7 +875,12 @@ class ClvModel:
         """
         self._check_fitted()
         if self.purchase_family_ == "pareto_nbd":
-            raise NotImplementedError("probability_no_purchase is derived for BG/NBD and NBD only")
+            # Pareto/NBD can drop a customer in the middle of the window, which has no closed
+            # form here; the churn baseline fits its own BG/NBD, so refuse rather than guess.
+            raise ValueError(
+                "probability_no_purchase is defined for the bg_nbd and nbd purchase models, "
+                "not pareto_nbd: fit a ClvModel(purchase_model='bg_nbd') for churn baselines"
+            )
         _validate_summary(summary)
         x, t_x, T, _ = _as_arrays(summary)
         params = self.purchase_params_

@@ -228,6 +228,13 @@ def test_pareto_nbd_scores_match_lifetimes(
     np.testing.assert_allclose(point["clv_12m"].to_numpy(), scores["clv_12m"].to_numpy())
 
 
+def test_pareto_nbd_refuses_a_churn_probability_it_cannot_derive(
+    cdnow: pl.DataFrame, cdnow_pareto_model: ClvModel
+) -> None:
+    with pytest.raises(ValueError, match=r"not pareto_nbd"):
+        cdnow_pareto_model.probability_no_purchase(cdnow, 26.0)
+
+
 def test_unknown_purchase_model_is_named(cdnow: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"bg_nbd, pareto_nbd.*'mbg'"):
         ClvModel(purchase_model="mbg").fit(cdnow)
