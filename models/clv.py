@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from models.clv_mle import (
     bg_nbd_log_param_hessian,
+    distinct_index,
     fit_bg_nbd,
     fit_gamma_gamma,
     fit_with_lifetimes,
@@ -362,8 +363,7 @@ def _validate_summary(summary: pl.DataFrame) -> None:
     }
     # One pass counts every problem; only a failing check filters again, to name a customer.
     counts = summary.select(
-        *(cond.fill_null(True).sum().alias(problem) for problem, cond in checks.items()),
-        pl.col("customer_id").n_unique().alias("n_unique"),
+        *(cond.fill_null(True).sum().alias(problem) for problem, cond in checks.items())
     ).row(0, named=True)
     for problem, condition in checks.items():
         if not counts[problem]:
@@ -374,7 +374,12 @@ def _validate_summary(summary: pl.DataFrame) -> None:
                 f"customer summary: {bad.height} row(s) with {problem}, "
                 f"e.g. customer_id={bad['customer_id'][0]!r}"
             )
-    n_unique = counts["n_unique"]
+    ids = summary["customer_id"]
+    # Ids in strictly increasing order (the summary SQL sorts them) are unique: one linear pass
+    # instead of hashing a million strings; any other order is counted.
+    if (ids.slice(1) > ids.slice(0, ids.len() - 1)).all():
+        return
+    n_unique = ids.n_unique()
     if n_unique != summary.height:
         raise ValueError(
             f"customer summary: customer_id not unique ({summary.height - n_unique} duplicates)"
@@ -425,11 +430,6 @@ def _log_param_covariance(hessian: np.ndarray) -> tuple[np.ndarray, bool]:
     return (eigvec / eigval) @ eigvec.T, regularised
 
 
-def _dense_rank(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct sorted values and each row's index into them."""
-    return np.unique(values, return_inverse=True)
-
-
 def _collapse_patterns(
     x: np.ndarray, t_x: np.ndarray, T: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -437,8 +437,8 @@ def _collapse_patterns(
 
     Sorted so that the fit sums in a fixed order and a rerun gives bit-identical parameters.
     """
-    recency_values, recency_index = _dense_rank(t_x)
-    T_values, T_index = _dense_rank(T)
+    recency_values, recency_index = distinct_index(t_x)
+    T_values, T_index = distinct_index(T)
     # frequency is a validated non-negative integer: the three ranks pack into one int64 key.
     key = (x.astype(np.int64) * recency_values.size + recency_index) * T_values.size + T_index
     _, first, weight = np.unique(key, return_index=True, return_counts=True)
@@ -462,8 +462,8 @@ class _Customers:
     @cached_property
     def pair_index(self) -> np.ndarray:
         """Per customer, the index of its (x, T) pair in `pair_x` / `pair_T`."""
-        T_values, T_index = _dense_rank(self.T)
-        return _dense_rank(self.x.astype(np.int64) * T_values.size + T_index)[1]
+        T_values, T_index = distinct_index(self.T)
+        return distinct_index(self.x.astype(np.int64) * T_values.size + T_index)[1]
 
     @cached_property
     def pair_x(self) -> np.ndarray:
@@ -510,8 +510,9 @@ class ClvModel:
 
     Notes
     -----
-    Fitting collapses identical (frequency, recency, T) rows - and (frequency, monetary_value)
-    rows for Gamma-Gamma - into weighted rows: same likelihood, far fewer rows.
+    Fitting collapses identical (frequency, recency, T) rows into weighted rows: same
+    likelihood, far fewer rows. Gamma-Gamma sees one row per repeat buyer, in input order
+    (identical frequency and spend are rare with amounts in cents).
 
     Fallback order for purchases, recorded in `purchase_model_` and `fallback_reason_`:
     (1) the chosen model (BG/NBD or Pareto/NBD) with `penalizer`; (2) the same with penalizer
@@ -576,14 +577,20 @@ class ClvModel:
         if self.time_unit_days <= 0 or self.horizon_days <= 0 or self.n_bootstrap < 1:
             raise ValueError("time_unit_days, horizon_days and n_bootstrap must be positive")
         self.n_customers_ = summary.height
-        self.n_repeat_customers_ = int((summary["frequency"] > 0).sum())
+        frequency, recency, T_all, monetary = _as_arrays(summary)
+        repeat_buyer = frequency > 0
+        # Credit notes can wipe out a repeat buyer's spend; those customers say nothing about
+        # order value, so they stay out of the Gamma-Gamma fit and are scored as if no spend
+        # had been observed (see _expected_spend).
+        spender = repeat_buyer & (monetary > 0)
+        self.n_repeat_customers_ = int(repeat_buyer.sum())
         if self.n_repeat_customers_ < self.min_repeat_customers:
             raise InsufficientDataError(
                 f"only {self.n_repeat_customers_} of {self.n_customers_} customers made a repeat "
                 f"purchase; at least min_repeat_customers={self.min_repeat_customers} are needed "
                 "to fit BG/NBD and Gamma-Gamma"
             )
-        n_spenders = int(((summary["frequency"] > 0) & (summary["monetary_value"] > 0)).sum())
+        n_spenders = int(spender.sum())
         if n_spenders < self.min_repeat_customers:
             raise InsufficientDataError(
                 f"only {n_spenders} repeat buyers have a positive repeat spend after credit "
@@ -591,43 +598,31 @@ class ClvModel:
                 "to fit Gamma-Gamma"
             )
         reasons: list[str] = []
-        x, t_x, T, w = _collapse_patterns(*_as_arrays(summary)[:3])
+        x, t_x, T, w = _collapse_patterns(frequency, recency, T_all)
         self.n_patterns_ = x.size
         self._fit_purchases(x, t_x, T, w, reasons)
 
-        # Credit notes can wipe out a repeat buyer's spend; those customers say nothing about
-        # order value, so they stay out of the Gamma-Gamma fit and are scored as if no spend
-        # had been observed (see _spend_frequency).
-        spenders = (pl.col("frequency") > 0) & (pl.col("monetary_value") > 0)
-        self.n_nonpositive_spend_customers_ = int(
-            summary.filter((pl.col("frequency") > 0) & ~spenders).height
-        )
-        repeat = (
-            summary.filter(spenders)
-            .group_by("frequency", "monetary_value")
-            .agg(pl.len().alias("weight"))
-            .sort("frequency", "monetary_value")
-            .select(pl.all().cast(pl.Float64))
-        )
-        rx, rm, rw = (repeat[c].to_numpy() for c in ("frequency", "monetary_value", "weight"))
+        self.n_nonpositive_spend_customers_ = self.n_repeat_customers_ - n_spenders
+        # One spend row per repeat buyer, in input order: with amounts in cents, identical
+        # (frequency, spend) rows are rare, so collapsing them costs a sort and saves nothing.
+        rx, rm = frequency[spender], monetary[spender]
+        rw = np.ones_like(rx)
         self._fit_spend(rx, rm, rw, reasons)
         self.fallback_reason_ = "; ".join(reasons) if reasons else None
 
         # Kept for the parameter-uncertainty step, which only the CLV interval needs.
         self._fit_rows = ((x, t_x, T, w), (rx, rm, rw))
 
-        repeat_buyers = summary.filter(spenders)
-        correlation = repeat_buyers.select(pl.corr("frequency", "monetary_value")).item()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            correlation = np.corrcoef(rx, rm)[0, 1] if n_spenders > 1 else float("nan")
         self.metrics_ = {
             "log_likelihood": self.log_likelihood_,
             "n_customers": self.n_customers_,
             "n_repeat_customers": self.n_repeat_customers_,
             "n_patterns": self.n_patterns_,
-            "n_spend_customers": repeat_buyers.height,
+            "n_spend_customers": n_spenders,
             "n_nonpositive_spend_customers": self.n_nonpositive_spend_customers_,
-            "frequency_spend_correlation": (
-                float(correlation) if correlation is not None else float("nan")
-            ),
+            "frequency_spend_correlation": float(correlation),
             "spend_log_likelihood": self.spend_log_likelihood_,
             "fit_seconds": time.perf_counter() - started,
             "purchase_model": self.purchase_model_,

@@ -9,7 +9,10 @@ large customer bases:
   special-function evaluations per iteration instead of millions;
 - logarithms of the data (log(alpha + T) is not, but log m, log x are) are taken once;
 - the gradient is analytic, so L-BFGS-B needs one likelihood-and-gradient pass per step instead
-  of lifetimes' autograd tape, and no Hessian is computed unless the interval asks for it.
+  of lifetimes' autograd tape, and no Hessian is computed unless the interval asks for it;
+- above WARM_START_ROWS rows the optimiser runs on a random subset first, and the full data only
+  see a few Newton steps with the subset's Hessian (each step gains one to two digits), falling
+  back to L-BFGS-B on the full data if those steps do not converge.
 
 Parameters are optimised in logs (positive by construction). Bounds of exp(+-BOUND) let a fit
 run to the edge of the parameter space without overflowing; the caller detects the edge (a -> 0
@@ -24,6 +27,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import polars as pl
 from scipy.optimize import minimize
 from scipy.special import digamma, expit, gammaln
 from threadpoolctl import threadpool_limits
@@ -34,16 +38,30 @@ LOG_BOUND = 25.0
 OPTIONS = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000, "maxcor": 20}
 # Above this many rows a fit first runs on a random subset of this size (warm start).
 WARM_START_ROWS = 50_000
+# Newton steps on the full data after the warm start: stop when no log-parameter moves by more
+# than this (the next step would be ~100x smaller still), give up after this many steps.
+NEWTON_STEP_TOL = 1e-10
+MAX_NEWTON_STEPS = 25
 
 
 class FitFailed(ArithmeticError):
     """The optimiser stopped without converging (caller falls back to the next model)."""
 
 
-def _by_distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct values and, per row, the index of its value (for gathering per-value terms)."""
-    distinct, index = np.unique(values, return_inverse=True)
-    return distinct, index
+def distinct_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values (sorted) and, per row, the index of its value.
+
+    A hash join against the distinct values: linear in the rows, where np.unique's argsort is
+    not (about 35 ms instead of 125 ms for a million durations).
+    """
+    series = pl.Series("value", values)
+    distinct = series.unique().sort()
+    lookup = pl.DataFrame([distinct, pl.Series("index", np.arange(distinct.len(), dtype=np.int64))])
+    index = pl.DataFrame([series]).join(lookup, on="value", how="left", maintain_order="left")
+    if index["index"].null_count():
+        # Signed zeros or NaNs that hash apart from their sorted twin: take the exact route.
+        return np.unique(values, return_inverse=True)
+    return distinct.to_numpy(), index["index"].to_numpy()
 
 
 def _minimise(objective, start: np.ndarray, what: str) -> np.ndarray:
@@ -64,16 +82,52 @@ def _minimise(objective, start: np.ndarray, what: str) -> np.ndarray:
     return result.x
 
 
-def _warm_start(n_rows: int, fit_subset, start: np.ndarray) -> np.ndarray:
-    """Start a large fit at the optimum of a random subset of its rows.
+def _newton_steps(objective, start: np.ndarray, hessian: np.ndarray) -> np.ndarray | None:
+    """Newton steps with a fixed Hessian from `start`; None unless they converge.
 
-    The subset's optimum is within sampling error of the full one, so the full-data optimiser
-    needs a handful of steps instead of dozens; the answer is still the full-data optimum.
+    `hessian` (of the mean objective) comes from a random subset of the rows; it is within
+    sampling error of the full data's, so each step shrinks the distance to the full-data
+    optimum by that relative error (a few per cent) - the same optimum, in a handful of passes.
+    """
+    try:
+        np.linalg.cholesky(hessian)
+    except np.linalg.LinAlgError:
+        return None  # not a minimum of the subset: let L-BFGS-B handle it
+    log_params = start
+    value, gradient = objective(log_params)
+    for _ in range(MAX_NEWTON_STEPS):
+        step = np.linalg.solve(hessian, gradient)
+        candidate = log_params - step
+        if np.any(np.abs(candidate) >= LOG_BOUND):
+            return None
+        candidate_value, candidate_gradient = objective(candidate)
+        # Near the optimum the mean objective moves by less than its rounding noise (~1e-13
+        # relative over a million rows): allow for that noise, catch any real increase.
+        if not np.isfinite(candidate_value) or candidate_value > value + 1e-10 * abs(value):
+            return None
+        log_params, value, gradient = candidate, candidate_value, candidate_gradient
+        if np.max(np.abs(step)) < NEWTON_STEP_TOL:
+            return log_params
+    return None
+
+
+def _optimum(objective_on, n_rows: int, start: np.ndarray, what: str) -> np.ndarray:
+    """Log-parameters at the optimum of `objective_on(rows)` (rows None = all rows).
+
+    Above WARM_START_ROWS, L-BFGS-B runs on a random subset of the rows; its optimum is within
+    sampling error of the full one, so Newton steps with the subset's Hessian finish the job on
+    the full data in a few passes instead of dozens. The answer is the full-data optimum.
     """
     if n_rows <= WARM_START_ROWS:
-        return start
-    rows = np.random.default_rng(0).choice(n_rows, WARM_START_ROWS, replace=False)
-    return fit_subset(np.sort(rows), start)
+        return _minimise(objective_on(None), start, what)
+    rows = np.sort(np.random.default_rng(0).choice(n_rows, WARM_START_ROWS, replace=False))
+    subset = objective_on(rows)
+    start = _minimise(subset, start, what)
+    # _hessian_from_gradient returns -n * H of a mean objective; n = 1 and a sign flip give H.
+    hessian = -_hessian_from_gradient(subset, start, 1.0)
+    full = objective_on(None)
+    polished = _newton_steps(full, start, hessian)
+    return polished if polished is not None else _minimise(full, start, what)
 
 
 def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray):
@@ -83,9 +137,9 @@ def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np
     time units differ by x log(scale) only).
     """
     n = weights.sum()
-    xs, ix = _by_distinct(x)
-    Ts, iT = _by_distinct(T)
-    txs, itx = _by_distinct(t_x)
+    xs, ix = distinct_index(x)
+    Ts, iT = distinct_index(T)
+    txs, itx = distinct_index(t_x)
     w_by_x = np.bincount(ix, weights=weights)
     w_by_T = np.bincount(iT, weights=weights)
     wx_by_T = np.bincount(iT, weights=weights * x)
@@ -133,13 +187,6 @@ def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np
     return objective
 
 
-def _bg_nbd_log_params(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, start: np.ndarray
-) -> np.ndarray:
-    """Optimum of the weighted BG/NBD log-likelihood in log(r, alpha, a, b)."""
-    return _minimise(_bg_nbd_objective(x, t_x, T, weights), start, "BG/NBD")
-
-
 def fit_bg_nbd(
     x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
 ) -> dict[str, float]:
@@ -152,19 +199,20 @@ def fit_bg_nbd(
     # the likelihood changes by a constant only.
     scale = 10.0 / max(float(T.max()), 1e-9)
     T_s, t_x_s = T * scale, t_x * scale
-    start = _warm_start(
-        x.size,
-        lambda rows, s: _bg_nbd_log_params(x[rows], t_x_s[rows], T_s[rows], weights[rows], s),
-        np.zeros(4),
-    )
-    r, alpha, a, b = np.exp(_bg_nbd_log_params(x, t_x_s, T_s, weights, start))
+
+    def objective_on(rows: np.ndarray | None):
+        if rows is None:
+            return _bg_nbd_objective(x, t_x_s, T_s, weights)
+        return _bg_nbd_objective(x[rows], t_x_s[rows], T_s[rows], weights[rows])
+
+    r, alpha, a, b = np.exp(_optimum(objective_on, x.size, np.zeros(4), "BG/NBD"))
     return {"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}
 
 
 def _gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray):
     """Mean negative Gamma-Gamma log-likelihood (up to a constant) and gradient in log(p, q, v)."""
     n = weights.sum()
-    xs, ix = _by_distinct(x)
+    xs, ix = distinct_index(x)
     w_by_x = np.bincount(ix, weights=weights)
     wx = weights * x
     x_m = x * m
@@ -195,13 +243,6 @@ def _gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray):
     return objective
 
 
-def _gamma_gamma_log_params(
-    x: np.ndarray, m: np.ndarray, weights: np.ndarray, start: np.ndarray
-) -> np.ndarray:
-    """Optimum of the weighted Gamma-Gamma log-likelihood in log(p, q, v)."""
-    return _minimise(_gamma_gamma_objective(x, m, weights), start, "Gamma-Gamma")
-
-
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> dict[str, float]:
     """Weighted maximum-likelihood Gamma-Gamma (Fader & Hardie note 025) on repeat buyers; p, q, v.
 
@@ -210,12 +251,13 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, weights: np.ndarray) -> dict[s
     # Spend rescaled to mean 1 so that v starts near its order of magnitude.
     scale = 1.0 / max(float(np.average(m, weights=weights)), 1e-12)
     m_s = m * scale
-    start = _warm_start(
-        x.size,
-        lambda rows, s: _gamma_gamma_log_params(x[rows], m_s[rows], weights[rows], s),
-        np.zeros(3),
-    )
-    p, q, v = np.exp(_gamma_gamma_log_params(x, m_s, weights, start))
+
+    def objective_on(rows: np.ndarray | None):
+        if rows is None:
+            return _gamma_gamma_objective(x, m_s, weights)
+        return _gamma_gamma_objective(x[rows], m_s[rows], weights[rows])
+
+    p, q, v = np.exp(_optimum(objective_on, x.size, np.zeros(3), "Gamma-Gamma"))
     return {"p": float(p), "q": float(q), "v": float(v / scale)}
 
 
