@@ -27,7 +27,9 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 from threadpoolctl import threadpool_limits
 
 from models.clv_mle import (
+    Codes,
     bg_nbd_log_param_hessian,
+    distinct_codes,
     distinct_index,
     fit_bg_nbd,
     fit_gamma_gamma,
@@ -254,7 +256,12 @@ def _fit_gamma_gamma_lifetimes(
 
 
 def _fit_bg_nbd(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, penalizer: float
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    weights: np.ndarray,
+    penalizer: float,
+    codes: Codes | None = None,
 ) -> dict[str, float]:
     """BG/NBD fit: our own fast MLE when unpenalized, lifetimes' penalized fit otherwise.
 
@@ -263,7 +270,7 @@ def _fit_bg_nbd(
     penalized fallbacks keep using it.
     """
     if penalizer == 0:
-        return fit_bg_nbd(x, t_x, T, weights)
+        return fit_bg_nbd(x, t_x, T, weights, codes)
     return _fit_bg_nbd_lifetimes(x, t_x, T, weights, penalizer)
 
 
@@ -432,17 +439,41 @@ def _log_param_covariance(hessian: np.ndarray) -> tuple[np.ndarray, bool]:
 
 def _collapse_patterns(
     x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Codes]:
     """Distinct (frequency, recency, T) rows, sorted, with the number of customers behind each.
 
     Sorted so that the fit sums in a fixed order and a rerun gives bit-identical parameters.
+    Also returns the rows' `Codes` (distinct frequency, T and recency values and indices), which
+    the packed key below already holds.
     """
     recency_values, recency_index = distinct_index(t_x)
     T_values, T_index = distinct_index(T)
-    # frequency is a validated non-negative integer: the three ranks pack into one int64 key.
-    key = (x.astype(np.int64) * recency_values.size + recency_index) * T_values.size + T_index
-    _, first, weight = np.unique(key, return_index=True, return_counts=True)
-    return x[first], t_x[first], T[first], weight.astype(np.float64)
+    n_recency, n_T = recency_values.size, T_values.size
+    x_int = x.astype(np.int64)
+    if (int(x_int.max()) + 1) * n_recency * n_T >= 2**63:
+        # Too many distinct values to pack into one int64 key: sort the rows themselves.
+        rows = np.stack([x, t_x, T], axis=1)
+        distinct, weight = np.unique(rows, axis=0, return_counts=True)
+        px, ptx, pT = distinct.T
+        return px, ptx, pT, weight.astype(np.float64), distinct_codes(px, ptx, pT)
+    # frequency is a validated non-negative integer: the three ranks pack into one int64 key,
+    # and sorting the keys (no argsort) groups identical rows; each key decodes back to its row.
+    key = np.sort((x_int * n_recency + recency_index) * n_T + T_index)
+    starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    weight = np.diff(np.append(starts, key.size)).astype(np.float64)
+    key = key[starts]
+    T_code = key % n_T
+    recency_code = (key // n_T) % n_recency
+    frequency = (key // (n_T * n_recency)).astype(np.float64)
+    # Frequencies come out sorted: their distinct values are where they change.
+    new_frequency = np.concatenate(([True], frequency[1:] != frequency[:-1]))
+    frequency_code = np.cumsum(new_frequency) - 1
+    codes = (
+        (frequency[new_frequency], frequency_code),
+        (T_values, T_code),
+        (recency_values, recency_code),
+    )
+    return frequency, recency_values[recency_code], T_values[T_code], weight, codes
 
 
 @dataclass(frozen=True)
@@ -598,9 +629,9 @@ class ClvModel:
                 "to fit Gamma-Gamma"
             )
         reasons: list[str] = []
-        x, t_x, T, w = _collapse_patterns(frequency, recency, T_all)
+        x, t_x, T, w, codes = _collapse_patterns(frequency, recency, T_all)
         self.n_patterns_ = x.size
-        self._fit_purchases(x, t_x, T, w, reasons)
+        self._fit_purchases(x, t_x, T, w, codes, reasons)
 
         self.n_nonpositive_spend_customers_ = self.n_repeat_customers_ - n_spenders
         # One spend row per repeat buyer, in input order: with amounts in cents, identical
@@ -652,28 +683,41 @@ class ClvModel:
         return self.purchase_model_.removesuffix("_penalized")
 
     def _fit_purchases(
-        self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, w: np.ndarray, reasons: list[str]
+        self,
+        x: np.ndarray,
+        t_x: np.ndarray,
+        T: np.ndarray,
+        w: np.ndarray,
+        codes: Codes,
+        reasons: list[str],
     ) -> None:
         family = self.purchase_model
-        fit = _fit_pareto_nbd if family == "pareto_nbd" else _fit_bg_nbd
+        # Distinct (frequency, T) pairs, where expected purchases are checked for finiteness.
+        (xs, ix), (Ts, iT), _ = codes
+        pair_key = pl.Series(ix * Ts.size + iT).unique().to_numpy()
+        pair_x, pair_T = xs[pair_key // Ts.size], Ts[pair_key % Ts.size]
         penalizers = [self.penalizer, *(p for p in FALLBACK_PENALIZERS if p > self.penalizer)]
         for penalizer in penalizers:
             problem = None
             try:
-                params = fit(x, t_x, T, w, penalizer)
+                if family == "pareto_nbd":
+                    params = _fit_pareto_nbd(x, t_x, T, w, penalizer)
+                else:
+                    params = _fit_bg_nbd(x, t_x, T, w, penalizer, codes)
             except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                 # lifetimes' ConvergenceError subclasses ValueError.
                 problem = f"{type(error).__name__}"
             else:
-                problem = self._purchase_problem(family, params, x, t_x, T)
+                problem, log_likelihood = self._purchase_problem(
+                    family, params, x, t_x, T, pair_x, pair_T
+                )
             if problem is None:
                 self.purchase_model_ = (
                     family if penalizer == self.penalizer else f"{family}_penalized"
                 )
                 self.purchase_params_ = params
                 self.purchase_penalizer_ = penalizer
-                ll = _purchase_log_likelihood(family, params, x, t_x, T)
-                self.log_likelihood_ = float((w * ll).sum())
+                self.log_likelihood_ = float(w @ log_likelihood)
                 return
             reasons.append(f"{family}(penalizer={penalizer}): {problem}")
         self.purchase_model_ = "nbd"
@@ -683,24 +727,31 @@ class ClvModel:
 
     @staticmethod
     def _purchase_problem(
-        family: str, params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-    ) -> str | None:
+        family: str,
+        params: dict[str, float],
+        x: np.ndarray,
+        t_x: np.ndarray,
+        T: np.ndarray,
+        pair_x: np.ndarray,
+        pair_T: np.ndarray,
+    ) -> tuple[str | None, np.ndarray]:
+        """What disqualifies a fit (None if nothing), and its per-row log-likelihood."""
         values = np.array(list(params.values()))
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
-            return f"non-finite or non-positive parameters {params}"
+            return f"non-finite or non-positive parameters {params}", np.empty(0)
         dropout_shape = params[PURCHASE_MODELS[family]]
         if dropout_shape < MIN_DROPOUT_SHAPE_A or np.any(values > MAX_PARAMETER):
-            return f"dropout not identifiable (boundary parameters {params})"
-        pairs = _Customers(x, t_x, T, x)
+            return f"dropout not identifiable (boundary parameters {params})", np.empty(0)
         with np.errstate(all="ignore"):
+            log_likelihood = _purchase_log_likelihood(family, params, x, t_x, T)
             checks = [
-                _purchase_log_likelihood(family, params, x, t_x, T),
+                log_likelihood,
                 _purchase_p_alive(family, params, x, t_x, T),
-                _purchases_if_alive(family, params, 365.0, pairs.pair_x, pairs.pair_T),
+                _purchases_if_alive(family, params, 365.0, pair_x, pair_T),
             ]
         if not all(np.all(np.isfinite(c)) for c in checks):
-            return "non-finite likelihood or scores"
-        return None
+            return "non-finite likelihood or scores", log_likelihood
+        return None, log_likelihood
 
     def _fit_spend(self, x: np.ndarray, m: np.ndarray, w: np.ndarray, reasons: list[str]) -> None:
         penalizers = [self.penalizer, *(p for p in FALLBACK_PENALIZERS if p > self.penalizer)]

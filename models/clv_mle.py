@@ -29,18 +29,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 from scipy.optimize import minimize
-from scipy.special import digamma, expit, gammaln
+from scipy.special import digamma, gammaln
 from threadpoolctl import threadpool_limits
 
 # exp(+-25) spans 1e-11 .. 7e10: wide enough for any identifiable fit, finite at the boundary.
 LOG_BOUND = 25.0
 # Optimiser tolerances: tight enough for 8 significant digits on CDNOW and generated data.
 OPTIONS = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000, "maxcor": 20}
+# A warm start only has to land within the subset's sampling error of the optimum (~1e-2).
+WARM_START_OPTIONS = {"ftol": 1e-12, "gtol": 1e-6, "maxiter": 2000, "maxcor": 20}
 # Above this many rows a fit first runs on a random subset of this size (warm start).
 WARM_START_ROWS = 50_000
 # Newton steps on the full data after the warm start: stop when no log-parameter moves by more
 # than this (the next step would be ~100x smaller still), give up after this many steps.
-NEWTON_STEP_TOL = 1e-10
+NEWTON_STEP_TOL = 1e-9
 MAX_NEWTON_STEPS = 25
 
 
@@ -64,13 +66,15 @@ def distinct_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return distinct.to_numpy(), index["index"].to_numpy()
 
 
-def _minimise(objective, start: np.ndarray, what: str) -> np.ndarray:
+def _minimise(
+    objective, start: np.ndarray, what: str, options: dict[str, float] = OPTIONS
+) -> np.ndarray:
     bounds = [(-LOG_BOUND, LOG_BOUND)] * start.size
     # One BLAS thread: the dot products here are single vectors, and OpenBLAS threads waiting
     # for a busy second core made each step 5-7x slower on the shared 2-core machine.
     with threadpool_limits(limits=1, user_api="blas"):
         result = minimize(
-            objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=OPTIONS
+            objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=options
         )
     if not np.all(np.isfinite(result.x)) or not np.isfinite(result.fun):
         raise FitFailed(f"{what}: non-finite optimum")
@@ -122,27 +126,39 @@ def _optimum(objective_on, n_rows: int, start: np.ndarray, what: str) -> np.ndar
         return _minimise(objective_on(None), start, what)
     rows = np.sort(np.random.default_rng(0).choice(n_rows, WARM_START_ROWS, replace=False))
     subset = objective_on(rows)
-    start = _minimise(subset, start, what)
+    start = _minimise(subset, start, what, WARM_START_OPTIONS)
     # _hessian_from_gradient returns -n * H of a mean objective; n = 1 and a sign flip give H.
     hessian = -_hessian_from_gradient(subset, start, 1.0)
     full = objective_on(None)
-    polished = _newton_steps(full, start, hessian)
+    # One BLAS thread, as in _minimise: the dot products are single vectors.
+    with threadpool_limits(limits=1, user_api="blas"):
+        polished = _newton_steps(full, start, hessian)
     return polished if polished is not None else _minimise(full, start, what)
 
 
-def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray):
+# Distinct values of frequency, T and recency, each with every row's index into them.
+Codes = tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+def distinct_codes(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> Codes:
+    """`Codes` of frequency, T and recency (in that order), for `fit_bg_nbd`."""
+    return distinct_index(x), distinct_index(T), distinct_index(t_x)
+
+
+def _bg_nbd_objective(
+    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, codes: Codes | None = None
+):
     """Mean negative BG/NBD log-likelihood and its gradient, as functions of log(r, alpha, a, b).
 
     Up to a constant that does not depend on the parameters (per-customer likelihoods in other
-    time units differ by x log(scale) only).
+    time units differ by x log(scale) only). `codes` (see `distinct_codes`) saves recomputing
+    what the caller already knows; its distinct values may include some no row uses.
     """
     n = weights.sum()
-    xs, ix = distinct_index(x)
-    Ts, iT = distinct_index(T)
-    txs, itx = distinct_index(t_x)
-    w_by_x = np.bincount(ix, weights=weights)
-    w_by_T = np.bincount(iT, weights=weights)
-    wx_by_T = np.bincount(iT, weights=weights * x)
+    (xs, ix), (Ts, iT), (txs, itx) = codes if codes is not None else distinct_codes(x, t_x, T)
+    w_by_x = np.bincount(ix, weights=weights, minlength=xs.size)
+    w_by_T = np.bincount(iT, weights=weights, minlength=Ts.size)
+    wx_by_T = np.bincount(iT, weights=weights * x, minlength=Ts.size)
     repeat = x > 0
     # Rows without repeat purchases have no "dropped after the last purchase" term.
     wr, xr, ixr, iTr, itxr = weights[repeat], x[repeat], ix[repeat], iT[repeat], itx[repeat]
@@ -170,8 +186,10 @@ def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np
         log_ratio = log_alpha_T[iTr] - log_alpha_tx[itxr]
         r_x = r + xr
         log_odds = log_dropout_x[ixr] + r_x * log_ratio
-        ll += wr @ np.logaddexp(0.0, log_odds)
-        w_dropped = wr * expit(log_odds)
+        # log(1 + e^z) and the logistic e^z / (1 + e^z) from one exponential, overflow-free.
+        small = np.exp(-np.abs(log_odds))
+        ll += wr @ (np.maximum(log_odds, 0.0) + np.log1p(small))
+        w_dropped = wr * np.where(log_odds >= 0, 1.0, small) / (1.0 + small)
         d_r = (w_by_x @ d_r_x) + n * np.log(alpha) - w_by_T @ log_alpha_T + w_dropped @ log_ratio
         inv_T = 1.0 / (alpha + Ts)
         d_alpha = n * r / alpha - (r * w_by_T + wx_by_T) @ inv_T
@@ -188,22 +206,29 @@ def _bg_nbd_objective(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np
 
 
 def fit_bg_nbd(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    weights: np.ndarray,
+    codes: Codes | None = None,
 ) -> dict[str, float]:
     """Weighted maximum-likelihood BG/NBD (Fader, Hardie & Lee 2005, eq. 6); r, alpha, a, b.
 
     `x`, `t_x`, `T` are frequency, recency and age in one time unit; `weights` count the
-    customers behind each (collapsed) row.
+    customers behind each (collapsed) row; `codes` as `distinct_codes(x, t_x, T)` if known.
     """
     # Time rescaled so that alpha starts near the data's order of magnitude, as lifetimes does;
     # the likelihood changes by a constant only.
     scale = 10.0 / max(float(T.max()), 1e-9)
     T_s, t_x_s = T * scale, t_x * scale
+    (xs, ix), (Ts, iT), (txs, itx) = codes if codes is not None else distinct_codes(x, t_x, T)
+    Ts, txs = Ts * scale, txs * scale
 
     def objective_on(rows: np.ndarray | None):
         if rows is None:
-            return _bg_nbd_objective(x, t_x_s, T_s, weights)
-        return _bg_nbd_objective(x[rows], t_x_s[rows], T_s[rows], weights[rows])
+            return _bg_nbd_objective(x, t_x_s, T_s, weights, ((xs, ix), (Ts, iT), (txs, itx)))
+        subset_codes = ((xs, ix[rows]), (Ts, iT[rows]), (txs, itx[rows]))
+        return _bg_nbd_objective(x[rows], t_x_s[rows], T_s[rows], weights[rows], subset_codes)
 
     r, alpha, a, b = np.exp(_optimum(objective_on, x.size, np.zeros(4), "BG/NBD"))
     return {"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}
