@@ -95,16 +95,15 @@ def bg_nbd_log_likelihood(
     the published CDNOW value and with the nested NBD model.
     """
     r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
-    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    a2 = betaln(a, b + x) - betaln(a, b)
+    # Gamma and beta function terms depend on the frequency only: once per distinct value.
+    xs, ix = distinct_index(x)
+    a12 = gammaln(r + xs) - gammaln(r) + r * np.log(alpha) + betaln(a, b + xs) - betaln(a, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_dropout = np.log(a) - np.log(b + xs - 1)
     a3 = -(r + x) * np.log(alpha + T)
     with np.errstate(divide="ignore", invalid="ignore"):
-        a4 = np.where(
-            x > 0,
-            np.log(a) - np.log(b + x - 1) - (r + x) * np.log(alpha + t_x),
-            -np.inf,
-        )
-    return a1 + a2 + np.logaddexp(a3, a4)
+        a4 = np.where(x > 0, log_dropout[ix] - (r + x) * np.log(alpha + t_x), -np.inf)
+    return a12[ix] + np.logaddexp(a3, a4)
 
 
 def nbd_log_likelihood(params: dict[str, float], x: np.ndarray, T: np.ndarray) -> np.ndarray:
@@ -350,13 +349,24 @@ def _fit_nbd(x: np.ndarray, T: np.ndarray, weights: np.ndarray) -> dict[str, flo
 # --------------------------------------------------------------------------------------------
 
 
-def _validate_summary(summary: pl.DataFrame) -> None:
-    """Fail early, naming the missing columns or the first offending customer."""
+def _validate_summary(
+    summary: pl.DataFrame,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fail early, naming the missing columns or the first offending customer.
+
+    Returns frequency, recency, T and monetary_value as float arrays.
+    """
     missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
     if missing:
         raise ValueError(f"customer summary is missing column(s): {', '.join(missing)}")
     if summary.height == 0:
         raise ValueError("customer summary has no rows")
+    arrays = _as_arrays(summary)
+    if not summary.select(SUMMARY_COLUMNS).null_count().sum_horizontal().item() and _plausible(
+        *arrays
+    ):
+        _check_unique_ids(summary["customer_id"])
+        return arrays
     numeric = ["frequency", "recency", "T", "monetary_value"]
     checks = {
         "null values": pl.any_horizontal(pl.col([*numeric, "customer_id"]).is_null()),
@@ -381,15 +391,36 @@ def _validate_summary(summary: pl.DataFrame) -> None:
                 f"customer summary: {bad.height} row(s) with {problem}, "
                 f"e.g. customer_id={bad['customer_id'][0]!r}"
             )
-    ids = summary["customer_id"]
+    _check_unique_ids(summary["customer_id"])
+    return arrays
+
+
+def _plausible(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, m: np.ndarray) -> bool:
+    """Every row passes the checks of `_validate_summary` (vectorised, no message)."""
+    with np.errstate(invalid="ignore"):
+        return bool(
+            np.isfinite(x).all()
+            and np.isfinite(t_x).all()
+            and np.isfinite(T).all()
+            and np.isfinite(m).all()
+            and (x >= 0).all()
+            and (x == np.round(x)).all()
+            and (t_x >= 0).all()
+            and (t_x <= T).all()
+            and ((x > 0) | (t_x == 0)).all()
+            and (m >= 0).all()
+        )
+
+
+def _check_unique_ids(ids: pl.Series) -> None:
     # Ids in strictly increasing order (the summary SQL sorts them) are unique: one linear pass
     # instead of hashing a million strings; any other order is counted.
     if (ids.slice(1) > ids.slice(0, ids.len() - 1)).all():
         return
     n_unique = ids.n_unique()
-    if n_unique != summary.height:
+    if n_unique != ids.len():
         raise ValueError(
-            f"customer summary: customer_id not unique ({summary.height - n_unique} duplicates)"
+            f"customer summary: customer_id not unique ({ids.len() - n_unique} duplicates)"
         )
 
 
@@ -597,7 +628,7 @@ class ClvModel:
     def fit(self, summary: pl.DataFrame) -> ClvModel:
         """Fit purchase and spend models on a customer summary; returns self."""
         started = time.perf_counter()
-        _validate_summary(summary)
+        frequency, recency, T_all, monetary = _validate_summary(summary)
         if not 0 < self.interval < 1:
             raise ValueError(f"interval must be in (0, 1), got {self.interval}")
         if self.purchase_model not in PURCHASE_MODELS:
@@ -608,7 +639,6 @@ class ClvModel:
         if self.time_unit_days <= 0 or self.horizon_days <= 0 or self.n_bootstrap < 1:
             raise ValueError("time_unit_days, horizon_days and n_bootstrap must be positive")
         self.n_customers_ = summary.height
-        frequency, recency, T_all, monetary = _as_arrays(summary)
         repeat_buyer = frequency > 0
         # Credit notes can wipe out a repeat buyer's spend; those customers say nothing about
         # order value, so they stay out of the Gamma-Gamma fit and are scored as if no spend
@@ -898,8 +928,8 @@ class ClvModel:
     def expected_purchases(self, summary: pl.DataFrame, t: float) -> np.ndarray:
         """Expected repeat purchases of each customer in the next `t` time units."""
         self._check_fitted()
-        _validate_summary(summary)
-        return self._expected_purchases(self.purchase_params_, t, _Customers(*_as_arrays(summary)))
+        customers = _Customers(*_validate_summary(summary))
+        return self._expected_purchases(self.purchase_params_, t, customers)
 
     def unconditional_expected_purchases(self, t: float | np.ndarray) -> np.ndarray:
         """Expected repeat purchases of a new customer within `t` time units of joining."""
@@ -927,8 +957,7 @@ class ClvModel:
                 "probability_no_purchase is defined for the bg_nbd and nbd purchase models, "
                 "not pareto_nbd: fit a ClvModel(purchase_model='bg_nbd') for churn baselines"
             )
-        _validate_summary(summary)
-        x, t_x, T, _ = _as_arrays(summary)
+        x, t_x, T, _ = _validate_summary(summary)
         params = self.purchase_params_
         log_none_if_alive = (params["r"] + x) * (
             np.log(params["alpha"] + T) - np.log(params["alpha"] + T + t)
@@ -946,8 +975,7 @@ class ClvModel:
         horizons and the next order date that `predict` adds.
         """
         self._check_fitted()
-        _validate_summary(summary)
-        c = _Customers(*_as_arrays(summary))
+        c = _Customers(*_validate_summary(summary))
         order_value = self._expected_spend(self.spend_params_, c)
         clv = self._discounted_purchases(self.purchase_params_, c) * order_value
         return pl.DataFrame(
@@ -966,10 +994,9 @@ class ClvModel:
         p_alive, not folded in), capped at MAX_WAIT_DAYS; null when p_alive < P_ALIVE_FLOOR.
         """
         self._check_fitted()
-        _validate_summary(summary)
+        x, t_x, T, m = _validate_summary(summary)
         if not hasattr(self, "purchase_log_param_draws_"):
             self.estimate_parameter_uncertainty()
-        x, t_x, T, m = _as_arrays(summary)
         c = _Customers(x, t_x, T, m)
         params = self.purchase_params_
         p_alive = self._p_alive(params, c)

@@ -56,6 +56,17 @@ def distinct_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     A hash join against the distinct values: linear in the rows, where np.unique's argsort is
     not (about 35 ms instead of 125 ms for a million durations).
     """
+    with np.errstate(invalid="ignore"):  # NaN or huge values fail the equality below
+        as_int = values.astype(np.int64)
+    if (
+        values.size
+        and as_int.min() >= 0
+        and as_int.max() <= 4 * values.size + 1024
+        and np.array_equal(as_int, values)
+    ):
+        # Small non-negative integers (frequencies, packed pair keys): a counting pass.
+        present = np.bincount(as_int) > 0
+        return np.flatnonzero(present).astype(values.dtype), (np.cumsum(present) - 1)[as_int]
     series = pl.Series("value", values)
     distinct = series.unique().sort()
     lookup = pl.DataFrame([distinct, pl.Series("index", np.arange(distinct.len(), dtype=np.int64))])
