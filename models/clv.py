@@ -118,15 +118,10 @@ def gamma_gamma_log_likelihood(
     """Per-row Gamma-Gamma log-likelihood of mean spend `m` over `x` purchases (Hardie note 025)."""
     p, q, v = params["p"], params["q"], params["v"]
     px = p * x
-    return (
-        gammaln(px + q)
-        - gammaln(px)
-        - gammaln(q)
-        + q * np.log(v)
-        + (px - 1) * np.log(m)
-        + px * np.log(x)
-        - (px + q) * np.log(x * m + v)
-    )
+    # Gamma function terms depend on the frequency only: once per distinct value.
+    xs, ix = distinct_index(x)
+    per_x = gammaln(p * xs + q) - gammaln(p * xs) - gammaln(q) + q * np.log(v) + p * xs * np.log(xs)
+    return per_x[ix] + (px - 1) * np.log(m) - (px + q) * np.log(x * m + v)
 
 
 def bg_nbd_p_alive(

@@ -11,8 +11,8 @@ large customer bases:
 - the gradient is analytic, so L-BFGS-B needs one likelihood-and-gradient pass per step instead
   of lifetimes' autograd tape, and no Hessian is computed unless the interval asks for it;
 - above WARM_START_ROWS rows the optimiser runs on a random subset first, and the full data only
-  see a few Newton steps with the subset's Hessian (each step gains one to two digits), falling
-  back to L-BFGS-B on the full data if those steps do not converge.
+  see a few quasi-Newton steps that start from the subset's Hessian (4-7 passes at a million
+  customers instead of ~30), falling back to L-BFGS-B on the full data if they do not converge.
 
 Parameters are optimised in logs (positive by construction). Bounds of exp(+-BOUND) let a fit
 run to the edge of the parameter space without overflowing; the caller detects the edge (a -> 0
@@ -40,8 +40,8 @@ OPTIONS = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000, "maxcor": 20}
 WARM_START_OPTIONS = {"ftol": 1e-12, "gtol": 1e-6, "maxiter": 2000, "maxcor": 20}
 # Above this many rows a fit first runs on a random subset of this size (warm start).
 WARM_START_ROWS = 50_000
-# Newton steps on the full data after the warm start: stop when no log-parameter moves by more
-# than this (the next step would be ~100x smaller still), give up after this many steps.
+# Newton steps on the full data after the warm start: stop when the next step would move no
+# log-parameter by more than this (the distance left to the optimum), give up after this many.
 NEWTON_STEP_TOL = 1e-9
 MAX_NEWTON_STEPS = 25
 
@@ -98,11 +98,12 @@ def _minimise(
 
 
 def _newton_steps(objective, start: np.ndarray, hessian: np.ndarray) -> np.ndarray | None:
-    """Newton steps with a fixed Hessian from `start`; None unless they converge.
+    """Quasi-Newton steps from `start`; None unless they converge.
 
     `hessian` (of the mean objective) comes from a random subset of the rows; it is within
-    sampling error of the full data's, so each step shrinks the distance to the full-data
-    optimum by that relative error (a few per cent) - the same optimum, in a handful of passes.
+    sampling error of the full data's, so even unchanged each step would shrink the distance to
+    the full-data optimum by that relative error (a few per cent); BFGS updates make it faster
+    still. The same optimum as L-BFGS-B on the full data, in a handful of passes.
     """
     try:
         np.linalg.cholesky(hessian)
@@ -112,6 +113,9 @@ def _newton_steps(objective, start: np.ndarray, hessian: np.ndarray) -> np.ndarr
     value, gradient = objective(log_params)
     for _ in range(MAX_NEWTON_STEPS):
         step = np.linalg.solve(hessian, gradient)
+        # The Newton step estimates the distance to the optimum: close enough, stop here.
+        if np.max(np.abs(step)) < NEWTON_STEP_TOL:
+            return log_params
         candidate = log_params - step
         if np.any(np.abs(candidate) >= LOG_BOUND):
             return None
@@ -120,9 +124,18 @@ def _newton_steps(objective, start: np.ndarray, hessian: np.ndarray) -> np.ndarr
         # relative over a million rows): allow for that noise, catch any real increase.
         if not np.isfinite(candidate_value) or candidate_value > value + 1e-10 * abs(value):
             return None
+        # BFGS update: the secant pair corrects the subset's Hessian towards the full data's,
+        # so the steps speed up instead of shrinking by a fixed factor.
+        change = candidate_gradient - gradient
+        curvature = change @ -step
+        if curvature > 0:
+            h_step = hessian @ step
+            hessian = (
+                hessian
+                + np.outer(change, change) / curvature
+                - np.outer(h_step, h_step) / (step @ h_step)
+            )
         log_params, value, gradient = candidate, candidate_value, candidate_gradient
-        if np.max(np.abs(step)) < NEWTON_STEP_TOL:
-            return log_params
     return None
 
 

@@ -2,7 +2,7 @@
 -- BG/NBD + Gamma-Gamma models need. A purchase is a distinct day with at least one invoice
 -- (Fader, Hardie & Lee; lifetimes); credit notes reduce spend but are not purchases.
 -- Durations are in days; the CLV stage converts them to its model time unit.
-with invoices as (
+with invoices as not materialized (
     select customer_id, issue_date, amount, document_type
     from staging.invoices
     where issue_date <= $as_of
