@@ -1,0 +1,56 @@
+"""Where the customer summary's time goes: the SQL against its two aggregation levels alone.
+
+    flock /work/bench.lock .venv/bin/python -m bench.bench_customer_summary --customers 1000000
+
+Same cached invoice log as ``bench.bench_clv``. Each query runs ``--repeat`` times, interleaved,
+and the best time is kept (the machine is shared). The two levels are what a purchase count by
+distinct day needs: per customer-day (one group per invoice day: 10M groups at 1M customers),
+then per customer. The floor of any exact summary is the first of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from bench.bench_clv import inbox_for, load_invoices
+from features.warehouse import sql_text
+
+INVOICES = "from staging.invoices where issue_date <= $as_of and document_type = 'invoice'"
+QUERIES = {
+    "summary SQL (feat_customer_summary.sql)": sql_text("feat_customer_summary"),
+    "per customer-day level alone": (
+        f"select count(*) from (select customer_id, issue_date, sum(amount) {INVOICES} "
+        "group by all)"
+    ),
+    "both levels, minimal columns": (
+        "select customer_id, min(day), max(day), count(*), sum(spend), arg_min(spend, day) "
+        f"from (select customer_id, issue_date as day, sum(amount) as spend {INVOICES} "
+        "group by all) group by all"
+    ),
+    "per customer only (wrong if a day has two invoices)": (
+        "select customer_id, min(issue_date), max(issue_date), count(*), sum(amount), "
+        f"arg_min(amount, issue_date) {INVOICES} group by all"
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    con, as_of = load_invoices(inbox_for(args.customers, args.seed))
+    best = dict.fromkeys(QUERIES, float("inf"))
+    for _ in range(args.repeat):
+        for name, query in QUERIES.items():
+            started = time.perf_counter()
+            con.sql(query, params={"as_of": as_of}).pl()
+            best[name] = min(best[name], time.perf_counter() - started)
+    for name, seconds in best.items():
+        print(f"{name:<55}{seconds:>8.2f}s")
+
+
+if __name__ == "__main__":
+    main()
