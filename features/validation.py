@@ -113,12 +113,14 @@ def validate_batch(
         "where content_hash = ? and outcome = 'loaded' limit 1",
         [load_id],
     ).fetchall()[0]
-    source = f"(select * from raw.{contract.table} where load_id = '{load_id}')"
+    sampled = rows > sample_rows
+    # a fixed seed keeps the sample, and so the report, the same on every rebuild; the sample
+    # is drawn from the raw rows so that only the sampled rows are typed
+    sample = f"using sample reservoir({sample_rows} rows) repeatable (42)" if sampled else ""
+    rows_of_file = f"select * from raw.{contract.table} where load_id = '{load_id}'"
+    source = f"(select * from ({rows_of_file}) {sample})"
     typed = typed_select(contract, source, decimal, date_format)
     columns = ", ".join(contract.column_names)
-    sampled = rows > sample_rows
-    # a fixed seed keeps the sample, and so the report, the same on every rebuild
-    sample = f"using sample reservoir({sample_rows} rows) repeatable (42)" if sampled else ""
-    frame = con.sql(f"select {columns} from ({typed}) {sample}").df()
+    frame = con.sql(f"select {columns} from ({typed})").df()
     report = validate_frame(frame, contract, mostly=1.0 - reject_threshold)
     return report | {"rows_validated": len(frame), "sampled": sampled}
