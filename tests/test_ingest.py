@@ -14,6 +14,7 @@ from features.ingest import (
     ingest_group,
     load_new_files,
 )
+from features.validation import validate_batch
 from features.warehouse import ensure_layout
 from tests.conftest import write_csv
 
@@ -187,3 +188,30 @@ def test_with_contract_checks_off_rows_are_still_typed_and_deduplicated(
         ("invoices/invoices_1.csv", 5, "duplicate_key"),
     ]
     assert (counts["raw"], counts["staged"], counts["superseded"]) == (6, 3, 0)
+
+
+def test_a_large_file_is_validated_on_the_same_spread_out_sample_every_time(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    lines = [f"I{n},C1,2024-01-05,{'x' if n % 10 == 0 else n}" for n in range(400)]
+    write_csv(
+        inbox / "invoices/invoices.csv",
+        "invoice_id,customer_id,issue_date,amount\n" + "\n".join(lines) + "\n",
+    )
+    options = IngestOptions(reject_threshold=0.2, validation_sample_rows=50)
+    result = ingest_group(con, inbox, INVOICES, "r1", options)
+    report = result.validations["invoices/invoices.csv"]["great_expectations"]
+    assert report["sampled"]
+    assert 25 <= report["rows_validated"] <= 75
+    load_id = con.sql("select load_id from raw.invoices limit 1").fetchall()[0][0]
+    assert validate_batch(con, INVOICES, load_id, 0.2, sample_rows=50) == report
+    # every 10th amount does not parse: the sample sees them, wherever they are in the file
+    assert validate_batch(con, INVOICES, load_id, 0.0, sample_rows=50)["failed"] == [
+        {
+            "expectation": "expect_column_values_to_not_be_null",
+            "column": "amount",
+            "unexpected_count": pytest.approx(report["rows_validated"] / 10, abs=6),
+            "unexpected_percent": pytest.approx(10.0, abs=8),
+        }
+    ]
