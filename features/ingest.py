@@ -177,11 +177,12 @@ def _check_last_line(file: InboxFile, delimiter: str, encoding: str, header_fiel
         )
 
 
-def _unreadable_csv(file: InboxFile, error: Exception) -> InboxError:
+def _unreadable(file: InboxFile, error: Exception) -> InboxError:
+    kind = file.path.suffix.lower().lstrip(".")
     message = str(error)
-    if "utf" in message.lower() or "invalid" in message.lower():
+    if kind == "csv" and ("utf" in message.lower() or "invalid" in message.lower()):
         message = f"not valid {file.mapping.encoding} text or not a CSV: {message}"
-    return InboxError(f"{file.relative}: cannot be read as csv: {message}")
+    return InboxError(f"{file.relative}: cannot be read as {kind}: {message}")
 
 
 def _read_csv(file: InboxFile) -> pl.LazyFrame:
@@ -211,7 +212,7 @@ def _read_csv(file: InboxFile) -> pl.LazyFrame:
             "set encoding in the file's mapping"
         ) from error
     except Exception as error:
-        raise _unreadable_csv(file, error) from error
+        raise _unreadable(file, error) from error
 
 
 def _as_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
@@ -256,7 +257,7 @@ def _canonical_frame(frame: pl.LazyFrame, file: InboxFile, contract: Contract) -
     try:
         headers = frame.collect_schema().names()
     except pl.exceptions.PolarsError as error:
-        raise _unreadable_csv(file, error) from error
+        raise _unreadable(file, error) from error
     renames: dict[str, str] = {}
     for header in headers:
         key = header.strip().lstrip("\ufeff").lower()
@@ -322,7 +323,7 @@ def _append_raw(
         try:
             frame.sink_parquet(rows_file, compression="lz4")
         except pl.exceptions.PolarsError as error:
-            raise _unreadable_csv(file, error) from error
+            raise _unreadable(file, error) from error
         return con.execute(
             f"insert into raw.{table} by name select * from read_parquet({_quote(str(rows_file))})"
         ).fetchall()[0][0]
