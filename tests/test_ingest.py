@@ -215,3 +215,26 @@ def test_a_large_file_is_validated_on_the_same_spread_out_sample_every_time(
             "unexpected_percent": pytest.approx(10.0, abs=8),
         }
     ]
+
+
+def test_a_streamed_export_keeps_file_line_numbers_and_a_ragged_line_loads_nothing(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    header = "invoice_id,customer_id,issue_date,amount\n"
+    # a blank line is a row (quarantined), so the lines after it keep their file line numbers
+    write_csv(
+        inbox / "invoices/invoices_1.csv",
+        header + "I1,C1,2024-01-05,1\n\nI2,C1,2024-01-05\nI3,C1,2024-99-05,1\n",
+    )
+    ingest_group(con, inbox, INVOICES, "r1", NO_GATE)
+    assert con.sql(
+        "select line_number, reason from quarantine.rejected_rows order by 1"
+    ).fetchall() == [(3, "missing_required"), (4, "missing_required"), (5, "bad_date")]
+    assert con.sql("select invoice_id, line_number from staging.invoices").fetchall() == [("I1", 2)]
+    # a line with more fields than the header fails while the file is streamed into raw
+    write_csv(inbox / "invoices/invoices_2.csv", header + "I4,C1,2024-01-06,2\nI5,C1,2024,3,4\n")
+    with pytest.raises(InboxError, match=r"invoices/invoices_2\.csv: cannot be read as csv"):
+        ingest_group(con, inbox, INVOICES, "r2", NO_GATE)
+    assert con.sql("select count(*) from raw.invoices").fetchall() == [(4,)]
+    assert con.sql("select count(*) from ops.loaded_files").fetchall() == [(1,)]
