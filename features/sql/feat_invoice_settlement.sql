@@ -1,7 +1,8 @@
 -- One row per invoice issued on or before $as_of: when it was settled, from facts known by
 -- $as_of (a later settlement is unknown: settled_date is null). A credit note has no invoice
 -- reference; for payment behaviour it is taken to correct the customer's latest invoice issued
--- on or before it (a return or price correction soon after delivery), which lowers the amount
+-- on or before it (a return or price correction soon after delivery; of several invoices issued
+-- that same day, the one with the greatest invoice_id, so reruns agree), which lowers the amount
 -- that settles that invoice. Settled = payments reach the full amount, or the amount net of
 -- that credit once the credit note is issued, less $settlement_tolerance (bank charges and
 -- rounding a credit manager writes off). $sample_fraction keeps a deterministic share of
@@ -39,27 +40,59 @@ matched_credit as (
         max(c.credit_date) as credit_date,
         list(struct_pack(credit_date := c.credit_date, amount := c.credit_amount)) as credits
     from credit_notes as c
+    -- (issue_date, invoice_id) < (credit_date + 1, ''): issued on or before the credit note,
+    -- and the as-of match is the greatest such pair, a deterministic pick among same-day ties
     asof join invoices as i
-        on c.customer_id = i.customer_id and c.credit_date >= i.issue_date
+        on c.customer_id = i.customer_id
+        and struct_pack(issued := c.credit_date + 1, invoice_id := '')
+            > struct_pack(issued := i.issue_date, invoice_id := i.invoice_id)
     group by i.invoice_id
 ),
 
-payments as (
-    select invoice_id, payment_date, sum(amount) as amount, count(*) as payment_count
+-- Payments known by $as_of. A sample keeps its own invoices' payments only; the parameters are
+-- folded when the statement is planned, so exactly one branch reads staging.payments (an OR of
+-- the two would run the semi-join even when nothing is sampled).
+payments as not materialized (
+    select invoice_id, payment_date, amount
+    from staging.payments
+    where payment_date <= $as_of::date and $sample_fraction::double >= 1
+    union all
+    select invoice_id, payment_date, amount
     from staging.payments
     where payment_date <= $as_of::date
-        -- a sample's payments only: the running sums below are the costly part
-        and ($sample_fraction::double >= 1 or invoice_id in (select invoice_id from documents))
-    group by invoice_id, payment_date
+        and $sample_fraction::double < 1
+        and invoice_id in (select invoice_id from documents)
 ),
 
+payment_totals as (
+    select
+        invoice_id,
+        sum(amount) as paid_total,
+        count(*) as payment_count,
+        min(payment_date) as first_payment_date,
+        max(payment_date) as last_payment_date
+    from payments
+    group by invoice_id
+),
+
+-- Most invoices are paid on a single date, where the running sum is the total (settled below
+-- from payment_totals alone). Only invoices paid on several dates need running sums to find the
+-- first date that reached each target.
 running as (
     select
         invoice_id,
         payment_date,
-        sum(amount) over (partition by invoice_id order by payment_date) as paid_to_date,
-        sum(payment_count) over (partition by invoice_id order by payment_date) as payments_to_date
-    from payments
+        sum(amount) over by_date as paid_to_date,
+        sum(payment_count) over by_date as payments_to_date
+    from (
+        select invoice_id, payment_date, sum(amount) as amount, count(*) as payment_count
+        from payments
+        where invoice_id in (
+            select invoice_id from payment_totals where first_payment_date < last_payment_date
+        )
+        group by invoice_id, payment_date
+    )
+    window by_date as (partition by invoice_id order by payment_date)
 ),
 
 targets as (
@@ -73,12 +106,10 @@ targets as (
     left join matched_credit as m using (invoice_id)
 ),
 
-settlement as (
+paid_on_several_dates as (
     select
         t.invoice_id,
-        min(r.payment_date) as first_payment_date,
         max(r.paid_to_date) as paid_total,
-        max(r.payments_to_date) as payment_count,
         min(r.payment_date) filter (
             where r.paid_to_date >= t.amount - $settlement_tolerance::decimal(18, 2)
         ) as paid_in_full_date,
@@ -89,32 +120,56 @@ settlement as (
     group by t.invoice_id
 ),
 
+settlement as (
+    select
+        t.*,
+        p.first_payment_date,
+        coalesce(several.paid_total, p.paid_total, 0) as paid_total,
+        coalesce(p.payment_count, 0)::hugeint as payment_count,
+        case
+            when several.invoice_id is not null then several.paid_in_full_date
+            when p.paid_total >= t.amount - $settlement_tolerance::decimal(18, 2)
+                then p.first_payment_date
+        end as paid_in_full_date,
+        case
+            when several.invoice_id is not null then several.paid_net_date
+            when p.paid_total >= t.settle_at then p.first_payment_date
+        end as paid_net_date,
+        case
+            when several.invoice_id is not null then several.payments_to_settle
+            when p.paid_total >= t.settle_at then p.payment_count::hugeint
+        end as payments_to_settle
+    from targets as t
+    left join payment_totals as p using (invoice_id)
+    left join paid_on_several_dates as several using (invoice_id)
+),
+
 final as (
     select
-        t.customer_id,
-        t.invoice_id,
-        t.issue_date,
-        t.due_date,
-        t.amount,
-        t.credited,
-        t.credits,
-        s.first_payment_date,
-        coalesce(s.paid_total, 0) as paid_total,
-        coalesce(s.payment_count, 0) as payment_count,
+        customer_id,
+        invoice_id,
+        issue_date,
+        due_date,
+        amount,
+        credited,
+        credits,
+        first_payment_date,
+        paid_total,
+        payment_count,
         case
-            when t.settle_at <= 0 then t.credit_date
+            when settle_at <= 0 then credit_date
             -- paid in full, or paid net of the credit once the credit note exists
             else least(
-                s.paid_in_full_date,
+                paid_in_full_date,
                 case
-                    when s.paid_net_date is not null
-                        then greatest(s.paid_net_date, coalesce(t.credit_date, s.paid_net_date))
+                    when paid_net_date is not null
+                        then greatest(paid_net_date, coalesce(credit_date, paid_net_date))
                 end
             )
         end as settled_date,
-        s.payments_to_settle
-    from targets as t
-    left join settlement as s using (invoice_id)
+        payments_to_settle
+    from settlement
 )
 
-select * from final order by customer_id, issue_date, invoice_id
+-- no order: readers aggregate or join it, and sorting 50M invoices costs more than joining them
+select * from final
