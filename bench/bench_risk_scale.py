@@ -23,7 +23,7 @@ import argparse
 import shutil
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -332,13 +332,6 @@ def _score(con: duckdb.DuckDBPyConnection, config: RiskSettings, model: Delinque
 
 
 def _alerts(con: duckdb.DuckDBPyConnection, config: RiskSettings) -> None:
-    materialize_sql(
-        con,
-        "features.receivable_items_previous",
-        "feat_receivable_items",
-        as_of=AS_OF - timedelta(days=config.alert_lookback_days),
-        default_payment_terms_days=config.default_payment_terms_days,
-    )
     materialize_sql(
         con,
         "marts.risk_alerts",

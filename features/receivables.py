@@ -34,7 +34,11 @@ class ReceivablesSummary:
 def build_receivables(
     con: duckdb.DuckDBPyConnection, as_of: date, default_payment_terms_days: int
 ) -> ReceivablesSummary:
-    """Write ``features.receivable_items`` and ``marts.receivables_aging`` as of ``as_of``."""
+    """Write ``features.receivable_items`` and ``marts.receivables_aging`` as of ``as_of``.
+
+    Reads ``features.invoice_settlement``, which must be built as of the same ``as_of`` (the
+    invoice_settlement asset upstream does): its payment totals are the invoices' residuals.
+    """
     items = materialize_sql(
         con,
         "features.receivable_items",
@@ -50,13 +54,17 @@ def build_receivables(
         "from marts.receivables_aging"
     ).fetchall()[0]
     # Payments that reference no known invoice cannot reduce anyone's balance: say how many.
+    # Known = counted by the settlement (invoices) or paid against a credit note; counting them
+    # this way spares an anti-join of every payment with every document.
     unmatched = con.execute(
-        "select count(*) from staging.payments p where p.payment_date <= ? and not exists "
-        "(select 1 from staging.invoices i where i.invoice_id = p.invoice_id "
-        "and i.issue_date <= ?)",
-        [as_of, as_of],
+        "select (select count(*) from staging.payments where payment_date <= $as_of) "
+        "- (select coalesce(sum(payment_count), 0) from features.invoice_settlement) "
+        "- (select count(*) from staging.payments where payment_date <= $as_of and invoice_id in "
+        "(select invoice_id from staging.invoices "
+        "where document_type = 'credit_note' and issue_date <= $as_of))",
+        {"as_of": as_of},
     ).fetchall()[0][0]
-    return ReceivablesSummary(customers, items, total_open, unapplied, unmatched)
+    return ReceivablesSummary(customers, items, total_open, unapplied, int(unmatched))
 
 
 def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, months: int = 12) -> float | None:

@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.receivables import build_invoice_settlement
-from features.warehouse import ensure_layout
+from features.receivables import build_invoice_settlement, build_receivables
+from features.warehouse import ensure_layout, materialize_sql
 
 TOLERANCE = Decimal("1.00")
 TERMS = 30
@@ -28,9 +28,9 @@ SETTLEMENT_COLUMNS = [
 
 def _random_ledger(seed: int = 7, customers: int = 150) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Invoices, credit notes and payments with every shape the settlement must handle: paid in
-    full on one date, in two payments on one date, in instalments, partly, over-paid, unpaid,
-    paid after the as-of dates, corrected by credit notes (some issued the same day as an
-    invoice, some larger than it), and invoices without a due date."""
+    full on one date, in two payments on one date, in instalments, partly, over-paid, in
+    advance, unpaid, paid after the as-of dates, corrected by credit notes (some issued the same
+    day as an invoice, some larger than it), and invoices without a due date."""
     rng = np.random.default_rng(seed)
     documents, payments = [], []
     start = date(2023, 1, 1)
@@ -46,7 +46,16 @@ def _random_ledger(seed: int = 7, customers: int = 150) -> tuple[pl.DataFrame, p
             due = None if rng.random() < 0.1 else issued + timedelta(days=TERMS)
             documents.append((document_id, f"C{customer}", issued, due, amount, "invoice"))
             shape = rng.choice(
-                ["one", "same_day_pair", "instalments", "part", "over", "net_of_credit", "none"]
+                [
+                    "one",
+                    "same_day_pair",
+                    "instalments",
+                    "part",
+                    "over",
+                    "net_of_credit",
+                    "prepaid",
+                    "none",
+                ]
             )
             paid_on = issued + timedelta(days=int(rng.integers(0, 120)))
             half = (amount / 2).quantize(Decimal("0.01"))
@@ -54,6 +63,8 @@ def _random_ledger(seed: int = 7, customers: int = 150) -> tuple[pl.DataFrame, p
                 credit_note = (f"{document_id}-CN", f"C{customer}", issued, None, -half)
                 documents.append((*credit_note, "credit_note"))
                 parts = [(paid_on, amount - half)]
+            elif shape == "prepaid":  # paid before it was issued (a deposit)
+                parts = [(issued - timedelta(days=int(rng.integers(1, 60))), amount)]
             elif shape == "one":
                 parts = [(paid_on, amount)]
             elif shape == "same_day_pair":
@@ -232,3 +243,65 @@ def test_a_credit_note_corrects_the_greatest_invoice_id_of_a_same_day_tie(tmp_pa
         ).fetchall()
     # 60 paid on 03-20 settles A-2 net of the 40 credit ('A-2' > 'A-10' as text)
     assert settled == [(date(2024, 3, 20),)]
+
+
+def test_exposure_at_the_alert_window_start_is_the_ledger_then(
+    ledger: tuple[Path, pl.DataFrame, pl.DataFrame],
+) -> None:
+    """The over-limit alert's earlier exposure, derived from today's aging and the window's
+    documents and payments, equals billed minus paid as of the window start."""
+    path, invoices, payments = ledger
+    as_of, lookback = date(2023, 11, 15), 31
+    window_start = as_of - timedelta(days=lookback)
+    with duckdb.connect(str(path)) as con:
+        # one report inside the window with a tiny limit: everyone owing anything today is over
+        # it, and no earlier limit means every such customer is alerted with the earlier exposure
+        con.execute(
+            "create or replace table staging.accounts as "
+            "select distinct customer_id, customer_id as tax_id from staging.invoices"
+        )
+        con.execute(
+            "create or replace table staging.credit_reports as select tax_id, "
+            "$day::date as report_date, 'A1' as rating_class, 50.0 as failure_score, "
+            "0.01::decimal(18, 2) as credit_limit from staging.accounts",
+            {"day": window_start + timedelta(days=5)},
+        )
+        build_invoice_settlement(con, as_of, TERMS, float(TOLERANCE))
+        build_receivables(con, as_of, TERMS)
+        materialize_sql(
+            con,
+            "marts.risk_alerts",
+            "mart_risk_alerts",
+            as_of=as_of,
+            lookback_days=lookback,
+            failure_score_drop=15.0,
+        )
+        alerts = con.sql(
+            "select customer_id, previous_value, current_value from marts.risk_alerts "
+            "where alert_type = 'over_credit_limit'"
+        ).pl()
+
+    def ledger_open(day: date) -> pl.DataFrame:
+        known = invoices.filter(pl.col("issue_date") <= day)
+        paid = payments.filter(pl.col("payment_date") <= day).join(known, on="invoice_id")
+        billed = known.group_by("customer_id").agg(billed=pl.col("amount").sum())
+        settled = paid.group_by("customer_id").agg(paid=pl.col("amount").sum())
+        return billed.join(settled, on="customer_id", how="left").select(
+            "customer_id",
+            open=pl.max_horizontal(pl.col("billed") - pl.col("paid").fill_null(0), Decimal(0)),
+        )
+
+    then, now = ledger_open(window_start), ledger_open(as_of)
+    expected = now.filter(pl.col("open") > Decimal("0.01")).join(
+        then, on="customer_id", how="left", suffix="_then"
+    )
+    got = alerts.with_columns(
+        pl.col("previous_value", "current_value").map_elements(Decimal, return_dtype=pl.Object)
+    )
+    assert got.height == expected.height > 50
+    joined = got.join(expected, on="customer_id")
+    then_open = joined["open_then"].fill_null(Decimal(0)).to_list()
+    assert joined["previous_value"].to_list() == then_open
+    assert joined["current_value"].to_list() == joined["open"].to_list()
+    # the window moved balances: an exposure derived without the window's facts would not match
+    assert sum(a != b for a, b in zip(then_open, joined["open"].to_list(), strict=True)) > 20

@@ -109,7 +109,6 @@ targets as (
 paid_on_several_dates as (
     select
         t.invoice_id,
-        max(r.paid_to_date) as paid_total,
         min(r.payment_date) filter (
             where r.paid_to_date >= t.amount - $settlement_tolerance::decimal(18, 2)
         ) as paid_in_full_date,
@@ -124,7 +123,8 @@ settlement as (
     select
         t.*,
         p.first_payment_date,
-        coalesce(several.paid_total, p.paid_total, 0) as paid_total,
+        -- every payment to the invoice dated on or before $as_of (the aging's residuals use it)
+        coalesce(p.paid_total, 0) as paid_total,
         coalesce(p.payment_count, 0)::hugeint as payment_count,
         case
             when several.invoice_id is not null then several.paid_in_full_date

@@ -6,7 +6,12 @@
 --                            $failure_score_drop points below the report before it
 --   days_past_due_60         an invoice still open on $as_of passed 60 days past due in the window
 --   over_credit_limit        exposure is over the bureau credit limit on $as_of and was not at
---                            the start of the window (features.receivable_items_previous)
+--                            the start of the window
+-- Exposure at the window start is derived from today's (marts.receivables_aging, built as of
+-- $as_of) rather than by building the aging again as of that date: the ledger total then =
+-- today's - documents issued in the window + payments that count today but did not then (dated
+-- in the window, or dated earlier against a document issued in the window). Both joins have a
+-- window-sized side, where a second aging would join every payment to every document.
 with accounts as (
     select customer_id, tax_id from staging.accounts
 ),
@@ -108,10 +113,42 @@ exposure_now as (
     group by customer_id
 ),
 
-exposure_before as (
-    select customer_id, greatest(sum(open_amount), 0) as exposure
-    from features.receivable_items_previous
+window_documents as (
+    select invoice_id, customer_id, amount
+    from staging.invoices
+    where issue_date > $as_of::date - $lookback_days::integer and issue_date <= $as_of::date
+),
+
+window_payments as (
+    select d.customer_id, p.amount
+    from staging.payments as p
+    join staging.invoices as d using (invoice_id)
+    where p.payment_date > $as_of::date - $lookback_days::integer
+        and p.payment_date <= $as_of::date
+        and d.issue_date <= $as_of::date
+    union all
+    select d.customer_id, p.amount
+    from staging.payments as p
+    join window_documents as d using (invoice_id)
+    where p.payment_date <= $as_of::date - $lookback_days::integer
+),
+
+window_change as (
+    select customer_id, sum(amount) as change
+    from (
+        select customer_id, amount from window_documents
+        union all
+        select customer_id, -amount from window_payments
+    )
     group by customer_id
+),
+
+exposure_before as (
+    select
+        a.customer_id,
+        greatest(a.total_open::decimal(38, 2) - coalesce(w.change, 0), 0) as exposure
+    from marts.receivables_aging as a
+    left join window_change as w using (customer_id)
 ),
 
 limit_alerts as (
