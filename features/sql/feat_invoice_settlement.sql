@@ -7,7 +7,7 @@
 -- that credit once the credit note is issued, less $settlement_tolerance (bank charges and
 -- rounding a credit manager writes off). $sample_fraction keeps a deterministic share of
 -- customers (by hash of the id) to bound very large training sets; 1 keeps everyone.
-with documents as (
+with documents as not materialized (
     select
         invoice_id,
         customer_id,
