@@ -95,6 +95,26 @@ running as (
     window by_date as (partition by invoice_id order by payment_date)
 ),
 
+-- per invoice paid on several dates, the running sums by date, matched against its targets
+-- below; kept narrow so the one join with the invoices carries them along
+payment_steps as (
+    select
+        invoice_id,
+        list(struct_pack(
+            payment_date := payment_date,
+            paid_to_date := paid_to_date,
+            payments_to_date := payments_to_date
+        )) as steps
+    from running
+    group by invoice_id
+),
+
+paid as (
+    select p.*, s.steps
+    from payment_totals as p
+    left join payment_steps as s using (invoice_id)
+),
+
 targets as (
     select
         i.*,
@@ -106,19 +126,7 @@ targets as (
     left join matched_credit as m using (invoice_id)
 ),
 
-paid_on_several_dates as (
-    select
-        t.invoice_id,
-        min(r.payment_date) filter (
-            where r.paid_to_date >= t.amount - $settlement_tolerance::decimal(18, 2)
-        ) as paid_in_full_date,
-        min(r.payment_date) filter (where r.paid_to_date >= t.settle_at) as paid_net_date,
-        min(r.payments_to_date) filter (where r.paid_to_date >= t.settle_at) as payments_to_settle
-    from targets as t
-    join running as r using (invoice_id)
-    group by t.invoice_id
-),
-
+-- the first date the payments reached the full amount, and the amount net of credit
 settlement as (
     select
         t.*,
@@ -127,21 +135,33 @@ settlement as (
         coalesce(p.paid_total, 0) as paid_total,
         coalesce(p.payment_count, 0)::hugeint as payment_count,
         case
-            when several.invoice_id is not null then several.paid_in_full_date
+            when p.steps is not null then list_min(list_transform(
+                list_filter(
+                    p.steps,
+                    lambda step: step.paid_to_date
+                        >= t.amount - $settlement_tolerance::decimal(18, 2)
+                ),
+                lambda step: step.payment_date
+            ))
             when p.paid_total >= t.amount - $settlement_tolerance::decimal(18, 2)
                 then p.first_payment_date
         end as paid_in_full_date,
         case
-            when several.invoice_id is not null then several.paid_net_date
+            when p.steps is not null then list_min(list_transform(
+                list_filter(p.steps, lambda step: step.paid_to_date >= t.settle_at),
+                lambda step: step.payment_date
+            ))
             when p.paid_total >= t.settle_at then p.first_payment_date
         end as paid_net_date,
         case
-            when several.invoice_id is not null then several.payments_to_settle
+            when p.steps is not null then list_min(list_transform(
+                list_filter(p.steps, lambda step: step.paid_to_date >= t.settle_at),
+                lambda step: step.payments_to_date
+            ))
             when p.paid_total >= t.settle_at then p.payment_count::hugeint
         end as payments_to_settle
     from targets as t
-    left join payment_totals as p using (invoice_id)
-    left join paid_on_several_dates as several using (invoice_id)
+    left join paid as p using (invoice_id)
 ),
 
 final as (
