@@ -27,26 +27,61 @@ invoices as (
     select * from documents where document_type = 'invoice'
 ),
 
-credit_notes as (
-    select customer_id, issue_date as credit_date, -amount as credit_amount
+credit_notes as materialized (
+    select
+        invoice_id as credit_note_id,
+        customer_id,
+        issue_date as credit_date,
+        -amount as credit_amount
     from documents
     where document_type = 'credit_note'
 ),
 
-matched_credit as (
+-- The invoice a credit note corrects is the greatest (issue_date, invoice_id) issued on or
+-- before it (a deterministic pick among same-day ties). A hash join finds it among the
+-- customer's invoices of the 90 days before, where nearly every credit note has one; only the
+-- others go to the as-of join, which sorts every invoice of the customers it is given.
+recent_match as materialized (
     select
-        i.invoice_id,
-        sum(c.credit_amount) as credited,
-        max(c.credit_date) as credit_date,
-        list(struct_pack(credit_date := c.credit_date, amount := c.credit_amount)) as credits
+        c.credit_note_id,
+        arg_max(i.invoice_id, struct_pack(issued := i.issue_date, invoice_id := i.invoice_id))
+            as invoice_id
     from credit_notes as c
-    -- (issue_date, invoice_id) < (credit_date + 1, ''): issued on or before the credit note,
-    -- and the as-of match is the greatest such pair, a deterministic pick among same-day ties
-    asof join invoices as i
+    join invoices as i
+        on c.customer_id = i.customer_id
+        and i.issue_date <= c.credit_date
+        and i.issue_date >= c.credit_date - 90
+    group by c.credit_note_id
+),
+
+unmatched_credit_notes as (
+    select c.*
+    from credit_notes as c
+    anti join recent_match as r using (credit_note_id)
+),
+
+older_match as (
+    select c.credit_note_id, i.invoice_id
+    from unmatched_credit_notes as c
+    -- (issue_date, invoice_id) < (credit_date + 1, ''): issued on or before the credit note
+    asof join (
+        select * from invoices
+        where customer_id in (select customer_id from unmatched_credit_notes)
+    ) as i
         on c.customer_id = i.customer_id
         and struct_pack(issued := c.credit_date + 1, invoice_id := '')
             > struct_pack(issued := i.issue_date, invoice_id := i.invoice_id)
-    group by i.invoice_id
+),
+
+matched_credit as (
+    select
+        m.invoice_id,
+        sum(c.credit_amount) as credited,
+        max(c.credit_date) as credit_date,
+        list(struct_pack(credit_date := c.credit_date, amount := c.credit_amount)) as credits
+    from (select * from recent_match union all select * from older_match) as m
+    join credit_notes as c using (credit_note_id)
+    group by m.invoice_id
 ),
 
 -- Payments known by $as_of. A sample keeps its own invoices' payments only; the parameters are
