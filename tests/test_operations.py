@@ -405,7 +405,7 @@ def test_failure_sensor_records_a_real_failed_run_and_posts_the_webhook(
         resources={"warehouse": Warehouse()},
     ).for_run_failure()
     try:
-        defs.get_sensor_def(FAILURE_SENSOR_NAME)(context)
+        defs.resolve_sensor_def(FAILURE_SENSOR_NAME)(context)
     finally:
         server.shutdown()
     with duckdb.connect(str(warehouse), read_only=True) as con:
