@@ -7,6 +7,8 @@
 -- that credit once the credit note is issued, less $settlement_tolerance (bank charges and
 -- rounding a credit manager writes off). $sample_fraction keeps a deterministic share of
 -- customers (by hash of the id) to bound very large training sets; 1 keeps everyone.
+-- $invoices_table and $payments_table are staging.invoices and staging.payments, or a sample of
+-- them built once for several cutoffs (features/receivables.py build_payment_behaviour).
 with documents as not materialized (
     select
         invoice_id,
@@ -15,7 +17,7 @@ with documents as not materialized (
         coalesce(due_date, issue_date + $default_payment_terms_days::integer) as due_date,
         amount,
         document_type
-    from staging.invoices
+    from query_table($invoices_table::varchar)
     where issue_date <= $as_of::date
         and (
             $sample_fraction::double >= 1
@@ -85,15 +87,15 @@ matched_credit as (
 ),
 
 -- Payments known by $as_of. A sample keeps its own invoices' payments only; the parameters are
--- folded when the statement is planned, so exactly one branch reads staging.payments (an OR of
+-- folded when the statement is planned, so exactly one branch reads the payments (an OR of
 -- the two would run the semi-join even when nothing is sampled).
 payments as not materialized (
     select invoice_id, payment_date, amount
-    from staging.payments
+    from query_table($payments_table::varchar)
     where payment_date <= $as_of::date and $sample_fraction::double >= 1
     union all
     select invoice_id, payment_date, amount
-    from staging.payments
+    from query_table($payments_table::varchar)
     where payment_date <= $as_of::date
         and $sample_fraction::double < 1
         and invoice_id in (select invoice_id from documents)
