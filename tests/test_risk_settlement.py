@@ -15,7 +15,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.receivables import build_invoice_settlement, build_receivables
+from features.receivables import (
+    build_invoice_settlement,
+    build_payment_behaviour,
+    build_receivables,
+)
 from features.warehouse import ensure_layout, materialize_sql
 
 TOLERANCE = Decimal("1.00")
@@ -179,6 +183,21 @@ def _write_ledger(
         con.unregister("ledger_frame")
 
 
+def _write_bureau(con: duckdb.DuckDBPyConnection, report_day: date) -> None:
+    """One account per customer and one bureau report each on ``report_day``, credit limit 0.01."""
+    con.execute(
+        "create or replace table staging.accounts as "
+        "select distinct customer_id, customer_id as tax_id from staging.invoices"
+    )
+    con.execute(
+        "create or replace table staging.credit_reports as select tax_id, "
+        "$day::date as report_date, 'A1' as rating_class, 50.0 as failure_score, "
+        "60.0 as delinquency_score, 0.01::decimal(18, 2) as credit_limit, 0 as legal_events "
+        "from staging.accounts",
+        {"day": report_day},
+    )
+
+
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.DataFrame, pl.DataFrame]:
     invoices, payments = _random_ledger()
@@ -256,16 +275,7 @@ def test_exposure_at_the_alert_window_start_is_the_ledger_then(
     with duckdb.connect(str(path)) as con:
         # one report inside the window with a tiny limit: everyone owing anything today is over
         # it, and no earlier limit means every such customer is alerted with the earlier exposure
-        con.execute(
-            "create or replace table staging.accounts as "
-            "select distinct customer_id, customer_id as tax_id from staging.invoices"
-        )
-        con.execute(
-            "create or replace table staging.credit_reports as select tax_id, "
-            "$day::date as report_date, 'A1' as rating_class, 50.0 as failure_score, "
-            "0.01::decimal(18, 2) as credit_limit from staging.accounts",
-            {"day": window_start + timedelta(days=5)},
-        )
+        _write_bureau(con, window_start + timedelta(days=5))
         build_invoice_settlement(con, as_of, TERMS, float(TOLERANCE))
         build_receivables(con, as_of, TERMS)
         materialize_sql(
@@ -305,3 +315,39 @@ def test_exposure_at_the_alert_window_start_is_the_ledger_then(
     assert joined["current_value"].to_list() == joined["open"].to_list()
     # the window moved balances: an exposure derived without the window's facts would not match
     assert sum(a != b for a, b in zip(then_open, joined["open"].to_list(), strict=True)) > 20
+
+
+def test_a_sampled_history_is_the_whole_history_of_the_sampled_customers(
+    ledger: tuple[Path, pl.DataFrame, pl.DataFrame],
+) -> None:
+    """Training snapshots on a customer sample (its ledger copied once for every cutoff) equal
+    the whole ledger's snapshots of those customers; the scoring date keeps everyone."""
+    path, _, _ = ledger
+    cutoffs, scoring_day = [date(2023, 6, 30), date(2023, 11, 15)], date(2024, 3, 1)
+    with duckdb.connect(str(path)) as con:
+        _write_bureau(con, date(2023, 5, 1))
+
+        def history(sample_fraction: float) -> pl.DataFrame:
+            build_payment_behaviour(
+                con,
+                "features.payment_behaviour_history",
+                [*cutoffs, scoring_day],
+                default_payment_terms_days=TERMS,
+                settlement_tolerance=float(TOLERANCE),
+                whole_ledger=True,
+                sample_fraction=sample_fraction,
+                whole_ledger_at=scoring_day,
+            )
+            return con.sql("select * from features.payment_behaviour_history").pl()
+
+        whole, sampled = history(1.0), history(0.5)
+        in_sample = con.sql(
+            "select distinct customer_id from staging.invoices "
+            "where hash(customer_id) % 1000000 < 500000"
+        ).pl()["customer_id"]
+    past = pl.col("cutoff_date") < scoring_day
+    expected = whole.filter(~past | pl.col("customer_id").is_in(in_sample.implode()))
+    assert 0 < sampled.filter(past).height < whole.filter(past).height
+    assert sampled.filter(~past).height == whole.filter(~past).height
+    order = ["cutoff_date", "customer_id"]
+    assert_frame_equal(sampled.sort(order), expected.sort(order))
