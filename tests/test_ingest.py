@@ -6,7 +6,15 @@ import duckdb
 import pytest
 
 from features.contracts import CONTRACTS_BY_TABLE
-from features.ingest import InboxError, IngestOptions, ingest_group
+from features.ingest import (
+    InboxError,
+    IngestOptions,
+    build_staging,
+    discover_files,
+    ingest_group,
+    load_new_files,
+)
+from features.validation import validate_batch
 from features.warehouse import ensure_layout
 from tests.conftest import write_csv
 
@@ -137,3 +145,96 @@ def test_within_one_file_the_first_line_of_a_key_wins_and_the_rest_are_quarantin
         "select line_number, reason, raw_record->>'amount' from quarantine.rejected_rows order by 1"
     ).fetchall()
     assert losers == [(4, "duplicate_key", "999"), (5, "duplicate_key", "777")]
+
+
+def test_with_contract_checks_off_rows_are_still_typed_and_deduplicated(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    """The bench's unvalidated baseline skips the rules, not the load's own dedup rule."""
+    inbox = tmp_path / "inbox"
+    header = "invoice_id,customer_id,issue_date,amount,document_type\n"
+    write_csv(
+        inbox / "invoices/invoices_1.csv",
+        header + "I1,C1,2024-01-05,100,invoice\n"
+        "I2,C1,2024-13-40,50,invoice\n"
+        "I3,C2,2024-01-06,70,bogus\n"
+        "I1,C1,2024-01-05,999,invoice\n",
+    )
+    write_csv(
+        inbox / "invoices/invoices_2.csv",
+        header + "I3,C2,2024-01-06,75,invoice\nI4,C2,2024-01-07,20,invoice\n",
+    )
+    files = discover_files(inbox, INVOICES)
+    load_new_files(con, files, INVOICES, "r1", NO_GATE)
+
+    counts, _ = build_staging(con, INVOICES, NO_GATE, checks=False)
+    staged = "select invoice_id, issue_date::varchar, amount::double, source_file, line_number "
+    staged += "from staging.invoices order by 1"
+    assert con.sql(staged).fetchall() == [
+        ("I1", "2024-01-05", pytest.approx(100.0), "invoices/invoices_1.csv", 2),
+        ("I2", None, pytest.approx(50.0), "invoices/invoices_1.csv", 3),
+        ("I3", "2024-01-06", pytest.approx(75.0), "invoices/invoices_2.csv", 2),
+        ("I4", "2024-01-07", pytest.approx(20.0), "invoices/invoices_2.csv", 3),
+    ]
+    rejected = "select source_file, line_number, reason from quarantine.rejected_rows order by 1, 2"
+    assert con.sql(rejected).fetchall() == [("invoices/invoices_1.csv", 5, "duplicate_key")]
+    assert (counts["raw"], counts["staged"], counts["superseded"]) == (6, 4, 1)
+
+    counts, _ = build_staging(con, INVOICES, NO_GATE)
+    assert [row[0] for row in con.sql(staged).fetchall()] == ["I1", "I3", "I4"]
+    assert con.sql(rejected).fetchall() == [
+        ("invoices/invoices_1.csv", 3, "bad_date"),
+        ("invoices/invoices_1.csv", 4, "not_allowed"),
+        ("invoices/invoices_1.csv", 5, "duplicate_key"),
+    ]
+    assert (counts["raw"], counts["staged"], counts["superseded"]) == (6, 3, 0)
+
+
+def test_a_large_file_is_validated_on_the_same_spread_out_sample_every_time(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    lines = [f"I{n},C1,2024-01-05,{'x' if n % 10 == 0 else n}" for n in range(400)]
+    write_csv(
+        inbox / "invoices/invoices.csv",
+        "invoice_id,customer_id,issue_date,amount\n" + "\n".join(lines) + "\n",
+    )
+    options = IngestOptions(reject_threshold=0.2, validation_sample_rows=50)
+    result = ingest_group(con, inbox, INVOICES, "r1", options)
+    report = result.validations["invoices/invoices.csv"]["great_expectations"]
+    assert report["sampled"]
+    assert 25 <= report["rows_validated"] <= 75
+    load_id = con.sql("select load_id from raw.invoices limit 1").fetchall()[0][0]
+    assert validate_batch(con, INVOICES, load_id, 0.2, sample_rows=50) == report
+    # every 10th amount does not parse: the sample sees them, wherever they are in the file
+    assert validate_batch(con, INVOICES, load_id, 0.0, sample_rows=50)["failed"] == [
+        {
+            "expectation": "expect_column_values_to_not_be_null",
+            "column": "amount",
+            "unexpected_count": pytest.approx(report["rows_validated"] / 10, abs=6),
+            "unexpected_percent": pytest.approx(10.0, abs=8),
+        }
+    ]
+
+
+def test_a_streamed_export_keeps_file_line_numbers_and_a_ragged_line_loads_nothing(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    header = "invoice_id,customer_id,issue_date,amount\n"
+    # a blank line is a row (quarantined), so the lines after it keep their file line numbers
+    write_csv(
+        inbox / "invoices/invoices_1.csv",
+        header + "I1,C1,2024-01-05,1\n\nI2,C1,2024-01-05\nI3,C1,2024-99-05,1\n",
+    )
+    ingest_group(con, inbox, INVOICES, "r1", NO_GATE)
+    assert con.sql(
+        "select line_number, reason from quarantine.rejected_rows order by 1"
+    ).fetchall() == [(3, "missing_required"), (4, "missing_required"), (5, "bad_date")]
+    assert con.sql("select invoice_id, line_number from staging.invoices").fetchall() == [("I1", 2)]
+    # a line with more fields than the header fails while the file is streamed into raw
+    write_csv(inbox / "invoices/invoices_2.csv", header + "I4,C1,2024-01-06,2\nI5,C1,2024,3,4\n")
+    with pytest.raises(InboxError, match=r"invoices/invoices_2\.csv: cannot be read as csv"):
+        ingest_group(con, inbox, INVOICES, "r2", NO_GATE)
+    assert con.sql("select count(*) from raw.invoices").fetchall() == [(4,)]
+    assert con.sql("select count(*) from ops.loaded_files").fetchall() == [(1,)]
