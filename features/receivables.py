@@ -34,7 +34,11 @@ class ReceivablesSummary:
 def build_receivables(
     con: duckdb.DuckDBPyConnection, as_of: date, default_payment_terms_days: int
 ) -> ReceivablesSummary:
-    """Write ``features.receivable_items`` and ``marts.receivables_aging`` as of ``as_of``."""
+    """Write ``features.receivable_items`` and ``marts.receivables_aging`` as of ``as_of``.
+
+    Reads ``features.invoice_settlement``, which must be built as of the same ``as_of`` (the
+    invoice_settlement asset upstream does): its payment totals are the invoices' residuals.
+    """
     items = materialize_sql(
         con,
         "features.receivable_items",
@@ -50,13 +54,17 @@ def build_receivables(
         "from marts.receivables_aging"
     ).fetchall()[0]
     # Payments that reference no known invoice cannot reduce anyone's balance: say how many.
+    # Known = counted by the settlement (invoices) or paid against a credit note; counting them
+    # this way spares an anti-join of every payment with every document.
     unmatched = con.execute(
-        "select count(*) from staging.payments p where p.payment_date <= ? and not exists "
-        "(select 1 from staging.invoices i where i.invoice_id = p.invoice_id "
-        "and i.issue_date <= ?)",
-        [as_of, as_of],
+        "select (select count(*) from staging.payments where payment_date <= $as_of) "
+        "- (select coalesce(sum(payment_count), 0) from features.invoice_settlement) "
+        "- (select count(*) from staging.payments where payment_date <= $as_of and invoice_id in "
+        "(select invoice_id from staging.invoices "
+        "where document_type = 'credit_note' and issue_date <= $as_of))",
+        {"as_of": as_of},
     ).fetchall()[0][0]
-    return ReceivablesSummary(customers, items, total_open, unapplied, unmatched)
+    return ReceivablesSummary(customers, items, total_open, unapplied, int(unmatched))
 
 
 def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, months: int = 12) -> float | None:
@@ -79,9 +87,12 @@ def build_invoice_settlement(
     table: str = "features.invoice_settlement",
     temporary: bool = False,
     sample_fraction: float = 1.0,
+    ledger: tuple[str, str] = ("staging.invoices", "staging.payments"),
 ) -> int:
     """Write invoice settlement (``features.invoice_settlement`` by default) from facts dated on
-    or before ``as_of``; ``sample_fraction`` keeps a deterministic share of customers."""
+    or before ``as_of``; ``sample_fraction`` keeps a deterministic share of customers;
+    ``ledger`` names the invoices and payments tables to read (a sample built beforehand)."""
+    invoices_table, payments_table = ledger
     return materialize_sql(
         con,
         table,
@@ -91,12 +102,16 @@ def build_invoice_settlement(
         default_payment_terms_days=default_payment_terms_days,
         settlement_tolerance=settlement_tolerance,
         sample_fraction=sample_fraction,
+        invoices_table=invoices_table,
+        payments_table=payments_table,
     )
 
 
 # Settlement as of one cutoff, private to the connection (a temp table), so two stages building
 # payment behaviour at the same time in one warehouse never read each other's.
 SETTLEMENT_AT_CUTOFF = "invoice_settlement_at_cutoff"
+# The sampled customers' ledger, private to the connection too, built once for all cutoffs.
+LEDGER_SAMPLE = ("ledger_sample_invoices", "ledger_sample_payments")
 
 
 def build_payment_behaviour(
@@ -123,12 +138,23 @@ def build_payment_behaviour(
     ``whole_ledger`` scores every invoiced customer (the as-of snapshot); otherwise only
     customers active in the year before each cutoff (training snapshots). ``sample_fraction``
     keeps a deterministic share of customers (by hash of the id) for large training sets, except
-    at ``whole_ledger_at``, where every customer is kept (a scoring date inside a history).
+    at ``whole_ledger_at``, where every customer is kept (a scoring date inside a history); the
+    sample's invoices and payments are copied once (temp tables) and every cutoff reads them.
     Loops over the cutoffs only, never over customers.
     """
     if settlement_table is not None and len(cutoffs) != 1:
         raise ValueError("a prebuilt settlement_table is as of one date: give exactly one cutoff")
     con.execute(f"drop table if exists {table}")
+    sampled = settlement_table is None and sample_fraction < 1
+    if sampled:  # scan the whole ledger for the sample once, not once per cutoff
+        for sample_table, name in zip(LEDGER_SAMPLE, ("invoices", "payments"), strict=True):
+            materialize_sql(
+                con,
+                sample_table,
+                f"feat_ledger_sample_{name}",
+                temporary=True,
+                sample_fraction=sample_fraction,
+            )
     for cutoff in sorted(cutoffs):  # a handful of cutoffs
         settlement = settlement_table
         if settlement is None:
@@ -140,7 +166,11 @@ def build_payment_behaviour(
                 settlement_tolerance,
                 table=settlement,
                 temporary=True,
-                sample_fraction=1.0 if cutoff == whole_ledger_at else sample_fraction,
+                ledger=(
+                    LEDGER_SAMPLE
+                    if sampled and cutoff != whole_ledger_at
+                    else ("staging.invoices", "staging.payments")
+                ),
             )
         params = {
             "cutoff_date": cutoff,
@@ -152,7 +182,8 @@ def build_payment_behaviour(
             con.execute(f"insert into {table} {behaviour}", params).fetchall()
         else:
             con.execute(f"create table {table} as {behaviour}", params).fetchall()
-    con.execute(f"drop table if exists {SETTLEMENT_AT_CUTOFF}")
+    for private in (SETTLEMENT_AT_CUTOFF, *LEDGER_SAMPLE):
+        con.execute(f"drop table if exists {private}")
     return row_count(con, table)
 
 

@@ -18,7 +18,7 @@ from pipelines.cli import app
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
-from pipelines.risk.assets import receivables_aging, receivables_dso
+from pipelines.risk.assets import invoice_settlement, receivables_aging, receivables_dso
 from pipelines.risk.checks import aging_buckets_sum_to_total_open, aging_reconciles_with_ledger
 from synthetic import FILE_GROUPS, generate_demo_data
 from tests.conftest import write_csv
@@ -88,6 +88,7 @@ P7,I5,2024-05-02,5.00,EUR
         [
             *staging_assets,
             run_as_of_date,
+            invoice_settlement,
             receivables_aging,
             receivables_dso,
             aging_buckets_sum_to_total_open,

@@ -79,39 +79,47 @@ accounts as (
     select customer_id, tax_id from staging.accounts
 ),
 
-reports as (
-    select tax_id, report_date, rating_class, failure_score, delinquency_score, credit_limit,
-        legal_events
-    from staging.credit_reports
+-- The bureau's facts per firm as of the cutoff, in one pass over its reports (unique per tax_id
+-- and report_date): the latest report on or before the cutoff, the latest on or before 90 days
+-- earlier, and the legal events reported in the 365 days up to the cutoff. Structs keep a report
+-- whose fields are null (arg_max skips a null argument).
+bureau as (
+    select
+        r.tax_id,
+        arg_max(
+            struct_pack(
+                report_date := r.report_date,
+                rating_class := r.rating_class,
+                failure_score := r.failure_score,
+                delinquency_score := r.delinquency_score,
+                credit_limit := r.credit_limit
+            ),
+            r.report_date
+        ) as latest,
+        arg_max(struct_pack(failure_score := r.failure_score), r.report_date) filter (
+            where r.report_date <= $cutoff_date::date - 90
+        ) as earlier,
+        sum(r.legal_events) filter (
+            where r.report_date > $cutoff_date::date - 365
+        ) as legal_events_12m
+    from staging.credit_reports as r
+    where r.report_date <= $cutoff_date::date
+    group by r.tax_id
 ),
 
-with_tax as (
-    select p.*, a.tax_id, p.cutoff_date - 90 as earlier_date
+with_bureau as (
+    select
+        p.*,
+        b.latest.report_date,
+        b.latest.rating_class,
+        b.latest.failure_score,
+        b.latest.delinquency_score,
+        b.latest.credit_limit,
+        b.earlier.failure_score as failure_score_3m_ago,
+        b.legal_events_12m
     from population as p
     left join accounts as a using (customer_id)
-),
-
-latest_report as (
-    select w.customer_id, w.cutoff_date, r.report_date, r.rating_class, r.failure_score,
-        r.delinquency_score, r.credit_limit
-    from with_tax as w
-    asof join reports as r on w.tax_id = r.tax_id and w.cutoff_date >= r.report_date
-),
-
-earlier_report as (
-    select w.customer_id, w.cutoff_date, r.failure_score as failure_score_3m_ago
-    from with_tax as w
-    asof join reports as r on w.tax_id = r.tax_id and w.earlier_date >= r.report_date
-),
-
-legal as (
-    select w.customer_id, w.cutoff_date, sum(r.legal_events) as legal_events_12m
-    from with_tax as w
-    join reports as r
-        on w.tax_id = r.tax_id
-        and r.report_date <= w.cutoff_date
-        and r.report_date > w.cutoff_date - 365
-    group by all
+    left join bureau as b using (tax_id)
 ),
 
 final as (
@@ -135,18 +143,15 @@ final as (
         p.open_amount,
         p.overdue_amount,
         greatest(p.current_days_past_due, 0) as current_days_past_due,
-        lr.report_date as bureau_report_date,
-        lr.rating_class as bureau_rating_class,
-        lr.failure_score::double as bureau_failure_score,
-        lr.delinquency_score::double as bureau_delinquency_score,
-        lr.credit_limit::double as credit_limit,
-        (lr.failure_score - er.failure_score_3m_ago)::double as bureau_failure_score_change_3m,
-        l.legal_events_12m::double as bureau_legal_events_12m,
-        p.open_amount / nullif(lr.credit_limit, 0)::double as credit_limit_utilisation
-    from population as p
-    left join latest_report as lr using (customer_id, cutoff_date)
-    left join earlier_report as er using (customer_id, cutoff_date)
-    left join legal as l using (customer_id, cutoff_date)
+        p.report_date as bureau_report_date,
+        p.rating_class as bureau_rating_class,
+        p.failure_score::double as bureau_failure_score,
+        p.delinquency_score::double as bureau_delinquency_score,
+        p.credit_limit::double as credit_limit,
+        (p.failure_score - p.failure_score_3m_ago)::double as bureau_failure_score_change_3m,
+        p.legal_events_12m::double as bureau_legal_events_12m,
+        p.open_amount / nullif(p.credit_limit, 0)::double as credit_limit_utilisation
+    from with_bureau as p
 )
 
-select * from final order by cutoff_date, customer_id
+select * from final

@@ -1,11 +1,13 @@
 -- Open receivable items per customer as of $as_of, to the cent (DECIMAL throughout).
 -- Each document's residual = its amount minus the payments that reference it and are dated on
--- or before $as_of. Credit notes carry no invoice reference, so a customer's credit (unapplied
+-- or before $as_of: for invoices that is paid_total of features.invoice_settlement, which the
+-- invoice_settlement asset builds as of the same date (one pass over payments for both tables).
+-- Credit notes carry no invoice reference, so a customer's credit (unapplied
 -- credit notes plus overpayments, i.e. every negative residual) is applied to that customer's
 -- open invoices oldest due date first, as a credit manager clears unallocated cash; credit left
 -- over once every invoice is cleared stays as one 'unapplied_credit' item (negative amount).
 -- Sum of open_amount per customer = invoices + credit notes - payments known by $as_of.
-with documents as (
+with credit_notes as (
     select
         invoice_id,
         customer_id,
@@ -14,20 +16,34 @@ with documents as (
         amount,
         document_type
     from staging.invoices
-    where issue_date <= $as_of::date
+    where issue_date <= $as_of::date and document_type = 'credit_note'
 ),
 
-payments as (
+-- payments against credit notes (refunds): the invoices' are summed in the settlement already
+refunds as (
     select invoice_id, sum(amount) as paid
     from staging.payments
-    where payment_date <= $as_of::date
+    where payment_date <= $as_of::date and invoice_id in (select invoice_id from credit_notes)
     group by invoice_id
 ),
 
+-- Only documents with something left (most invoices are paid to the cent) go further.
 residuals as (
-    select d.*, d.amount - coalesce(p.paid, 0) as residual
-    from documents as d
-    left join payments as p using (invoice_id)
+    select
+        invoice_id,
+        customer_id,
+        issue_date,
+        due_date,
+        amount,
+        'invoice' as document_type,
+        amount - paid_total as residual
+    from features.invoice_settlement
+    where amount <> paid_total
+    union all
+    select c.*, c.amount - coalesce(r.paid, 0) as residual
+    from credit_notes as c
+    left join refunds as r using (invoice_id)
+    where c.amount <> coalesce(r.paid, 0)
 ),
 
 customer_credit as (
@@ -111,4 +127,4 @@ final as (
     where open_amount <> 0
 )
 
-select * from final order by customer_id, due_date nulls last, invoice_id
+select * from final

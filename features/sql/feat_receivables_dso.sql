@@ -21,15 +21,29 @@ receivables as (
     group by grouping sets ((customer_id), ())
 ),
 
+-- An invoice's month number by arithmetic rather than a range join with months (which sorts
+-- every invoice): $as_of minus the calendar months between them lands in the invoice's calendar
+-- month; the invoice belongs to that month number if issued after that day, else to the next.
+recent_invoices as (
+    select
+        customer_id,
+        amount,
+        issue_date,
+        date_diff('month', issue_date, $as_of::date) as calendar_months
+    from staging.invoices
+    where document_type = 'invoice'
+        and issue_date > $as_of::date - to_months($dso_months::integer)
+        and issue_date <= $as_of::date
+),
+
 sales as (
     select
-        i.customer_id,
-        m.month_number,
-        sum(i.amount)::double as month_sales
-    from staging.invoices as i
-    join months as m on i.issue_date > m.month_start and i.issue_date <= m.month_end
-    where i.document_type = 'invoice'
-    group by grouping sets ((i.customer_id, m.month_number), (m.month_number))
+        customer_id,
+        calendar_months
+            + (issue_date <= $as_of::date - to_months(calendar_months))::integer as month_number,
+        sum(amount)::double as month_sales
+    from recent_invoices
+    group by grouping sets ((customer_id, month_number), (month_number))
 ),
 
 grid as (

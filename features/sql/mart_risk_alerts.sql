@@ -6,31 +6,76 @@
 --                            $failure_score_drop points below the report before it
 --   days_past_due_60         an invoice still open on $as_of passed 60 days past due in the window
 --   over_credit_limit        exposure is over the bureau credit limit on $as_of and was not at
---                            the start of the window (features.receivable_items_previous)
+--                            the start of the window
+-- Exposure at the window start is derived from today's (marts.receivables_aging, built as of
+-- $as_of) rather than by building the aging again as of that date: the ledger total then =
+-- today's - documents issued in the window + payments that count today but did not then (dated
+-- in the window, or dated earlier against a document issued in the window). Both joins have a
+-- window-sized side, where a second aging would join every payment to every document.
 with accounts as (
     select customer_id, tax_id from staging.accounts
 ),
 
 reports as (
+    select tax_id, report_date, rating_class, failure_score, credit_limit
+    from staging.credit_reports
+    where report_date <= $as_of::date
+),
+
+-- Per firm in one pass over its reports (unique per tax_id and report_date): the latest report
+-- before the window, which the window's first report is compared with, and the credit limit on
+-- $as_of and at the window start. Structs keep a report whose fields are null.
+firm_history as (
+    select
+        tax_id,
+        arg_max(
+            struct_pack(
+                report_date := report_date,
+                rating_class := rating_class,
+                failure_score := failure_score
+            ),
+            report_date
+        ) filter (where report_date < $as_of::date - $lookback_days::integer) as before_window,
+        arg_max(struct_pack(credit_limit := credit_limit), report_date) as limit_now,
+        arg_max(struct_pack(credit_limit := credit_limit), report_date) filter (
+            where report_date <= $as_of::date - $lookback_days::integer
+        ) as limit_before
+    from reports
+    group by tax_id
+),
+
+-- each report in the window with the one before it: the window's reports plus each firm's last
+-- report before the window are all the lag needs, not every report the firm ever had
+compared_reports as (
     select
         tax_id,
         report_date,
         rating_class,
         failure_score,
-        credit_limit,
         list_position(['D', 'C', 'B2', 'B1', 'A2', 'A1'], rating_class) as rating_rank,
-        lag(rating_class) over (partition by tax_id order by report_date) as previous_rating,
-        lag(list_position(['D', 'C', 'B2', 'B1', 'A2', 'A1'], rating_class))
-            over (partition by tax_id order by report_date) as previous_rating_rank,
-        lag(failure_score) over (partition by tax_id order by report_date)
-            as previous_failure_score
-    from staging.credit_reports
-    where report_date <= $as_of::date
+        lag(rating_class) over by_date as previous_rating,
+        lag(list_position(['D', 'C', 'B2', 'B1', 'A2', 'A1'], rating_class)) over by_date
+            as previous_rating_rank,
+        lag(failure_score) over by_date as previous_failure_score
+    from (
+        select tax_id, report_date, rating_class, failure_score
+        from reports
+        where report_date >= $as_of::date - $lookback_days::integer
+        union all
+        select
+            tax_id,
+            before_window.report_date,
+            before_window.rating_class,
+            before_window.failure_score
+        from firm_history
+        where before_window is not null
+    )
+    window by_date as (partition by tax_id order by report_date)
 ),
 
 recent_reports as (
     select a.customer_id, r.*
-    from reports as r
+    from compared_reports as r
     join accounts as a using (tax_id)
     where r.report_date >= $as_of::date - $lookback_days::integer
 ),
@@ -75,31 +120,13 @@ overdue_alerts as (
         and due_date + 61 <= $as_of::date
 ),
 
-window_ends as (
-    select
-        customer_id,
-        tax_id,
-        $as_of::date as window_end,
-        $as_of::date - $lookback_days::integer as window_start
-    from accounts
-),
-
-limit_now as (
-    select w.customer_id, r.credit_limit
-    from window_ends as w
-    asof join reports as r on w.tax_id = r.tax_id and w.window_end >= r.report_date
-),
-
-limit_before as (
-    select w.customer_id, r.credit_limit as previous_credit_limit
-    from window_ends as w
-    asof join reports as r on w.tax_id = r.tax_id and w.window_start >= r.report_date
-),
-
 limits as (
-    select n.customer_id, n.credit_limit, b.previous_credit_limit
-    from limit_now as n
-    left join limit_before as b using (customer_id)
+    select
+        a.customer_id,
+        f.limit_now.credit_limit as credit_limit,
+        f.limit_before.credit_limit as previous_credit_limit
+    from accounts as a
+    join firm_history as f using (tax_id)
 ),
 
 exposure_now as (
@@ -108,10 +135,42 @@ exposure_now as (
     group by customer_id
 ),
 
-exposure_before as (
-    select customer_id, greatest(sum(open_amount), 0) as exposure
-    from features.receivable_items_previous
+window_documents as (
+    select invoice_id, customer_id, amount
+    from staging.invoices
+    where issue_date > $as_of::date - $lookback_days::integer and issue_date <= $as_of::date
+),
+
+window_payments as (
+    select d.customer_id, p.amount
+    from staging.payments as p
+    join staging.invoices as d using (invoice_id)
+    where p.payment_date > $as_of::date - $lookback_days::integer
+        and p.payment_date <= $as_of::date
+        and d.issue_date <= $as_of::date
+    union all
+    select d.customer_id, p.amount
+    from staging.payments as p
+    join window_documents as d using (invoice_id)
+    where p.payment_date <= $as_of::date - $lookback_days::integer
+),
+
+window_change as (
+    select customer_id, sum(amount) as change
+    from (
+        select customer_id, amount from window_documents
+        union all
+        select customer_id, -amount from window_payments
+    )
     group by customer_id
+),
+
+exposure_before as (
+    select
+        a.customer_id,
+        greatest(a.total_open::decimal(38, 2) - coalesce(w.change, 0), 0) as exposure
+    from marts.receivables_aging as a
+    left join window_change as w using (customer_id)
 ),
 
 limit_alerts as (

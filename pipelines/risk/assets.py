@@ -33,6 +33,7 @@ INVOICES = dg.AssetKey(["staging", "invoices"])
 PAYMENTS = dg.AssetKey(["staging", "payments"])
 ACCOUNTS = dg.AssetKey(["staging", "accounts"])
 CREDIT_REPORTS = dg.AssetKey(["staging", "credit_reports"])
+SETTLEMENT = dg.AssetKey(["features", "invoice_settlement"])
 NO_BUREAU = "missing: no credit report joins a CRM account; payment history only"
 
 
@@ -46,7 +47,8 @@ def _cutoffs(config: RiskSettings, as_of) -> list:
 
 @dg.asset(
     key=["marts", "receivables_aging"],
-    deps=[RUN_AS_OF, INVOICES, PAYMENTS],
+    # the settlement's payment totals are the invoices' residuals (one pass over payments)
+    deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -422,7 +424,7 @@ def customer_equity(
 
 @dg.asset(
     key=["marts", "risk_alerts"],
-    deps=[receivables_aging, ACCOUNTS, CREDIT_REPORTS],
+    deps=[receivables_aging, INVOICES, PAYMENTS, ACCOUNTS, CREDIT_REPORTS],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -435,13 +437,9 @@ def risk_alerts(
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         window_start = as_of - timedelta(days=config.alert_lookback_days)
-        materialize_sql(
-            con,
-            "features.receivable_items_previous",
-            "feat_receivable_items",
-            as_of=window_start,
-            default_payment_terms_days=config.default_payment_terms_days,
-        )
+        # exposure at the window start now comes from the aging and the window's documents and
+        # payments; the aging as of that date, which earlier releases built, is gone
+        con.execute("drop table if exists features.receivable_items_previous")
         materialize_sql(
             con,
             "marts.risk_alerts",
