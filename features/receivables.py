@@ -98,6 +98,8 @@ def build_invoice_settlement(
         table,
         "feat_invoice_settlement",
         temporary=temporary,
+        # one row per invoice: its id is unique and its customer's repeats only a few times
+        uncompressed=("customer_id", "invoice_id"),
         as_of=as_of,
         default_payment_terms_days=default_payment_terms_days,
         settlement_tolerance=settlement_tolerance,

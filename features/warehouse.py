@@ -109,16 +109,42 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
 
 
 def materialize_sql(
-    con: duckdb.DuckDBPyConnection, table: str, name: str, *, temporary: bool = False, **params: Any
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    name: str,
+    *,
+    temporary: bool = False,
+    uncompressed: tuple[str, ...] = (),
+    **params: Any,
 ) -> int:
     """Replace ``table`` with the result of the SELECT in ``sql/<name>.sql``; returns its rows.
 
     ``temporary`` makes it a temp table, private to this connection and dropped with it.
+    ``uncompressed`` names columns stored without compression: unique text ids barely compress,
+    and DuckDB's analysis of how to compress them can be half the cost of writing a large table.
     """
     text = sql_text(name)
     used = {key: value for key, value in params.items() if f"${key}" in text}
     kind = "temp table" if temporary else "table"
-    con.execute(f"create or replace {kind} {table} as {text}", used).fetchall()
+    if not uncompressed:
+        con.execute(f"create or replace {kind} {table} as {text}", used).fetchall()
+        return row_count(con, table)
+    # a create-table-as cannot choose a column's compression: declare the columns (their types
+    # from the bound query), then insert, in one transaction so readers never see it empty
+    columns = con.execute(f"describe {text}", used).fetchall()
+    declared = ", ".join(
+        f'"{column}" {column_type}'
+        + (" using compression uncompressed" if column in uncompressed else "")
+        for column, column_type, *_ in columns
+    )
+    con.execute("begin transaction")
+    try:
+        con.execute(f"create or replace {kind} {table} ({declared})").fetchall()
+        con.execute(f"insert into {table} {text}", used).fetchall()
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
     return row_count(con, table)
 
 
