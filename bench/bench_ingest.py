@@ -91,14 +91,22 @@ def _limit_memory(con: duckdb.DuckDBPyConnection, warehouse: Path) -> None:
     con.execute(f"set temp_directory = '{warehouse.parent / 'spill'}'").fetchall()
 
 
-def timed_load(inbox: Path, warehouse: Path, options: IngestOptions, fresh: bool = True) -> dict:
+def open_warehouse_with_accounts(
+    inbox: Path, warehouse: Path, options: IngestOptions, fresh: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """A bench warehouse (new unless `fresh=False`) with the accounts loaded, untimed."""
     if fresh:
         for path in (warehouse, Path(f"{warehouse}.wal")):
             path.unlink(missing_ok=True)
-    with duckdb.connect(str(warehouse)) as con:
-        _limit_memory(con, warehouse)
-        ensure_layout(con)
-        ingest_group(con, inbox, ACCOUNTS, "bench", options)
+    con = duckdb.connect(str(warehouse))
+    _limit_memory(con, warehouse)
+    ensure_layout(con)
+    ingest_group(con, inbox, ACCOUNTS, "bench", options)
+    return con
+
+
+def timed_load(inbox: Path, warehouse: Path, options: IngestOptions, fresh: bool = True) -> dict:
+    with open_warehouse_with_accounts(inbox, warehouse, options, fresh) as con:
         started, cpu = time.perf_counter(), time.process_time()
         result = ingest_group(con, inbox, INVOICES, "bench", options)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -107,13 +115,8 @@ def timed_load(inbox: Path, warehouse: Path, options: IngestOptions, fresh: bool
 
 def timed_unvalidated_load(inbox: Path, warehouse: Path) -> dict:
     """The same load with every contract rule off: the floor validation is compared with."""
-    for path in (warehouse, Path(f"{warehouse}.wal")):
-        path.unlink(missing_ok=True)
     options = IngestOptions(validate=False)
-    with duckdb.connect(str(warehouse)) as con:
-        _limit_memory(con, warehouse)
-        ensure_layout(con)
-        ingest_group(con, inbox, ACCOUNTS, "bench", options)
+    with open_warehouse_with_accounts(inbox, warehouse, options) as con:
         started, cpu = time.perf_counter(), time.process_time()
         con.begin()
         files = discover_files(inbox, INVOICES, inbox_mappings(inbox, options))

@@ -17,17 +17,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
-from bench.bench_ingest import ACCOUNTS, INVOICES, _limit_memory
+from bench.bench_ingest import INVOICES, open_warehouse_with_accounts
 from features.ingest import (
     IngestOptions,
     _reject_gate,
     build_staging,
     discover_files,
     inbox_mappings,
-    ingest_group,
     load_new_files,
 )
-from features.warehouse import ensure_layout
 
 
 def peak_rss() -> str:
@@ -58,15 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     inbox = args.out / "inbox"
     warehouse = args.out / "steps.duckdb"
-    for path in (warehouse, Path(f"{warehouse}.wal")):
-        path.unlink(missing_ok=True)
     import great_expectations  # noqa: F401  (imported before timing, as in bench_ingest)
 
     options = IngestOptions(validate=True)
-    with duckdb.connect(str(warehouse)) as plain:
-        _limit_memory(plain, warehouse)
-        ensure_layout(plain)
-        ingest_group(plain, inbox, ACCOUNTS, "bench", options)
+    with open_warehouse_with_accounts(inbox, warehouse, options) as plain:
         con = TimedConnection(plain)
         con.begin()
         phases = []
