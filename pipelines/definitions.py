@@ -17,7 +17,7 @@ from pipelines.ops.automation import (
     build_nightly_schedule,
 )
 from pipelines.ops.publish import build_published_snapshot
-from pipelines.resources import default_resources
+from pipelines.resources import default_resources, warehouse_config
 from pipelines.settings import Settings, load_settings
 
 NIGHTLY_JOB_NAME = "crm_intel_nightly"
@@ -93,7 +93,7 @@ def run_config_for(
     }
     resources: dict[str, Any] = {}
     if warehouse:
-        resources["warehouse"] = {"config": {"path": warehouse}}
+        resources["warehouse"] = {"config": warehouse_config(warehouse)}
     if inbox:
         resources["inbox"] = {"config": {"path": inbox}}
     if resources:

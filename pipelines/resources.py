@@ -18,14 +18,26 @@ DUCKDB_POOL = "duckdb"
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The working DuckDB warehouse file."""
+    """The working DuckDB warehouse file.
+
+    `memory_limit` (e.g. "8GB") and `temp_directory` bound what one run may take on a shared
+    server: DuckDB's default is 80% of the machine's RAM and spilling next to the file; big
+    ledgers spill instead of failing when the limit is lower (BENCHMARKS.md, credit risk).
+    """
 
     path: str = DEFAULT_WAREHOUSE
+    memory_limit: str | None = None
+    temp_directory: str | None = None
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.path)
+        config: dict[str, str] = {}
+        if self.memory_limit:
+            config["memory_limit"] = self.memory_limit
+        if self.temp_directory:
+            config["temp_directory"] = self.temp_directory
+        con = duckdb.connect(self.path, config=config)
         try:
             ensure_layout(con)
             yield con
@@ -39,8 +51,20 @@ class Inbox(dg.ConfigurableResource):
     path: str = DEFAULT_INBOX
 
 
+def warehouse_config(path: str | None = None) -> dict[str, str]:
+    """The warehouse resource's config: `path` or $CRM_INTEL_WAREHOUSE, DuckDB limits from env."""
+    config = {"path": path or os.environ.get("CRM_INTEL_WAREHOUSE", DEFAULT_WAREHOUSE)}
+    for field, variable in (
+        ("memory_limit", "CRM_INTEL_DUCKDB_MEMORY_LIMIT"),
+        ("temp_directory", "CRM_INTEL_DUCKDB_TEMP_DIRECTORY"),
+    ):
+        if os.environ.get(variable):
+            config[field] = os.environ[variable]
+    return config
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
-        "warehouse": Warehouse(path=os.environ.get("CRM_INTEL_WAREHOUSE", DEFAULT_WAREHOUSE)),
+        "warehouse": Warehouse(**warehouse_config()),
         "inbox": Inbox(path=os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX)),
     }

@@ -7,9 +7,11 @@ import duckdb
 import pytest
 
 from pipelines.customer_value.assets import customer_summary, rfm_scores, run_as_of_date
+from pipelines.definitions import run_config_for
 from pipelines.ingest.assets import staging_assets
 from pipelines.ingest.checks import invoice_ids_unique, invoices_not_empty
 from pipelines.resources import Inbox, Warehouse
+from pipelines.settings import load_settings
 
 
 def _materialize(
@@ -85,3 +87,32 @@ def test_blocking_checks_stop_the_run_on_empty_invoices(tmp_path: Path) -> None:
 def test_bad_as_of_fails_with_a_clear_message(demo_inbox: Path, tmp_path: Path, as_of: str) -> None:
     with pytest.raises(dg.Failure, match="YYYY-MM-DD"):
         _materialize(demo_inbox, tmp_path / "w.duckdb", as_of=as_of)
+
+
+def test_duckdb_memory_limit_and_spill_folder_reach_the_run(
+    demo_inbox: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared server caps DuckDB by environment; the CLI's run config must carry it."""
+    spill = tmp_path / "spill"
+    monkeypatch.setenv("CRM_INTEL_DUCKDB_MEMORY_LIMIT", "1GiB")
+    monkeypatch.setenv("CRM_INTEL_DUCKDB_TEMP_DIRECTORY", str(spill))
+    run_config = run_config_for(
+        load_settings(), warehouse=str(tmp_path / "w.duckdb"), inbox=str(demo_inbox)
+    )
+    warehouse_config = run_config["resources"]["warehouse"]["config"]
+    with Warehouse(**warehouse_config).connect() as con:
+        applied = con.sql(
+            "select current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchall()[0]
+    with duckdb.connect(config={"memory_limit": "1GiB"}) as reference:
+        expected_limit = reference.sql("select current_setting('memory_limit')").fetchall()[0][0]
+    assert applied == (expected_limit, str(spill))
+    # Dagster accepts the same run config for a real materialization.
+    result = dg.materialize(
+        [*staging_assets, run_as_of_date],
+        resources={"warehouse": Warehouse(), "inbox": Inbox()},
+        run_config={"resources": run_config["resources"]},
+    )
+    assert result.success
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*) from ops.runs").fetchall()[0][0] == 1
