@@ -738,12 +738,14 @@ def build_staging(
     normalise = _NORMALISE.get(table, {})
     money = contract.money
     selected = {name: name for name in contract.column_names}
-    extras = ["source_file", "line_number"]
+    # load_id: which load brought the row, so later stages can tell new rows from old ones
+    # (invoice settlement re-settles only the customers new rows touch)
+    extras = ["load_id", "source_file", "line_number"]
     if money is not None:
         selected[money.amount] = "amount_base"
         extras += [f"{money.amount} as original_amount", "fx_rate"]
     inner = ", ".join([f"{expr} as {name}" for name, expr in selected.items()] + extras)
-    outer_names = [*contract.column_names, "source_file", "line_number"]
+    outer_names = [*contract.column_names, "load_id", "source_file", "line_number"]
     if money is not None:
         outer_names += ["original_amount", "fx_rate"]
     outer = ", ".join(

@@ -100,6 +100,11 @@ class RiskSettings(dg.Config):
         default=1.0,
         description="An invoice counts as settled when less than this amount is left unpaid.",
     )
+    settlement_full_rebuild_days: int = Field(
+        default=7,
+        description="Invoice settlement is refreshed for changed customers only, and rebuilt for "
+        "everyone when its last full build is this many days before the as-of date.",
+    )
     label_days_past_due: int = Field(
         default=30, description="Delinquent = an invoice more than this many days past due ..."
     )

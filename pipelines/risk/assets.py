@@ -10,10 +10,10 @@ from features.point_in_time import training_cutoffs
 from features.receivables import (
     build_delinquency_labels,
     build_dso,
-    build_invoice_settlement,
     build_payment_behaviour,
     build_receivables,
     bureau_reports_available,
+    refresh_invoice_settlement,
     training_snapshots,
 )
 from features.warehouse import fingerprint, materialize_sql, record_model_run, row_count
@@ -110,14 +110,28 @@ def receivables_dso(
 def invoice_settlement(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """When each invoice was paid off, from payments known on the as-of date."""
+    """When each invoice was paid off, from payments known on the as-of date; re-settles only
+    customers with new facts when the previous build allows it (``refresh_invoice_settlement``)."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        build_invoice_settlement(
-            con, as_of, config.default_payment_terms_days, config.settlement_tolerance
+        refresh = refresh_invoice_settlement(
+            con,
+            as_of,
+            config.default_payment_terms_days,
+            config.settlement_tolerance,
+            full_rebuild_days=config.settlement_full_rebuild_days,
         )
         payments = row_count(con, "staging.payments")
         metadata = table_metadata(con, "features.invoice_settlement", as_of_date=str(as_of))
+    context.log.info(
+        f"invoice settlement {refresh.mode}: {refresh.customers_resettled:,d} customers "
+        f"settled ({refresh.reason})"
+    )
+    metadata |= {
+        "refresh_mode": refresh.mode,
+        "refresh_reason": refresh.reason,
+        "customers_resettled": refresh.customers_resettled,
+    }
     if payments == 0:
         context.log.warning(
             "no payments in staging: every invoice looks unpaid, so payment behaviour and the "
