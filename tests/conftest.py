@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from features.warehouse import ensure_layout
 from pipelines.cli import app
 from synthetic import generate_demo_data
 
 SMALL_CUSTOMERS = 1500
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    """An empty warehouse file with the schemas and ops tables."""
+    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    ensure_layout(connection)
+    yield connection
+    connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,20 +15,11 @@ from features.ingest import (
     load_new_files,
 )
 from features.validation import validate_batch
-from features.warehouse import ensure_layout
 from tests.conftest import write_csv
 
 INVOICES = CONTRACTS_BY_TABLE["invoices"]
 # These tests are about row quarantine, not the file gate: accept any share of bad rows.
 NO_GATE = IngestOptions(reject_threshold=1.0, validate=False)
-
-
-@pytest.fixture
-def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    ensure_layout(connection)
-    yield connection
-    connection.close()
 
 
 def test_bad_rows_are_quarantined_with_file_line_and_reason(

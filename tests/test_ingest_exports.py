@@ -27,14 +27,6 @@ FAST = IngestOptions(validate=False)  # the GX gate has its own tests below
 README = Path(__file__).parents[1] / "README.md"
 
 
-@pytest.fixture
-def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    ensure_layout(connection)
-    yield connection
-    connection.close()
-
-
 def _rows(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple]:
     return con.sql(query).fetchall()
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-import pytest
 from polars.testing import assert_frame_equal
 
 from features.contracts import CONTRACTS_BY_TABLE
@@ -17,7 +16,6 @@ from features.receivables import (
     build_invoice_settlement,
     refresh_invoice_settlement,
 )
-from features.warehouse import ensure_layout
 from tests.test_risk_settlement import TERMS, TOLERANCE, _random_ledger
 
 OPTIONS = IngestOptions(validate=False, reject_threshold=1.0)
@@ -67,16 +65,8 @@ def _refresh_matches_a_full_build(
     return refresh.mode, refresh.reason, refresh.customers_resettled
 
 
-@pytest.fixture
-def warehouse(tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    ensure_layout(con)
-    yield con
-    con.close()
-
-
 def test_each_refresh_equals_a_full_build_and_re_settles_only_changed_customers(
-    tmp_path: Path, warehouse: duckdb.DuckDBPyConnection
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
 ) -> None:
     invoices, payments = _ledger()
     customers = invoices.select("customer_id").unique().sort("customer_id")
@@ -96,11 +86,11 @@ def test_each_refresh_equals_a_full_build_and_re_settles_only_changed_customers(
         .filter((pl.col("payment_date") <= D1) & ~late_payment)
     )
     _deliver(inbox, "1", first_invoices, first_payments)
-    _load(warehouse, inbox, "run-1")
+    _load(con, inbox, "run-1")
 
-    assert _refresh_matches_a_full_build(warehouse, D0, full_rebuild_days=NEVER)[0] == "full"
+    assert _refresh_matches_a_full_build(con, D0, full_rebuild_days=NEVER)[0] == "full"
     # the next as-of date, nothing loaded: customers with facts dated in between only
-    mode, reason, resettled = _refresh_matches_a_full_build(warehouse, D1, full_rebuild_days=NEVER)
+    mode, reason, resettled = _refresh_matches_a_full_build(con, D1, full_rebuild_days=NEVER)
     assert mode == "incremental", reason
     assert 0 < resettled < customers.height / 2
 
@@ -111,11 +101,9 @@ def test_each_refresh_equals_a_full_build_and_re_settles_only_changed_customers(
         invoices.join(first_invoices, on="invoice_id", how="anti"),
         payments.join(first_payments, on="payment_id", how="anti"),
     )
-    _load(warehouse, inbox, "run-2")
+    _load(con, inbox, "run-2")
     for as_of in (D1, D2):  # the same date again (new loads only), then a later one
-        mode, _, resettled = _refresh_matches_a_full_build(
-            warehouse, as_of, full_rebuild_days=NEVER
-        )
+        mode, _, resettled = _refresh_matches_a_full_build(con, as_of, full_rebuild_days=NEVER)
         assert mode == "incremental"
         assert resettled < customers.height
 
@@ -123,19 +111,19 @@ def test_each_refresh_equals_a_full_build_and_re_settles_only_changed_customers(
     corrected = payments.filter(pl.col("payment_date") < D0).head(1)
     corrected = corrected.with_columns(amount=pl.col("amount") / 2)
     _deliver(inbox, "3", invoices.head(0), corrected)
-    _load(warehouse, inbox, "run-3")
-    mode, reason, _ = _refresh_matches_a_full_build(warehouse, D2, full_rebuild_days=NEVER)
+    _load(con, inbox, "run-3")
+    mode, reason, _ = _refresh_matches_a_full_build(con, D2, full_rebuild_days=NEVER)
     assert (mode, "re-delivery" in reason) == ("full", True)
 
-    mode, reason, _ = _refresh_matches_a_full_build(warehouse, D1, full_rebuild_days=NEVER)
+    mode, reason, _ = _refresh_matches_a_full_build(con, D1, full_rebuild_days=NEVER)
     assert (mode, "before the previous build" in reason) == ("full", True)
-    mode, reason, _ = _refresh_matches_a_full_build(warehouse, D2, full_rebuild_days=15)
+    mode, reason, _ = _refresh_matches_a_full_build(con, D2, full_rebuild_days=15)
     assert (mode, "last full build" in reason) == ("full", True)
-    assert _refresh_matches_a_full_build(warehouse, D2 + timedelta(days=1))[0] == "incremental"
+    assert _refresh_matches_a_full_build(con, D2 + timedelta(days=1))[0] == "incremental"
 
 
 def test_changed_settings_or_a_direct_rebuild_forget_the_previous_build(
-    tmp_path: Path, warehouse: duckdb.DuckDBPyConnection
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
 ) -> None:
     invoices, payments = _ledger()
     inbox = tmp_path / "inbox"
@@ -144,10 +132,10 @@ def test_changed_settings_or_a_direct_rebuild_forget_the_previous_build(
         inbox / "crm/accounts.csv"
     )
     _deliver(inbox, "1", invoices, payments)
-    _load(warehouse, inbox, "run-1")
-    refresh_invoice_settlement(warehouse, D0, TERMS, float(TOLERANCE))
-    changed = refresh_invoice_settlement(warehouse, D0, TERMS + 15, float(TOLERANCE))
+    _load(con, inbox, "run-1")
+    refresh_invoice_settlement(con, D0, TERMS, float(TOLERANCE))
+    changed = refresh_invoice_settlement(con, D0, TERMS + 15, float(TOLERANCE))
     assert (changed.mode, "settings" in changed.reason) == ("full", True)
-    build_invoice_settlement(warehouse, D1, TERMS, float(TOLERANCE))  # not through refresh
-    again = refresh_invoice_settlement(warehouse, D1, TERMS, float(TOLERANCE))
+    build_invoice_settlement(con, D1, TERMS, float(TOLERANCE))  # not through refresh
+    again = refresh_invoice_settlement(con, D1, TERMS, float(TOLERANCE))
     assert (again.mode, again.reason) == ("full", "no previous settlement to refresh")
