@@ -13,8 +13,9 @@ Two timings, kept apart:
   customer risk, portfolio risk, customer equity and alerts, calling the same functions with the
   same arguments as the credit-risk assets. Invoice settlement is timed both ways the asset can
   run it: a nightly refresh (the previous night's build as of two days before, the facts dated
-  since arriving in a new load) and a full build; the table after the refresh is checked equal
-  to the full build's (order-independent fingerprint of every row).
+  since arriving in a new load) and a full build (into another table); the refreshed table,
+  which the later steps read as they do at night, is checked equal to the full build's
+  (order-independent fingerprint of every row).
 
 The ledger's behaviour: each customer has a lateness propensity that drives days late, unpaid
 invoices, split payments and (with noise) the bureau's quarterly delinquency score.
@@ -326,14 +327,17 @@ def portfolio_and_scoring(
         settlement,
         lambda: refresh_invoice_settlement(*settle),
     )
-    refreshed = fingerprint(con, SETTLEMENT_ROWS)
+    # the full build, into another table: the steps below read the refreshed one, as at night
     _timed(
         "invoice settlement, full build",
         settlement,
-        lambda: build_invoice_settlement(*settle),
+        lambda: build_invoice_settlement(*settle, table=FULL_BUILD),
     )
-    if fingerprint(con, SETTLEMENT_ROWS) != refreshed:
+    if fingerprint(con, SETTLEMENT_ROWS.format(FULL_BUILD)) != fingerprint(
+        con, SETTLEMENT_ROWS.format("features.invoice_settlement")
+    ):
         raise AssertionError("the nightly refresh and the full build disagree")
+    con.execute(f"drop table {FULL_BUILD}")
     print(
         f"  refresh: {refresh.mode} ({refresh.reason}), {refresh.customers_resettled:,d} "
         "customers re-settled; same rows as the full build"
@@ -384,9 +388,8 @@ def portfolio_and_scoring(
     return rest + settlement["invoice settlement, nightly refresh"]
 
 
-SETTLEMENT_ROWS = (
-    "select * replace (list_sort(credits) as credits) from features.invoice_settlement"
-)
+SETTLEMENT_ROWS = "select * replace (list_sort(credits) as credits) from {}"
+FULL_BUILD = "features.invoice_settlement_full_build"
 
 
 def _score(con: duckdb.DuckDBPyConnection, config: RiskSettings, model: DelinquencyModel) -> None:
