@@ -125,7 +125,10 @@ def test_invoices_only_inbox_runs(invoices_only_inbox: Path, tmp_path: Path) -> 
 
 def test_rerun_for_a_past_date_is_reproducible(demo_inbox: Path, tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
-    query = "select customer_id, rfm_segment, clv_12m from marts.customer_360 order by customer_id"
+    query = (
+        "select customer_id, rfm_segment, clv_12m, open_exposure, delinquency_probability, "
+        "risk_adjusted_clv from marts.customer_360 order by customer_id"
+    )
     run_cli(demo_inbox, warehouse, "--as-of", "2025-03-31")
     with duckdb.connect(str(warehouse), read_only=True) as con:
         first = con.sql(query).pl()
@@ -138,7 +141,12 @@ def test_rerun_for_a_past_date_is_reproducible(demo_inbox: Path, tmp_path: Path)
     run_cli(demo_inbox, warehouse, "--as-of", "2025-03-31")
     with duckdb.connect(str(warehouse), read_only=True) as con:
         second = con.sql(query).pl()
+        # nothing new since the first run: the nightly refresh re-settled no one
+        refresh = con.sql(
+            "select mode, customers_resettled from features.invoice_settlement_state"
+        ).fetchall()
     assert first.equals(second)
+    assert refresh == [("incremental", 0)]
 
 
 def test_bad_settings_file_fails_before_running(demo_inbox: Path, tmp_path: Path) -> None:
