@@ -173,15 +173,15 @@ def refresh_invoice_settlement(
     names = [column[0] for column in result.description]
     previous = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
     reason = _full_rebuild_reason(con, previous, as_of, settings, full_rebuild_days)
-    checksums = None
+    totals = None
     if reason is None:
         state = previous[0]
-        checksums = _ledger_checksums(con, state["load_sequence"])
+        unchanged, totals = _ledger_checksums(con, state["load_sequence"])
         recorded = (
             state["invoice_rows"], state["invoice_checksum"],
             state["payment_rows"], state["payment_checksum"],
         )  # fmt: skip
-        if checksums[0:2] + checksums[4:6] != recorded:
+        if unchanged != recorded:
             reason = (
                 "rows loaded before the previous build changed (a corrected re-delivery, new FX "
                 "rates or other ingest settings)"
@@ -194,17 +194,14 @@ def refresh_invoice_settlement(
             return _resettle(
                 con, as_of, default_payment_terms_days, settlement_tolerance,
                 state=(load_sequence, settings, state["full_build_as_of"], state["customers"]),
-                checksums=checksums, customers=changed,
+                totals=totals, customers=changed,
             )  # fmt: skip
     rows = build_invoice_settlement(con, as_of, default_payment_terms_days, settlement_tolerance)
-    # every row now counts as read by this build
-    totals = _ledger_checksums(con, load_sequence)
+    if totals is None:  # what every staged row adds up to (the split does not matter here)
+        totals = _ledger_checksums(con, load_sequence)[1]
     customers = con.sql(f"select count(distinct customer_id) from {SETTLEMENT}").fetchall()[0][0]
     refresh = SettlementRefresh("full", reason, rows, customers)
-    _write_state(
-        con, (as_of, load_sequence, settings, as_of, *totals[0:2], *totals[4:6], customers),
-        refresh,
-    )  # fmt: skip
+    _write_state(con, (as_of, load_sequence, settings, as_of, *totals, customers), refresh)
     return refresh
 
 
@@ -236,14 +233,25 @@ def _full_rebuild_reason(
     return None
 
 
-def _ledger_checksums(con: duckdb.DuckDBPyConnection, since_load_sequence: int) -> tuple:
-    """(old invoice rows, checksum, new rows, checksum, old payment rows, ..., new ...)."""
-    return tuple(
-        con.execute(
+def _ledger_checksums(
+    con: duckdb.DuckDBPyConnection, since_load_sequence: int
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """(invoice rows, checksum, payment rows, checksum) of the rows loaded up to
+    ``since_load_sequence``, then of every staged row."""
+    parts = {
+        (table, is_new): (rows, checksum)
+        for table, is_new, rows, checksum in con.execute(
             sql_text("feat_settlement_ledger_checksum"),
             {"since_load_sequence": since_load_sequence},
-        ).fetchall()[0]
-    )
+        ).fetchall()
+    }
+    old, every = [], []
+    for table in ("invoices", "payments"):
+        rows, checksum = parts.get((table, False), (0, 0))
+        new_rows, new_checksum = parts.get((table, True), (0, 0))
+        old += [rows, checksum]
+        every += [rows + new_rows, checksum + new_checksum]
+    return (*old,), (*every,)
 
 
 def _changed_customers(
@@ -277,7 +285,7 @@ def _resettle(
     settlement_tolerance: float,
     *,
     state: tuple[int, str, date, int],
-    checksums: tuple,
+    totals: tuple[int, int, int, int],
     customers: int,
 ) -> SettlementRefresh:
     """Settle the changed customers' invoices alone, then swap their rows in one transaction."""
@@ -299,11 +307,6 @@ def _resettle(
         table="settlement_changed_rows", temporary=True, ledger=ledger,
     )  # fmt: skip
     load_sequence, settings, full_build_as_of, customers_at_full_build = state
-    # the rows read now: the old part, unchanged (checked), plus the rows of the new loads
-    totals = (
-        checksums[0] + checksums[2], checksums[1] + checksums[3],
-        checksums[4] + checksums[6], checksums[5] + checksums[7],
-    )  # fmt: skip
     con.execute("begin transaction")
     try:
         con.execute(

@@ -9,26 +9,27 @@ with new_loads as (
     where outcome = 'loaded' and load_sequence > $since_load_sequence::bigint
 ),
 
-new_documents as (
-    select customer_id
+facts as (
+    select customer_id, null::varchar as invoice_id, issue_date as fact_date, load_id
     from staging.invoices
-    where issue_date <= $as_of::date
-        and (
-            issue_date > $previous_as_of::date
-            or load_id in (select content_hash from new_loads)
-        )
+    union all
+    select null, invoice_id, payment_date, load_id
+    from staging.payments
 ),
 
-new_payments as (
-    select invoice_id
-    from staging.payments
-    where payment_date <= $as_of::date
+new_facts as (
+    select customer_id, invoice_id
+    from facts
+    where fact_date <= $as_of::date
         and (
-            payment_date > $previous_as_of::date
+            fact_date > $previous_as_of::date
             or load_id in (select content_hash from new_loads)
         )
 )
 
-select customer_id from new_documents
+-- a document names its customer; a payment names its invoice, whose customer is looked up
+select customer_id from new_facts where customer_id is not null
 union
-select customer_id from staging.invoices where invoice_id in (select invoice_id from new_payments)
+select customer_id
+from staging.invoices
+where invoice_id in (select invoice_id from new_facts where invoice_id is not null)
