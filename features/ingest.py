@@ -12,8 +12,9 @@ Incremental and idempotent:
 
 Which row wins: within one file a repeated key is a fault (the first line stands, later ones
 are quarantined as ``duplicate_key``); across files the file loaded latest wins (files of one
-run load in path order), so a corrected re-delivery of the same ids replaces the old rows. A
-rejected row never replaces a good one. Counts reconcile:
+run load in path order), so a corrected re-delivery of the same ids replaces the old rows; a
+row delivered again unchanged (a cumulative re-export) keeps its first load, so staging says
+which rows really changed (``load_id``). A rejected row never replaces a good one. Counts reconcile:
 raw = staged + quarantined + superseded.
 
 A problem with a whole file raises :class:`InboxError` naming the file.
@@ -679,6 +680,7 @@ def build_staging(
     """
     table = contract.table
     key = ", ".join(contract.key)
+    content = ", ".join(contract.column_names)
     checked_sql, skipped = _checked_rows_sql(con, contract, options, checks)
     # Column names unqualified in rules refer to the typed row.
     con.execute(f"create or replace temp table checked_rows as {checked_sql}")
@@ -702,11 +704,19 @@ def build_staging(
             join ops.loaded_files f
               on f.content_hash = c.load_id and f.file_group = ? and f.outcome = 'loaded'
             where len(c.all_problems) = 0
+        ),
+        -- a version delivered again unchanged (a cumulative re-export) keeps its first load
+        versions as (
+            select *, max(load_sequence) over (
+                partition by {key}, rank_in_file = 1, hash({content})
+            ) as content_last_delivered
+            from contested
         )
         select *, case when rank_in_file = 1 then row_number() over (
-            partition by {key}, rank_in_file = 1 order by load_sequence desc
+            partition by {key}, rank_in_file = 1
+            order by content_last_delivered desc, load_sequence
         ) end as delivery_rank
-        from contested
+        from versions
         """,
         [contract.group],
     )
@@ -761,7 +771,7 @@ def build_staging(
                 where len(c.all_problems) = 0
                 union all by name
                 select * exclude (load_sequence, load_run_id, loaded_at, rank_in_file,
-                                  delivery_rank)
+                                  content_last_delivered, delivery_rank)
                 from ranked_rows where delivery_rank = 1
             )
         )

@@ -259,6 +259,32 @@ def test_a_corrected_redelivery_wins_and_the_old_version_stays_in_raw(
     assert history == [("100",), ("120",)]
 
 
+def test_a_row_delivered_again_unchanged_keeps_its_first_load(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    header = "invoice_id,customer_id,issue_date,amount\n"
+    write_csv(inbox / "invoices/invoices_1.csv", header + "I1,C1,2024-01-05,100\n")
+    ingest_group(con, inbox, INVOICES, "r1", FAST)
+    # a cumulative re-export: I1 again, unchanged (written differently), and a new I2
+    write_csv(
+        inbox / "invoices/invoices_2.csv", header + "I1,C1,2024-01-05,100.00\nI2,C1,2024-02-01,7\n"
+    )
+    result = ingest_group(con, inbox, INVOICES, "r2", FAST)
+    assert (result.raw_rows, result.staged_rows, result.superseded_rows) == (3, 2, 1)
+    assert _rows(con, "select invoice_id, source_file from staging.invoices") == [
+        ("I1", "invoices/invoices_1.csv"),
+        ("I2", "invoices/invoices_2.csv"),
+    ]
+    # changed in a third export, then back to the first amount: the latest content wins
+    write_csv(inbox / "invoices/invoices_3.csv", header + "I1,C1,2024-01-05,90\n")
+    write_csv(inbox / "invoices/invoices_4.csv", header + "I1,C1,2024-01-05,100.0\n")
+    ingest_group(con, inbox, INVOICES, "r3", FAST)
+    assert _rows(con, "select amount::double, source_file from staging.invoices limit 1") == [
+        (pytest.approx(100.0), "invoices/invoices_1.csv")
+    ]
+
+
 def test_a_bad_row_never_replaces_a_good_one(
     tmp_path: Path, con: duckdb.DuckDBPyConnection
 ) -> None:

@@ -107,6 +107,14 @@ def test_each_refresh_equals_a_full_build_and_re_settles_only_changed_customers(
         assert mode == "incremental"
         assert resettled < customers.height
 
+    # a cumulative re-export (everything again, unchanged) keeps the rows' first loads
+    _deliver(inbox, "all", invoices, payments)
+    _load(con, inbox, "run-all")
+    assert _refresh_matches_a_full_build(con, D2, full_rebuild_days=NEVER)[::2] == (
+        "incremental",
+        0,
+    )
+
     # a corrected re-delivery replaces a loaded payment: rows read before changed
     corrected = payments.filter(pl.col("payment_date") < D0).head(1)
     corrected = corrected.with_columns(amount=pl.col("amount") / 2)
