@@ -402,6 +402,15 @@ def status(warehouse: WarehouseOption = None) -> None:
         failures = con.sql(
             "select run_id, failed_at, reason from ops.run_failures order by failed_at desc limit 3"
         ).fetchall()
+        # why the last night's settlement was quick or slow (refreshed or rebuilt in full)
+        settlement = (
+            con.sql(
+                "select mode, as_of_date, customers_resettled, reason "
+                "from features.invoice_settlement_state"
+            ).fetchall()
+            if "features.invoice_settlement_state" in tables
+            else []
+        )
     typer.echo(f"(from the {source})")
     if last:
         run_id, as_of, as_of_source, started, published_at, failed_steps, reason = last[0]
@@ -413,6 +422,10 @@ def status(warehouse: WarehouseOption = None) -> None:
             outcome = "not published (still running, stopped, a backfill, or failed before it)"
         typer.echo(f"last run: {run_id} started {started:%Y-%m-%d %H:%M:%S}")
         typer.echo(f"  as of {as_of} ({as_of_source}); {outcome}")
+    for mode, as_of, customers, why in settlement:
+        typer.echo(
+            f"invoice settlement: {mode} as of {as_of}, {customers:,} customers settled ({why})"
+        )
     snapshot = published_as_of(published)
     if snapshot:
         run_id, as_of, published_at = snapshot

@@ -232,8 +232,15 @@ def test_status_tells_the_last_run_what_is_published_and_quarantine(published: P
         run_id, as_of = con.sql(
             "select run_id, as_of_date from ops.publications order by published_at desc limit 1"
         ).fetchall()[0]
+    with duckdb.connect(str(published), read_only=True) as con:  # the working warehouse
+        refresh = con.sql(
+            "select mode, as_of_date, customers_resettled from features.invoice_settlement_state"
+        ).fetchall()[0]
     assert f"run {run_id}, as of {as_of}" in result.output
     assert "last run:" in result.output and "quarantined rows:" in result.output
+    assert f"invoice settlement: {refresh[0]} as of {refresh[1]}, {refresh[2]:,} customers" in (
+        result.output
+    )
     locker = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
          "print('locked', flush=True); time.sleep(30)", str(published)],
