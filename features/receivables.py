@@ -73,10 +73,42 @@ def build_receivables(
     return ReceivablesSummary(customers, items, total_open, unapplied, int(unmatched))
 
 
+def _countback_fragments(months: int) -> dict[str, str]:
+    """The month-by-month columns of ``feat_receivables_dso.sql``: one sales column per month
+    and the countback across them, a few expressions per month that refer to the previous
+    month's by name (DuckDB reuses select-list aliases)."""
+    sales = [
+        f"sum(amount) filter (where month_number = {k}) as month_{k}_sales"
+        for k in range(1, months + 1)
+    ]
+    countback = ["r.open_receivables as left_1"]
+    for k in range(1, months + 1):
+        if k > 1:
+            countback.append(f"left_{k - 1} - coalesce(s.month_{k - 1}_sales, 0) as left_{k}")
+        countback.append(
+            f"date_diff('day', $as_of::date - to_months({k}), $as_of::date - to_months({k - 1}))"
+            f" * case when left_{k} <= 0 then 0"
+            f" when coalesce(s.month_{k}_sales, 0) >= left_{k}"
+            f" then left_{k}::double / s.month_{k}_sales::double else 1 end as days_{k}"
+        )
+    countback.append(" + ".join(f"days_{k}" for k in range(1, months + 1)) + " as dso_days")
+    return {
+        "monthly_sales": ",\n        ".join(sales),
+        "countback_days": ",\n        ".join(countback),
+    }
+
+
 def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, months: int = 12) -> float | None:
     """Write ``features.receivables_dso`` (countback DSO); returns the portfolio DSO."""
+    if months < 1:
+        raise ValueError(f"countback DSO needs at least one month, got {months}")
     materialize_sql(
-        con, "features.receivables_dso", "feat_receivables_dso", as_of=as_of, dso_months=months
+        con,
+        "features.receivables_dso",
+        "feat_receivables_dso",
+        fragments=_countback_fragments(months),
+        as_of=as_of,
+        dso_months=months,
     )
     rows = con.sql(
         "select dso_days from features.receivables_dso where scope = 'portfolio'"

@@ -96,9 +96,19 @@ def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
-def sql_text(name: str) -> str:
-    """The text of ``features/sql/<name>.sql`` (one statement per file)."""
-    return (SQL_DIR / f"{name}.sql").read_text()
+def sql_text(name: str, fragments: dict[str, str] | None = None) -> str:
+    """The text of ``features/sql/<name>.sql`` (one statement per file).
+
+    ``fragments`` fills ``/*key*/`` markers with SQL that depends on a setting's value, such as
+    one column per month, which a ``$parameter`` cannot express.
+    """
+    text = (SQL_DIR / f"{name}.sql").read_text()
+    for key, fragment in (fragments or {}).items():
+        marker = f"/*{key}*/"
+        if marker not in text:
+            raise ValueError(f"{name}.sql has no {marker} marker")
+        text = text.replace(marker, fragment)
+    return text
 
 
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
@@ -115,6 +125,7 @@ def materialize_sql(
     *,
     temporary: bool = False,
     uncompressed: tuple[str, ...] = (),
+    fragments: dict[str, str] | None = None,
     **params: Any,
 ) -> int:
     """Replace ``table`` with the result of the SELECT in ``sql/<name>.sql``; returns its rows.
@@ -122,8 +133,9 @@ def materialize_sql(
     ``temporary`` makes it a temp table, private to this connection and dropped with it.
     ``uncompressed`` names columns stored without compression: unique text ids barely compress,
     and DuckDB's analysis of how to compress them can be half the cost of writing a large table.
+    ``fragments`` fill the file's ``/*key*/`` markers (``sql_text``).
     """
-    text = sql_text(name)
+    text = sql_text(name, fragments)
     used = {key: value for key, value in params.items() if f"${key}" in text}
     kind = "temp table" if temporary else "table"
     if not uncompressed:

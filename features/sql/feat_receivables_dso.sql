@@ -5,18 +5,13 @@
 -- where the receivables run out counts the absorbed fraction of its days. Months are calendar
 -- months ending on $as_of; the count stops after $dso_months months (receivables larger than
 -- that many months of sales give DSO = the days of those months).
-with months as (
-    select
-        k as month_number,
-        $as_of::date - to_months(k) as month_start,
-        $as_of::date - to_months(k - 1) as month_end
-    from range(1, $dso_months::integer + 1) as t(k)
-),
-
-receivables as (
+-- Amounts stay DECIMAL until the fraction, so receivables absorbed exactly by a month's sales
+-- leave exactly 0 for the next month (in floating point a 1e-12 remainder would count a whole
+-- empty month).
+with receivables as (
     select
         customer_id,
-        greatest(sum(open_amount), 0)::double as open_receivables
+        greatest(sum(open_amount), 0) as open_receivables
     from features.receivable_items
     group by grouping sets ((customer_id), ())
 ),
@@ -28,65 +23,42 @@ recent_invoices as (
     select
         customer_id,
         amount,
-        issue_date,
-        date_diff('month', issue_date, $as_of::date) as calendar_months
+        date_diff('month', issue_date, $as_of::date)
+            + (issue_date <= $as_of::date - to_months(date_diff('month', issue_date, $as_of::date)))
+                ::integer as month_number
     from staging.invoices
     where document_type = 'invoice'
         and issue_date > $as_of::date - to_months($dso_months::integer)
         and issue_date <= $as_of::date
 ),
 
+-- One column of sales per month (month_1_sales newest) in a single aggregation by customer:
+-- the countback is then arithmetic across a customer's row, with no (customer, month) grid, join
+-- or window. build_dso writes the month columns for $dso_months months.
 sales as (
     select
         customer_id,
-        calendar_months
-            + (issue_date <= $as_of::date - to_months(calendar_months))::integer as month_number,
-        sum(amount)::double as month_sales
+        /*monthly_sales*/
     from recent_invoices
-    group by grouping sets ((customer_id, month_number), (month_number))
+    group by grouping sets ((customer_id), ())
 ),
 
-grid as (
-    select
-        r.customer_id,
-        r.open_receivables,
-        m.month_number,
-        date_diff('day', m.month_start, m.month_end) as month_days,
-        coalesce(s.month_sales, 0) as month_sales
-    from receivables as r
-    cross join months as m
-    left join sales as s
-        on s.month_number = m.month_number
-        and s.customer_id is not distinct from r.customer_id
-    where r.open_receivables > 0
-),
-
-countback as (
-    select
-        *,
-        open_receivables - coalesce(sum(month_sales) over (
-            partition by customer_id
-            order by month_number
-            rows between unbounded preceding and 1 preceding
-        ), 0) as receivables_left
-    from grid
-),
-
+-- Per month k: its days, its sales, the receivables the newer months left to absorb
+-- (left_k = left_{k-1} - sales_{k-1}, left_1 = open receivables) and the days counted:
+--     days_k * (0 if left_k <= 0, left_k / sales_k if sales_k >= left_k, else 1)
+-- written by build_dso for $dso_months months, summed as dso_days.
 final as (
     select
-        customer_id,
-        case when customer_id is null then 'portfolio' else 'customer' end as scope,
+        r.customer_id,
+        case when r.customer_id is null then 'portfolio' else 'customer' end as scope,
         $as_of::date as as_of_date,
-        any_value(open_receivables) as open_receivables,
-        sum(
-            month_days * case
-                when receivables_left <= 0 then 0
-                when month_sales >= receivables_left then receivables_left / month_sales
-                else 1
-            end
-        ) as dso_days
-    from countback
-    group by customer_id
+        r.open_receivables::double as open_receivables,
+        /*countback_days*/
+    from receivables as r
+    left join sales as s on s.customer_id is not distinct from r.customer_id
+    where r.open_receivables > 0
 )
 
-select * from final order by scope desc, customer_id
+select customer_id, scope, as_of_date, open_receivables, dso_days
+from final
+order by scope desc, customer_id
