@@ -27,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.delinquency import _reliability
+from models.reasons import say_reasons, strongest_terms
 
 LABEL = "churned"
 BASELINE = "bg_nbd_churn_probability"
@@ -466,82 +467,24 @@ class ChurnModel:
                 words.append(None)
         return speakable, words
 
-    def _strongest(
-        self, matrix: np.ndarray, columns: np.ndarray, ranks: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per row, the ``ranks`` largest log-odds terms among ``columns``, strongest first:
-        their index into ``columns`` and their size."""
-        weights, offsets = self._terms()
-        terms = np.ascontiguousarray(matrix[:, columns]) * weights[columns] - offsets[columns]
-        rows = np.arange(terms.shape[0])
-        order = np.empty((terms.shape[0], ranks), dtype=np.intp)
-        strength = np.empty((terms.shape[0], ranks))
-        for rank in range(ranks):  # a handful of ranks, each vectorised over customers
-            order[:, rank] = terms.argmax(axis=1)
-            strength[:, rank] = terms[rows, order[:, rank]]
-            terms[rows, order[:, rank]] = -np.inf
-        return order, strength
-
     def _reasons(
         self, frame: pl.DataFrame, matrix: np.ndarray, top: int, min_contribution: float
     ) -> pl.Series:
         speakable, words = self._speakable()
         columns = np.flatnonzero(speakable)  # the others are never ranked
+        weights, offsets = self._terms()
+        terms = np.ascontiguousarray(matrix[:, columns]) * weights[columns] - offsets[columns]
         # one extra rank so a reason said twice (recency and recency vs usual gap) still
         # leaves ``top`` distinct reasons
-        order, strength = self._strongest(matrix, columns, min(top + 1, len(columns)))
-        # one entry per (customer, rank) strong enough to be a reason, customer by customer
-        row_of, rank_of = np.nonzero(strength >= min_contribution)
-        feature_of = order[row_of, rank_of]
-        texts, entries = [], []
-        for index, position in enumerate(columns):  # features, each vectorised over customers
-            entry = np.flatnonzero(feature_of == index)
-            if len(entry) == 0:
-                continue
-            # words formatted once, from just the columns they read, for just these customers
-            needed = list(dict.fromkeys(words[position].meta.root_names())) or frame.columns[:1]
-            texts.append(
-                frame.select(needed)[row_of[entry]]  # with_columns: a literal fills every row
-                .with_columns(words[position].alias("reason"))
-                .select("reason")
-            )
-            entries.append(entry)
-        if not texts:
-            return pl.repeat("", frame.height, dtype=pl.String, eager=True).alias("churn_reasons")
-        # back to customer-then-rank order by the inverse permutation (no sort needed)
-        entry = np.concatenate(entries)
-        back = np.empty_like(entry)
-        back[entry] = np.arange(len(entry))
-        said = pl.concat(texts, how="vertical_relaxed")[back].with_columns(
-            row=pl.Series(row_of, dtype=pl.UInt32)
-        )
-        ranks = order.shape[1]
-        repeated = pl.any_horizontal(
-            pl.lit(False),
-            *(
-                (pl.col("reason") == pl.col("reason").shift(k))
-                & (pl.col("row") == pl.col("row").shift(k))
-                for k in range(1, ranks)
-            ),
-        ).fill_null(False)
-        # "" = nothing to say at this value; a text said at a stronger rank is not said again
-        said = said.filter((pl.col("reason").str.len_chars() > 0) & ~repeated)
-        # each customer's n-th reason by position in its run of entries, then one column per
-        # position joined with "; " (a group-by over a million customers is several times slower)
-        rows = said["row"].to_numpy()
-        entry = np.arange(len(rows))
-        first = np.maximum.accumulate(np.where(np.r_[True, rows[1:] != rows[:-1]], entry, 0))
-        position = entry - first
-        nth = [
-            pl.repeat(None, frame.height, dtype=pl.String, eager=True).scatter(
-                rows[position == n], said["reason"].filter(pl.Series(position == n))
-            )
-            for n in range(top)  # a handful of positions
-        ]
-        return (
-            pl.select(pl.concat_str(nth, separator="; ", ignore_nulls=True).fill_null(""))
-            .to_series()
-            .alias("churn_reasons")
+        order, strength = strongest_terms(terms, min(top + 1, len(columns)))
+        return say_reasons(
+            frame,
+            order,
+            strength,
+            [words[position] for position in columns],
+            top=top,
+            min_contribution=min_contribution,
+            name="churn_reasons",
         )
 
 

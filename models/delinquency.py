@@ -27,6 +27,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from models.reasons import say_reasons, strongest_terms
+
 LABEL = "delinquent"
 
 # Own payment history: always available when invoices are.
@@ -264,33 +266,28 @@ class DelinquencyModel:
         scaled = self.scorecard_.named_steps["scale"].transform(
             imputer.transform(self._matrix(frame))
         )
-        contribution = scaled * self.scorecard_.named_steps["logit"].coef_[0]
-        names = list(imputer.get_feature_names_out(self.features_))
         coefficients = self.scorecard_.named_steps["logit"].coef_[0]
-        for position, name in enumerate(names):
+        columns, words = [], []
+        for position, name in enumerate(imputer.get_feature_names_out(self.features_)):
             feature = name.removeprefix("missingindicator_")
-            wrong_way = name in _REASONS and np.sign(coefficients[position]) != _REASONS[name][0]
-            silent = name != feature and feature not in _MISSING_TEXT
-            if wrong_way or silent:
-                contribution[:, position] = -np.inf
-        order = np.argsort(-contribution, axis=1)[:, :top]
-        strongest = np.take_along_axis(contribution, order, axis=1)
-        texts = []
-        for rank in range(order.shape[1]):  # a handful of ranks, each vectorised over customers
-            index = pl.Series(order[:, rank])
-            text = pl.lit(None, dtype=pl.String)
-            for position, name in enumerate(names):
-                feature = name.removeprefix("missingindicator_")
-                words = (
-                    pl.lit(_MISSING_TEXT.get(feature, ""))
-                    if name.startswith("missingindicator_")
-                    else _REASONS[feature][1]
-                )
-                text = pl.when(pl.lit(index) == position).then(words).otherwise(text)
-            keep = pl.lit(pl.Series(strongest[:, rank] >= min_contribution))
-            texts.append(pl.when(keep).then(text).alias(f"reason_{rank}"))
-        reasons = frame.select(pl.concat_list(texts).list.drop_nulls().list.join("; "))
-        return reasons.to_series().alias("delinquency_reasons")
+            if name != feature:  # a missing-value indicator: said only where it has words
+                if feature in _MISSING_TEXT:
+                    columns.append(position)
+                    words.append(pl.lit(_MISSING_TEXT[feature]))
+            elif name in _REASONS and np.sign(coefficients[position]) == _REASONS[name][0]:
+                columns.append(position)  # never said against its own words' direction
+                words.append(_REASONS[name][1])
+        terms = np.ascontiguousarray(scaled[:, columns]) * coefficients[columns]
+        order, strength = strongest_terms(terms, min(top, len(columns)))
+        return say_reasons(
+            frame,
+            order,
+            strength,
+            words,
+            top=top,
+            min_contribution=min_contribution,
+            name="delinquency_reasons",
+        )
 
 
 def delinquency_score(probability: np.ndarray, anchor_odds: float = 10.0) -> np.ndarray:

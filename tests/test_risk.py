@@ -12,8 +12,18 @@ import pytest
 from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
-from features.receivables import build_invoice_settlement, build_payment_behaviour
-from models.delinquency import DelinquencyModel, delinquency_class, delinquency_score
+from features.receivables import (
+    build_invoice_settlement,
+    build_payment_behaviour,
+    training_snapshots,
+)
+from models.delinquency import (
+    _MISSING_TEXT,
+    _REASONS,
+    DelinquencyModel,
+    delinquency_class,
+    delinquency_score,
+)
 from pipelines.cli import app
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
@@ -219,6 +229,44 @@ def test_customer_360_carries_scores_classes_and_reasons(risk_run: Path) -> None
     assert np.allclose(scored["expected_loss"].to_numpy(), expected)
     with_clv = scored.filter(pl.col("clv_12m").is_not_null())
     assert (with_clv["risk_adjusted_clv"] <= with_clv["clv_12m"] + 1e-9).all()
+
+
+def test_delinquency_reasons_are_each_customers_strongest_speakable_terms(
+    risk_run: Path,
+) -> None:
+    with duckdb.connect(str(risk_run), read_only=True) as con:
+        snapshots = training_snapshots(con)
+        current = con.sql("select * from features.payment_behaviour order by customer_id").pl()
+    model = DelinquencyModel().fit(snapshots)
+    said = model.reasons(current)
+    # the reference, customer by customer: every model column ranked by its log-odds term;
+    # the three strongest that may be said and reach 0.2 are said, in that order
+    imputer = model.scorecard_.named_steps["impute"]
+    names = imputer.get_feature_names_out(model.features_)
+    coefficients = model.scorecard_.named_steps["logit"].coef_[0]
+    terms = (
+        model.scorecard_.named_steps["scale"].transform(imputer.transform(model._matrix(current)))
+        * coefficients
+    )
+    with_reasons = 0
+    for row in range(0, current.height, 3):  # building the reference, not pipeline maths
+        speakable = []
+        for position in np.argsort(-terms[row], kind="stable"):
+            name = str(names[position])
+            feature = name.removeprefix("missingindicator_")
+            if name != feature and feature in _MISSING_TEXT:
+                speakable.append((position, pl.lit(_MISSING_TEXT[feature])))
+            elif name in _REASONS and np.sign(coefficients[position]) == _REASONS[name][0]:
+                speakable.append((position, _REASONS[name][1]))
+        texts = [
+            current[row].select(words).item()
+            for position, words in speakable[:3]
+            if terms[row, position] >= 0.2
+        ]
+        expected = "; ".join(text for text in texts if text)
+        assert said[row] == expected, current[row, "customer_id"]
+        with_reasons += expected != ""
+    assert with_reasons > 100
 
 
 def test_portfolio_risk_splits_the_same_exposure_every_way(risk_run: Path) -> None:
