@@ -390,7 +390,7 @@ def portfolio_and_scoring(
     return rest + settlement["invoice settlement, nightly refresh"]
 
 
-SETTLEMENT_ROWS = "select * replace (list_sort(credits) as credits) from {}"
+SETTLEMENT_ROWS = "select * from {}"
 FULL_BUILD = "features.invoice_settlement_full_build"
 
 

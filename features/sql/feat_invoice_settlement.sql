@@ -79,8 +79,7 @@ matched_credit as (
     select
         m.invoice_id,
         sum(c.credit_amount) as credited,
-        max(c.credit_date) as credit_date,
-        list(struct_pack(credit_date := c.credit_date, amount := c.credit_amount)) as credits
+        max(c.credit_date) as credit_date
     from (select * from recent_match union all select * from older_match) as m
     join credit_notes as c using (credit_note_id)
     group by m.invoice_id
@@ -157,7 +156,6 @@ targets as (
         i.*,
         coalesce(m.credited, 0) as credited,
         m.credit_date,
-        m.credits,
         i.amount - coalesce(m.credited, 0) - $settlement_tolerance::decimal(18, 2) as settle_at
     from invoices as i
     left join matched_credit as m using (invoice_id)
@@ -209,7 +207,6 @@ final as (
         due_date,
         amount,
         credited,
-        credits,
         first_payment_date,
         paid_total,
         payment_count,

@@ -18,11 +18,8 @@ at_cutoff as (
         c.cutoff_date,
         i.*,
         i.settled_date is not null and i.settled_date <= c.cutoff_date as settled,
-        -- only the credit notes issued by the cutoff lower what is owed at the cutoff
-        coalesce(list_sum(list_transform(
-            list_filter(i.credits, lambda credit: credit.credit_date <= c.cutoff_date),
-            lambda credit: credit.amount
-        )), 0) as credited_by_cutoff,
+        -- the settlement is as of the cutoff: every credit note it matched is known by then
+        coalesce(i.credited, 0) as credited_by_cutoff,
         date_diff('day', i.due_date, i.settled_date) as days_late,
         date_diff('day', i.due_date, c.cutoff_date) as days_past_due_now,
         i.issue_date > c.cutoff_date - 365 as issued_12m,
