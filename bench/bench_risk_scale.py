@@ -42,6 +42,7 @@ from features.receivables import (
     build_invoice_settlement,
     build_payment_behaviour,
     build_receivables,
+    build_risk_alerts,
     refresh_invoice_settlement,
     training_snapshots,
 )
@@ -412,14 +413,7 @@ def _score(con: duckdb.DuckDBPyConnection, config: RiskSettings, model: Delinque
 
 
 def _alerts(con: duckdb.DuckDBPyConnection, config: RiskSettings) -> None:
-    materialize_sql(
-        con,
-        "marts.risk_alerts",
-        "mart_risk_alerts",
-        as_of=AS_OF,
-        lookback_days=config.alert_lookback_days,
-        failure_score_drop=config.alert_failure_score_drop,
-    )
+    build_risk_alerts(con, AS_OF, config.alert_lookback_days, config.alert_failure_score_drop)
 
 
 def main() -> None:

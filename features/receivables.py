@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 import duckdb
 import polars as pl
@@ -40,11 +40,13 @@ class ReceivablesSummary:
 def build_receivables(
     con: duckdb.DuckDBPyConnection, as_of: date, default_payment_terms_days: int
 ) -> ReceivablesSummary:
-    """Write ``features.receivable_items`` and ``marts.receivables_aging`` as of ``as_of``.
+    """Write ``features.receivable_items`` and ``marts.receivables_aging`` as of ``as_of``, and
+    ``features.credit_note_refunds``, which they and the alerts read.
 
     Reads ``features.invoice_settlement``, which must be built as of the same ``as_of`` (the
     invoice_settlement asset upstream does): its payment totals are the invoices' residuals.
     """
+    materialize_sql(con, "features.credit_note_refunds", "feat_credit_note_refunds", as_of=as_of)
     items = materialize_sql(
         con,
         "features.receivable_items",
@@ -59,18 +61,46 @@ def build_receivables(
         "select coalesce(sum(total_open), 0)::double, coalesce(sum(unapplied_credit), 0)::double "
         "from marts.receivables_aging"
     ).fetchall()[0]
-    # Payments that reference no known invoice cannot reduce anyone's balance: say how many.
-    # Known = counted by the settlement (invoices) or paid against a credit note; counting them
+    # Payments that reference no known document cannot reduce anyone's balance: say how many.
+    # Known = counted by the settlement (invoices) or by the credit notes' refunds; counting them
     # this way spares an anti-join of every payment with every document.
     unmatched = con.execute(
         "select (select count(*) from staging.payments where payment_date <= $as_of) "
         "- (select coalesce(sum(payment_count), 0) from features.invoice_settlement) "
-        "- (select count(*) from staging.payments where payment_date <= $as_of and invoice_id in "
-        "(select invoice_id from staging.invoices "
-        "where document_type = 'credit_note' and issue_date <= $as_of))",
+        "- (select coalesce(sum(refunds), 0) from features.credit_note_refunds)",
         {"as_of": as_of},
     ).fetchall()[0][0]
     return ReceivablesSummary(customers, items, total_open, unapplied, int(unmatched))
+
+
+def build_risk_alerts(
+    con: duckdb.DuckDBPyConnection, as_of: date, lookback_days: int, failure_score_drop: float
+) -> int:
+    """Write ``marts.risk_alerts`` for the ``lookback_days`` up to ``as_of``; returns its rows.
+
+    Reads the settlement, refunds and aging built as of ``as_of``. The exposure at the window
+    start needs the deposits (payments dated before the window against documents issued in it);
+    their earliest possible date, looked up here, bounds the payments the SQL joins.
+    """
+    window_start = as_of - timedelta(days=lookback_days)
+    deposits_since = con.execute(
+        "select least("
+        "(select min(first_payment_date) from features.invoice_settlement "
+        "where issue_date > $start and first_payment_date <= $start), "
+        "(select min(first_refund_date) from features.credit_note_refunds "
+        "where issue_date > $start and first_refund_date <= $start))",
+        {"start": window_start},
+    ).fetchall()[0][0]
+    return materialize_sql(
+        con,
+        "marts.risk_alerts",
+        "mart_risk_alerts",
+        as_of=as_of,
+        lookback_days=lookback_days,
+        failure_score_drop=failure_score_drop,
+        # no deposit: an empty date range
+        deposits_since=deposits_since or window_start + timedelta(days=1),
+    )
 
 
 def _countback_fragments(months: int) -> dict[str, str]:

@@ -19,8 +19,9 @@ from features.receivables import (
     build_invoice_settlement,
     build_payment_behaviour,
     build_receivables,
+    build_risk_alerts,
 )
-from features.warehouse import ensure_layout, materialize_sql
+from features.warehouse import ensure_layout
 
 TOLERANCE = Decimal("1.00")
 TERMS = 30
@@ -278,14 +279,13 @@ def test_exposure_at_the_alert_window_start_is_the_ledger_then(
         _write_bureau(con, window_start + timedelta(days=5))
         build_invoice_settlement(con, as_of, TERMS, float(TOLERANCE))
         build_receivables(con, as_of, TERMS)
-        materialize_sql(
-            con,
-            "marts.risk_alerts",
-            "mart_risk_alerts",
-            as_of=as_of,
-            lookback_days=lookback,
-            failure_score_drop=15.0,
-        )
+        build_risk_alerts(con, as_of, lookback, failure_score_drop=15.0)
+        deposits = con.execute(
+            "select count(*) from staging.payments join staging.invoices using (invoice_id) "
+            "where issue_date > $start and issue_date <= $as_of and payment_date <= $start",
+            {"start": window_start, "as_of": as_of},
+        ).fetchall()[0][0]
+        assert deposits > 0  # payments before the window to documents issued in it
         alerts = con.sql(
             "select customer_id, previous_value, current_value from marts.risk_alerts "
             "where alert_type = 'over_credit_limit'"

@@ -47,10 +47,7 @@ def _load(con: duckdb.DuckDBPyConnection, inbox: Path, run: str) -> None:
 
 
 def _rows(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
-    # the credit notes' list has no order of its own
-    return con.sql(
-        f"select * from {table} order by invoice_id"
-    ).pl()
+    return con.sql(f"select * from {table} order by invoice_id").pl()
 
 
 def _refresh_matches_a_full_build(

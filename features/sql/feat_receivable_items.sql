@@ -1,7 +1,8 @@
 -- Open receivable items per customer as of $as_of, to the cent (DECIMAL throughout).
 -- Each document's residual = its amount minus the payments that reference it and are dated on
 -- or before $as_of: for invoices that is paid_total of features.invoice_settlement, which the
--- invoice_settlement asset builds as of the same date (one pass over payments for both tables).
+-- invoice_settlement asset builds as of the same date, for credit notes the refunds of
+-- features.credit_note_refunds, which build_receivables writes first.
 -- Credit notes carry no invoice reference, so a customer's credit (unapplied
 -- credit notes plus overpayments, i.e. every negative residual) is applied to that customer's
 -- open invoices oldest due date first, as a credit manager clears unallocated cash; credit left
@@ -19,12 +20,11 @@ with credit_notes as (
     where issue_date <= $as_of::date and document_type = 'credit_note'
 ),
 
--- payments against credit notes (refunds): the invoices' are summed in the settlement already
+-- payments against credit notes (refunds), from features.credit_note_refunds (same as-of date);
+-- the invoices' are summed in the settlement already
 refunds as (
-    select invoice_id, sum(amount) as paid
-    from staging.payments
-    where payment_date <= $as_of::date and invoice_id in (select invoice_id from credit_notes)
-    group by invoice_id
+    select invoice_id, refunded as paid
+    from features.credit_note_refunds
 ),
 
 -- Only documents with something left (most invoices are paid to the cent) go further.

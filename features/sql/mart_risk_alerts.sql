@@ -12,6 +12,7 @@
 -- today's - documents issued in the window + payments that count today but did not then (dated
 -- in the window, or dated earlier against a document issued in the window). Both joins have a
 -- window-sized side, where a second aging would join every payment to every document.
+-- Reads features.invoice_settlement and features.credit_note_refunds as of $as_of too.
 with accounts as (
     select customer_id, tax_id from staging.accounts
 ),
@@ -141,6 +142,21 @@ window_documents as (
     where issue_date > $as_of::date - $lookback_days::integer and issue_date <= $as_of::date
 ),
 
+-- Documents issued in the window with a payment dated before it (deposits): exactly those whose
+-- first payment (settlement) or first refund (credit notes) is dated before the window, both
+-- tables built as of $as_of.
+deposit_documents as (
+    select invoice_id, customer_id
+    from features.invoice_settlement
+    where issue_date > $as_of::date - $lookback_days::integer
+        and first_payment_date <= $as_of::date - $lookback_days::integer
+    union all
+    select invoice_id, customer_id
+    from features.credit_note_refunds
+    where issue_date > $as_of::date - $lookback_days::integer
+        and first_refund_date <= $as_of::date - $lookback_days::integer
+),
+
 window_payments as (
     select d.customer_id, p.amount
     from staging.payments as p
@@ -149,10 +165,13 @@ window_payments as (
         and p.payment_date <= $as_of::date
         and d.issue_date <= $as_of::date
     union all
+    -- no deposit is dated before $deposits_since, the earliest first payment of those documents
+    -- (build_risk_alerts looks it up): a date range of payments, not all of them, is joined
     select d.customer_id, p.amount
     from staging.payments as p
-    join window_documents as d using (invoice_id)
+    join deposit_documents as d using (invoice_id)
     where p.payment_date <= $as_of::date - $lookback_days::integer
+        and p.payment_date >= $deposits_since::date
 ),
 
 window_change as (

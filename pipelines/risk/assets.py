@@ -12,6 +12,7 @@ from features.receivables import (
     build_dso,
     build_payment_behaviour,
     build_receivables,
+    build_risk_alerts,
     bureau_reports_available,
     refresh_invoice_settlement,
     training_snapshots,
@@ -438,7 +439,7 @@ def customer_equity(
 
 @dg.asset(
     key=["marts", "risk_alerts"],
-    deps=[receivables_aging, INVOICES, PAYMENTS, ACCOUNTS, CREDIT_REPORTS],
+    deps=[invoice_settlement, receivables_aging, INVOICES, PAYMENTS, ACCOUNTS, CREDIT_REPORTS],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -454,14 +455,7 @@ def risk_alerts(
         # exposure at the window start now comes from the aging and the window's documents and
         # payments; the aging as of that date, which earlier releases built, is gone
         con.execute("drop table if exists features.receivable_items_previous")
-        materialize_sql(
-            con,
-            "marts.risk_alerts",
-            "mart_risk_alerts",
-            as_of=as_of,
-            lookback_days=config.alert_lookback_days,
-            failure_score_drop=config.alert_failure_score_drop,
-        )
+        build_risk_alerts(con, as_of, config.alert_lookback_days, config.alert_failure_score_drop)
         metadata = table_metadata(con, "marts.risk_alerts", as_of_date=str(as_of))
         counts = dict(
             con.sql("select alert_type, count(*) from marts.risk_alerts group by 1").fetchall()
