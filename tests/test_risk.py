@@ -284,6 +284,29 @@ def test_portfolio_risk_splits_the_same_exposure_every_way(risk_run: Path) -> No
     assert total["expected_loss"] == pytest.approx(customers["expected_loss"].sum())
     assert total["customers_over_credit_limit"] == customers["over_credit_limit"].sum()
     assert 0 < total["herfindahl_index"] < total["top10_exposure_share"] < 1
+    # concentration by its definition, for the portfolio and for each sector
+    sectors = _query(risk_run, "select customer_id, sector from staging.accounts")
+    expected = (
+        customers.join(sectors, on="customer_id", how="left")
+        .with_columns(exposure=pl.col("open_exposure").cast(pl.Float64))
+        .group_by(pl.col("sector").fill_null("(unknown)").alias("dimension_value"))
+        .agg(
+            top10=pl.col("exposure").sort(descending=True).head(10).sum()
+            / pl.col("exposure").sum(),
+            herfindahl=((pl.col("exposure") / pl.col("exposure").sum()) ** 2).sum(),
+        )
+    )
+    got = portfolio.filter(pl.col("dimension") == "sector").join(expected, on="dimension_value")
+    assert got.height == expected.height > 1
+    assert np.allclose(got["top10_exposure_share"], got["top10"], rtol=1e-12)
+    assert np.allclose(got["herfindahl_index"], got["herfindahl"], rtol=1e-12)
+    exposure = customers["open_exposure"].cast(pl.Float64)
+    assert total["top10_exposure_share"] == pytest.approx(
+        exposure.sort(descending=True).head(10).sum() / exposure.sum(), rel=1e-12
+    )
+    assert total["herfindahl_index"] == pytest.approx(
+        ((exposure / exposure.sum()) ** 2).sum(), rel=1e-12
+    )
     assert total["dso_days"] > 0
     equity = _query(risk_run, "select * from marts.customer_equity").row(0, named=True)
     assert 0 < equity["customer_equity_net"] < equity["customer_equity_gross"]
