@@ -23,6 +23,8 @@ class Warehouse(dg.ConfigurableResource):
     `memory_limit` (e.g. "8GB") and `temp_directory` bound what one run may take on a shared
     server: DuckDB's default is 80% of the machine's RAM and spilling next to the file; big
     ledgers spill instead of failing when the limit is lower (BENCHMARKS.md, credit risk).
+    Insertion order is not preserved: every table whose order matters is written with an ORDER
+    BY, and without the guarantee DuckDB writes large tables from both threads at once.
     """
 
     path: str = DEFAULT_WAREHOUSE
@@ -32,7 +34,7 @@ class Warehouse(dg.ConfigurableResource):
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        config: dict[str, str] = {}
+        config: dict[str, str | bool] = {"preserve_insertion_order": False}
         if self.memory_limit:
             config["memory_limit"] = self.memory_limit
         if self.temp_directory:
