@@ -53,6 +53,7 @@ from models.delinquency import (
     delinquency_score,
     evaluate_holdout,
 )
+from pipelines.resources import retained_memory_settings
 from pipelines.settings import RiskSettings
 
 AS_OF = date(2025, 12, 31)
@@ -217,13 +218,17 @@ def add_load_lineage(path: Path) -> None:
 
 
 def _limits(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
-    # 2 shared cores and a 10 GB per-process budget: DuckDB spills beyond 8 GB
+    # 2 shared cores and a 10 GB per-process budget: DuckDB spills beyond 8 GB and keeps up to
+    # 8 GB allocated between steps
     spill = scratch / "spill"
     spill.mkdir(parents=True, exist_ok=True)
     con.execute("set threads = 2")
     con.execute("set memory_limit = '8GB'")
     con.execute(f"set temp_directory = '{spill}'")
     con.execute("set preserve_insertion_order = false")
+    # as CRM_INTEL_DUCKDB_RETAINED_MEMORY=8GB configures the pipeline's connections
+    for setting, value in retained_memory_settings("8GB").items():
+        con.execute(f"set {setting} = '{value}'")
 
 
 def _timed(label: str, timings: dict[str, float], work):

@@ -23,6 +23,10 @@ class Warehouse(dg.ConfigurableResource):
     `memory_limit` (e.g. "8GB") and `temp_directory` bound what one run may take on a shared
     server: DuckDB's default is 80% of the machine's RAM and spilling next to the file; big
     ledgers spill instead of failing when the limit is lower (BENCHMARKS.md, credit risk).
+    `retained_memory` (e.g. "8GB", at most the memory limit) is memory DuckDB allocates once and
+    keeps between queries instead of handing back to the OS and faulting it in again, page by
+    page, at the next query: a night of large scans runs faster (BENCHMARKS.md, credit risk) but
+    the process holds that memory until it ends, so it is off unless set.
     Insertion order is not preserved: every table whose order matters is written with an ORDER
     BY, and without the guarantee DuckDB writes large tables from both threads at once.
     """
@@ -30,6 +34,7 @@ class Warehouse(dg.ConfigurableResource):
     path: str = DEFAULT_WAREHOUSE
     memory_limit: str | None = None
     temp_directory: str | None = None
+    retained_memory: str | None = None
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -39,12 +44,24 @@ class Warehouse(dg.ConfigurableResource):
             config["memory_limit"] = self.memory_limit
         if self.temp_directory:
             config["temp_directory"] = self.temp_directory
+        if self.retained_memory:
+            config.update(retained_memory_settings(self.retained_memory))
         con = duckdb.connect(self.path, config=config)
         try:
             ensure_layout(con)
             yield con
         finally:
             con.close()
+
+
+def retained_memory_settings(size: str) -> dict[str, str]:
+    """DuckDB settings that keep ``size`` of memory between queries: a block pool allocated once,
+    and no flush of the allocator after a task or a bulk free below that size."""
+    return {
+        "block_allocator_memory": size,
+        "allocator_flush_threshold": size,
+        "allocator_bulk_deallocation_flush_threshold": size,
+    }
 
 
 class Inbox(dg.ConfigurableResource):
@@ -59,6 +76,7 @@ def warehouse_config(path: str | None = None) -> dict[str, str]:
     for field, variable in (
         ("memory_limit", "CRM_INTEL_DUCKDB_MEMORY_LIMIT"),
         ("temp_directory", "CRM_INTEL_DUCKDB_TEMP_DIRECTORY"),
+        ("retained_memory", "CRM_INTEL_DUCKDB_RETAINED_MEMORY"),
     ):
         if os.environ.get(variable):
             config[field] = os.environ[variable]

@@ -96,6 +96,7 @@ def test_duckdb_memory_limit_and_spill_folder_reach_the_run(
     spill = tmp_path / "spill"
     monkeypatch.setenv("CRM_INTEL_DUCKDB_MEMORY_LIMIT", "1GiB")
     monkeypatch.setenv("CRM_INTEL_DUCKDB_TEMP_DIRECTORY", str(spill))
+    monkeypatch.setenv("CRM_INTEL_DUCKDB_RETAINED_MEMORY", "64MiB")
     run_config = run_config_for(
         load_settings(), warehouse=str(tmp_path / "w.duckdb"), inbox=str(demo_inbox)
     )
@@ -103,12 +104,17 @@ def test_duckdb_memory_limit_and_spill_folder_reach_the_run(
     with Warehouse(**warehouse_config).connect() as con:
         applied = con.sql(
             "select current_setting('memory_limit'), current_setting('temp_directory'), "
-            "current_setting('preserve_insertion_order')"
+            "current_setting('preserve_insertion_order'), "
+            "current_setting('block_allocator_memory'), "
+            "current_setting('allocator_flush_threshold')"
         ).fetchall()[0]
-    with duckdb.connect(config={"memory_limit": "1GiB"}) as reference:
-        expected_limit = reference.sql("select current_setting('memory_limit')").fetchall()[0][0]
+    with duckdb.connect(config={"memory_limit": "1GiB", "block_allocator_memory": "64MiB"}) as ref:
+        expected_limit, expected_retained = ref.sql(
+            "select current_setting('memory_limit'), current_setting('block_allocator_memory')"
+        ).fetchall()[0]
     # as the benches run: tables whose order matters are written with an ORDER BY
-    assert applied == (expected_limit, str(spill), False)
+    assert applied[:4] == (expected_limit, str(spill), False, expected_retained)
+    assert applied[4] == "64MiB"  # no allocator flush below the retained memory
     # Dagster accepts the same run config for a real materialization.
     result = dg.materialize(
         [*staging_assets, run_as_of_date],
