@@ -27,6 +27,8 @@ import argparse
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -46,14 +48,14 @@ from features.receivables import (
     refresh_invoice_settlement,
     training_snapshots,
 )
-from features.warehouse import ensure_layout, fingerprint, materialize_sql
+from features.warehouse import fingerprint, materialize_sql
 from models.delinquency import (
     DelinquencyModel,
     delinquency_class,
     delinquency_score,
     evaluate_holdout,
 )
-from pipelines.resources import retained_memory_settings
+from pipelines.resources import Warehouse
 from pipelines.settings import RiskSettings
 
 AS_OF = date(2025, 12, 31)
@@ -180,9 +182,7 @@ from staging.accounts;
 
 
 def build_ledger(path: Path, customers: int, per_customer: int) -> None:
-    with duckdb.connect(str(path)) as con:
-        _limits(con, path.parent)
-        ensure_layout(con)
+    with _connect(path) as con:
         params = {
             "customers": customers,
             "per_customer": per_customer,
@@ -197,8 +197,7 @@ def build_ledger(path: Path, customers: int, per_customer: int) -> None:
 def add_load_lineage(path: Path) -> None:
     """Give the cached ledger's rows a load: facts dated in the last ``NIGHT_DAYS`` days before
     the as-of date came with the night's load, the rest with the history load (once per ledger)."""
-    with duckdb.connect(str(path)) as con:
-        _limits(con, path.parent)
+    with _connect(path) as con:
         has = con.sql(
             "select count(*) from information_schema.columns where table_schema = 'staging' "
             "and table_name = 'invoices' and column_name = 'load_id'"
@@ -217,18 +216,19 @@ def add_load_lineage(path: Path) -> None:
         con.execute("checkpoint")
 
 
-def _limits(con: duckdb.DuckDBPyConnection, scratch: Path) -> None:
-    # 2 shared cores and a 10 GB per-process budget: DuckDB spills beyond 8 GB and keeps up to
-    # 8 GB allocated between steps
-    spill = scratch / "spill"
+@contextmanager
+def _connect(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The pipeline's own warehouse connection, configured as for a large ledger on 2 shared
+    cores and a 10 GB per-process budget: DuckDB spills beyond 8 GB and keeps up to 8 GB
+    allocated between steps (CRM_INTEL_DUCKDB_MEMORY_LIMIT / _RETAINED_MEMORY = 8GB)."""
+    spill = path.parent / "spill"
     spill.mkdir(parents=True, exist_ok=True)
-    con.execute("set threads = 2")
-    con.execute("set memory_limit = '8GB'")
-    con.execute(f"set temp_directory = '{spill}'")
-    con.execute("set preserve_insertion_order = false")
-    # as CRM_INTEL_DUCKDB_RETAINED_MEMORY=8GB configures the pipeline's connections
-    for setting, value in retained_memory_settings("8GB").items():
-        con.execute(f"set {setting} = '{value}'")
+    warehouse = Warehouse(
+        path=str(path), memory_limit="8GB", temp_directory=str(spill), retained_memory="8GB"
+    )
+    with warehouse.connect() as con:
+        con.execute("set threads = 2")
+        yield con
 
 
 def _timed(label: str, timings: dict[str, float], work):
@@ -448,8 +448,7 @@ def main() -> None:
     if args.training_customers is not None:
         config = RiskSettings(max_training_customers=args.training_customers)
     try:
-        with duckdb.connect(str(warehouse)) as con:
-            _limits(con, args.cache)
+        with _connect(warehouse) as con:
             sizes = con.sql(
                 "select (select count(*) from staging.accounts), "
                 "(select count(*) from staging.invoices), "

@@ -7,7 +7,7 @@ from datetime import date
 
 import duckdb
 
-from features.warehouse import table_exists
+from features.warehouse import table_exists, transaction
 
 # Tables that hold many as-of dates (every other table with an as_of_date holds one: the run's).
 HISTORY_TABLES = (
@@ -47,8 +47,7 @@ def append_history(
     stamped += "".join(f", {column}" for column in new_columns)
     select = f"select {stamped} from {source}"
     params = {"as_of": as_of_date, "run_id": run_id}
-    con.execute("begin transaction").fetchall()
-    try:
+    with transaction(con):
         if not table_exists(con, history):
             con.execute(f"create table {history} as {select} limit 0", params).fetchall()
         history_columns = _columns(con, history)
@@ -61,10 +60,6 @@ def append_history(
             f"delete from {history} where as_of_date = $as_of", {"as_of": as_of_date}
         ).fetchall()[0][0]
         con.execute(f"insert into {history} by name {select}", params).fetchall()
-        con.execute("commit").fetchall()
-    except BaseException:
-        con.execute("rollback").fetchall()
-        raise
     rows, dates = con.execute(
         f"select count(*) filter (where as_of_date = $as_of), count(distinct as_of_date) "
         f"from {history}",

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 import duckdb
 import polars as pl
 
-from features.warehouse import materialize_sql, row_count, sql_text, table_exists
+from features.warehouse import materialize_sql, row_count, sql_text, table_exists, transaction
 
 SETTLEMENT = "features.invoice_settlement"
 # What the last build of SETTLEMENT saw, so the next run can re-settle only what changed.
@@ -369,8 +369,7 @@ def _resettle(
         table="settlement_changed_rows", temporary=True, ledger=ledger,
     )  # fmt: skip
     load_sequence, settings, full_build_as_of, customers_at_full_build = state
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(
             f"delete from {SETTLEMENT} "
             "where customer_id in (select customer_id from settlement_changed_customers)"
@@ -385,10 +384,6 @@ def _resettle(
             (as_of, load_sequence, settings, full_build_as_of, *totals, customers_at_full_build),
             refresh,
         )
-    except BaseException:
-        con.execute("rollback")
-        raise
-    con.execute("commit")
     for temp in ("settlement_changed_customers", "settlement_changed_rows", *ledger):
         con.execute(f"drop table if exists {temp}")
     return refresh

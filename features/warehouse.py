@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,19 @@ def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Statements inside commit together or, on any error, not at all: readers never see a
+    table half replaced."""
+    con.execute("begin transaction")
+    try:
+        yield
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+
+
 def sql_text(name: str, fragments: dict[str, str] | None = None) -> str:
     """The text of ``features/sql/<name>.sql`` (one statement per file).
 
@@ -149,14 +164,9 @@ def materialize_sql(
         + (" using compression uncompressed" if column in uncompressed else "")
         for column, column_type, *_ in columns
     )
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         con.execute(f"create or replace {kind} {table} ({declared})").fetchall()
         con.execute(f"insert into {table} {text}", used).fetchall()
-    except BaseException:
-        con.execute("rollback")
-        raise
-    con.execute("commit")
     return row_count(con, table)
 
 

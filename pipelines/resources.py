@@ -45,7 +45,7 @@ class Warehouse(dg.ConfigurableResource):
         if self.temp_directory:
             config["temp_directory"] = self.temp_directory
         if self.retained_memory:
-            config.update(retained_memory_settings(self.retained_memory))
+            config.update(_retained_memory_settings(self.retained_memory))
         con = duckdb.connect(self.path, config=config)
         try:
             ensure_layout(con)
@@ -54,7 +54,7 @@ class Warehouse(dg.ConfigurableResource):
             con.close()
 
 
-def retained_memory_settings(size: str) -> dict[str, str]:
+def _retained_memory_settings(size: str) -> dict[str, str]:
     """DuckDB settings that keep ``size`` of memory between queries: a block pool allocated once,
     and no flush of the allocator after a task or a bulk free below that size."""
     return {
