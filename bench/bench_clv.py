@@ -32,6 +32,7 @@ import polars as pl
 
 from features.clv_backtest import build_backtest_inputs
 from features.customer import build_customer_summary, lifetimes_summary
+from features.ingest import build_customer_keys
 from features.warehouse import ensure_layout
 from models.clv import ClvModel
 from models.clv_backtest import backtest_clv
@@ -65,11 +66,14 @@ def load_invoices(inbox: Path) -> tuple[duckdb.DuckDBPyConnection, date]:
     con = duckdb.connect()
     ensure_layout(con)
     source = inbox / "invoices/invoices.parquet"
+    # staging.invoices as ingestion writes it: with the customer_key of staging.customer_keys
+    invoices = f"select * from read_parquet('{source}') where document_type = 'invoice'"
+    build_customer_keys(con, invoices)
     con.execute(
         f"""create table staging.invoices as
             select invoice_id, customer_id, issue_date::date as issue_date,
-                   amount::double as amount, document_type
-            from read_parquet('{source}') where document_type = 'invoice'"""
+                   amount::double as amount, document_type, customer_key
+            from ({invoices}) join staging.customer_keys using (customer_id)"""
     ).fetchall()
     as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
     return con, as_of

@@ -7,8 +7,8 @@ from datetime import date
 import duckdb
 import polars as pl
 
-from features.customer import lifetimes_summary
-from features.warehouse import materialize_sql, sql_text
+from features.customer import lifetimes_summary, materialize_customer_summary
+from features.warehouse import sql_text
 
 
 def build_backtest_inputs(
@@ -21,7 +21,7 @@ def build_backtest_inputs(
     ``first_purchase_date`` and the actual ``holdout_purchases``, and the cohort's repeat
     purchases per period (see ``feat_clv_tracking_actuals.sql``).
     """
-    materialize_sql(con, "features.clv_calibration_summary", "feat_customer_summary", as_of=cutoff)
+    materialize_customer_summary(con, "features.clv_calibration_summary", cutoff)
     holdout = con.sql(
         sql_text("feat_clv_holdout_purchases"), params={"cutoff": cutoff, "as_of": as_of}
     ).pl()

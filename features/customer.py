@@ -7,12 +7,18 @@ from datetime import date
 import duckdb
 import polars as pl
 
-from features.warehouse import materialize_sql
+from features.warehouse import materialize_sql, perfect_hash_groups
+
+
+def materialize_customer_summary(con: duckdb.DuckDBPyConnection, table: str, as_of: date) -> None:
+    """Write the customer summary as of ``as_of`` (``feat_customer_summary.sql``) to ``table``."""
+    with perfect_hash_groups(con):
+        materialize_sql(con, table, "feat_customer_summary", as_of=as_of)
 
 
 def build_customer_summary(con: duckdb.DuckDBPyConnection, as_of: date) -> pl.DataFrame:
     """Write ``features.customer_summary`` from staging facts dated on or before ``as_of``."""
-    materialize_sql(con, "features.customer_summary", "feat_customer_summary", as_of=as_of)
+    materialize_customer_summary(con, "features.customer_summary", as_of)
     return con.sql("select * from features.customer_summary").pl()
 
 

@@ -45,6 +45,10 @@ _NOT_EXPORTS = ("truth", INBOX_MAPPINGS_FOLDER)
 _DELIMITERS = (",", ";", "\t", "|")
 
 
+# Staging tables whose rows also carry the customer's integer key (see build_customer_keys).
+CUSTOMER_KEYED_TABLES = frozenset({"invoices"})
+
+
 class InboxError(ValueError):
     """A whole input file cannot be used; the message names the file (and column)."""
 
@@ -761,10 +765,13 @@ def build_staging(
     outer = ", ".join(
         f"{normalise[name]} as {name}" if name in normalise else name for name in outer_names
     )
+    keyed = table in CUSTOMER_KEYED_TABLES
+    if keyed:
+        build_customer_keys(con, "select customer_id from checked_rows where len(all_problems) = 0")
     con.execute(
         f"""
         create or replace table staging.{table} as
-        select {outer} from (
+        select {outer}{", customer_key" if keyed else ""} from (
             select {inner} from (
                 select c.* from checked_rows c
                 anti join contested_keys using ({key})
@@ -774,10 +781,13 @@ def build_staging(
                                   content_last_delivered, delivery_rank)
                 from ranked_rows where delivery_rank = 1
             )
-        )
+        ){" left join staging.customer_keys using (customer_id)" if keyed else ""}
         order by {key}
         """
     )
+    if keyed:
+        # A row without a key would drop out of every summary grouped by it: fail instead.
+        con.execute(f"alter table staging.{table} alter column customer_key set not null")
     counts = dict(
         raw=con.sql(f"select count(*) from raw.{table}").fetchall()[0][0],
         staged=con.sql(f"select count(*) from staging.{table}").fetchall()[0][0],
@@ -788,6 +798,24 @@ def build_staging(
     for temp in ("checked_rows", "contested_keys", "ranked_rows"):
         con.execute(f"drop table {temp}")
     return counts, skipped
+
+
+def build_customer_keys(con: duckdb.DuckDBPyConnection, customers: str) -> None:
+    """Rebuild ``staging.customer_keys``: 1, 2, 3, ... for the distinct ids ``customers`` selects.
+
+    Numbered in id order and rebuilt with staging, so a key is a pure function of the staged
+    ids and never leaves the warehouse (outputs are keyed by ``customer_id``). Per-customer
+    aggregations group by it: a dense integer lets DuckDB use an array indexed by the key (a
+    perfect hash aggregate, see ``features.warehouse.perfect_hash_groups``) instead of hashing
+    text ids.
+    """
+    con.execute(
+        f"""
+        create or replace table staging.customer_keys as
+        select customer_id, (row_number() over (order by customer_id))::integer as customer_key
+        from (select distinct customer_id from ({customers}))
+        """
+    )
 
 
 def quarantine_reasons(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:

@@ -111,6 +111,24 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("commit")
 
 
+@contextmanager
+def perfect_hash_groups(con: duckdb.DuckDBPyConnection, bits: int = 22) -> Iterator[None]:
+    """Let DuckDB group by dense integer keys of up to ``bits`` bits in an array (no hashing).
+
+    DuckDB's perfect hash aggregate indexes an array by the key's offset from its minimum, but
+    by default only for keys spanning 12 bits. Grouping a million rows' worth of
+    ``customer_key`` that way costs a fraction of a hash table over text ids. Each thread
+    allocates one slot per key value in the range, so the limit is raised only around the
+    statements that want it: 22 bits = 4M customers, a few hundred MB at most.
+    """
+    previous = con.sql("select current_setting('perfect_ht_threshold')").fetchall()[0][0]
+    con.execute(f"set perfect_ht_threshold = {int(bits)}")
+    try:
+        yield
+    finally:
+        con.execute(f"set perfect_ht_threshold = {int(previous)}")
+
+
 def sql_text(name: str, fragments: dict[str, str] | None = None) -> str:
     """The text of ``features/sql/<name>.sql`` (one statement per file).
 

@@ -15,6 +15,7 @@ purchases (0 when frequency is 0).
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -653,17 +654,27 @@ class ClvModel:
                 f"notes; at least min_repeat_customers={self.min_repeat_customers} are needed "
                 "to fit Gamma-Gamma"
             )
-        reasons: list[str] = []
-        x, t_x, T, w, codes = _collapse_patterns(frequency, recency, T_all)
-        self.n_patterns_ = x.size
-        self._fit_purchases(x, t_x, T, w, codes, reasons)
-
         self.n_nonpositive_spend_customers_ = self.n_repeat_customers_ - n_spenders
         # One spend row per repeat buyer, in input order: with amounts in cents, identical
         # (frequency, spend) rows are rare, so collapsing them costs a sort and saves nothing.
         rx, rm = frequency[spender], monetary[spender]
         rw = np.ones_like(rx)
-        self._fit_spend(rx, rm, rw, reasons)
+        reasons: list[str] = []
+        spend_reasons: list[str] = []
+        # The spend fit needs nothing from the purchase fit: it runs on a thread of its own
+        # while the purchase rows are collapsed and fitted (numpy releases the GIL in its
+        # loops). One BLAS thread for both, set here once: threadpool_limits entered and left
+        # from two threads at a time could otherwise restore the wrong value.
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            ThreadPoolExecutor(max_workers=1) as spend_thread,
+        ):
+            spend = spend_thread.submit(self._fit_spend, rx, rm, rw, spend_reasons)
+            x, t_x, T, w, codes = _collapse_patterns(frequency, recency, T_all)
+            self.n_patterns_ = x.size
+            self._fit_purchases(x, t_x, T, w, codes, reasons)
+            spend.result()
+        reasons += spend_reasons
         self.fallback_reason_ = "; ".join(reasons) if reasons else None
 
         # Kept for the parameter-uncertainty step, which only the CLV interval needs.

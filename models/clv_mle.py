@@ -23,7 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import threading
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -44,6 +50,16 @@ WARM_START_ROWS = 50_000
 # log-parameter by more than this (the distance left to the optimum), give up after this many.
 NEWTON_STEP_TOL = 1e-9
 MAX_NEWTON_STEPS = 25
+
+
+# Row-wise sums over more rows than this run in ROW_CHUNKS chunks on a thread pool (numpy
+# releases the GIL inside its loops). The chunking is fixed, not set by the core count, so the
+# sums - and the fitted parameters - are the same on every machine.
+PARALLEL_ROWS = 200_000
+ROW_CHUNKS = 4
+
+
+_LIFETIMES_LOCK = threading.Lock()
 
 
 class FitFailed(ArithmeticError):
@@ -75,6 +91,25 @@ def distinct_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # Signed zeros or NaNs that hash apart from their sorted twin: take the exact route.
         return np.unique(values, return_inverse=True)
     return distinct.to_numpy(), index["index"].to_numpy()
+
+
+def row_chunks(n_rows: int) -> list[slice]:
+    """ROW_CHUNKS contiguous slices of the rows above PARALLEL_ROWS, else one."""
+    if n_rows <= PARALLEL_ROWS:
+        return [slice(0, n_rows)]
+    bounds = np.linspace(0, n_rows, ROW_CHUNKS + 1).astype(int)
+    return [slice(int(a), int(b)) for a, b in pairwise(bounds)]
+
+
+@cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=min(ROW_CHUNKS, os.cpu_count() or 1))
+
+
+def sum_over_chunks(partial: Callable[[slice], tuple], parts: list[slice]) -> tuple:
+    """Element-wise sum of ``partial(part)`` over the parts, in order (deterministic)."""
+    results = [partial(parts[0])] if len(parts) == 1 else list(_pool().map(partial, parts))
+    return tuple(sum(values[1:], values[0]) for values in zip(*results, strict=True))
 
 
 def _minimise(
@@ -186,6 +221,7 @@ def _bg_nbd_objective(
     repeat = x > 0
     # Rows without repeat purchases have no "dropped after the last purchase" term.
     wr, xr, ixr, iTr, itxr = weights[repeat], x[repeat], ix[repeat], iT[repeat], itx[repeat]
+    parts = row_chunks(wr.size)
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         r, alpha, a, b = np.exp(log_params)
@@ -205,20 +241,31 @@ def _bg_nbd_objective(
         # "Alive at T" term, -(r + x) log(alpha + T), summed through per-T weights.
         ll = (w_by_x * ll_x).sum() + n * r * np.log(alpha)
         ll -= r * (w_by_T @ log_alpha_T) + wx_by_T @ log_alpha_T
-        # Per repeat row: log-odds that the customer dropped after the last purchase; the row's
-        # likelihood is the alive term times 1 + exp(log-odds).
-        log_ratio = log_alpha_T[iTr] - log_alpha_tx[itxr]
-        r_x = r + xr
-        log_odds = log_dropout_x[ixr] + r_x * log_ratio
-        # log(1 + e^z) and the logistic e^z / (1 + e^z) from one exponential, overflow-free.
-        small = np.exp(-np.abs(log_odds))
-        ll += wr @ (np.maximum(log_odds, 0.0) + np.log1p(small))
-        w_dropped = wr * np.where(log_odds >= 0, 1.0, small) / (1.0 + small)
-        d_r = (w_by_x @ d_r_x) + n * np.log(alpha) - w_by_T @ log_alpha_T + w_dropped @ log_ratio
         inv_T = 1.0 / (alpha + Ts)
-        d_alpha = n * r / alpha - (r * w_by_T + wx_by_T) @ inv_T
-        d_alpha += (w_dropped * r_x) @ (inv_T[iTr] - 1.0 / (alpha + txs)[itxr])
-        dropped_by_x = np.bincount(ixr, weights=w_dropped, minlength=xs.size)
+        inv_tx = 1.0 / (alpha + txs)
+
+        def repeat_rows(part: slice) -> tuple[float, float, float, np.ndarray]:
+            # Per repeat row: log-odds that the customer dropped after the last purchase; the
+            # row's likelihood is the alive term times 1 + exp(log-odds).
+            w, i_x, i_T, i_tx = wr[part], ixr[part], iTr[part], itxr[part]
+            log_ratio = log_alpha_T[i_T] - log_alpha_tx[i_tx]
+            r_x = r + xr[part]
+            log_odds = log_dropout_x[i_x] + r_x * log_ratio
+            # log(1 + e^z) and the logistic e^z / (1 + e^z) from one exponential, overflow-free.
+            small = np.exp(-np.abs(log_odds))
+            ll_part = w @ (np.maximum(log_odds, 0.0) + np.log1p(small))
+            w_dropped = w * np.where(log_odds >= 0, 1.0, small) / (1.0 + small)
+            return (
+                ll_part,
+                w_dropped @ log_ratio,
+                (w_dropped * r_x) @ (inv_T[i_T] - inv_tx[i_tx]),
+                np.bincount(i_x, weights=w_dropped, minlength=xs.size),
+            )
+
+        ll_rows, d_r_rows, d_alpha_rows, dropped_by_x = sum_over_chunks(repeat_rows, parts)
+        ll += ll_rows
+        d_r = (w_by_x @ d_r_x) + n * np.log(alpha) - w_by_T @ log_alpha_T + d_r_rows
+        d_alpha = n * r / alpha - (r * w_by_T + wx_by_T) @ inv_T + d_alpha_rows
         d_a = (w_by_x @ d_a_x) + dropped_by_x.sum() / a
         with np.errstate(divide="ignore"):
             inv_b = np.where(xs > 0, 1.0 / (b + xs - 1), 0.0)
@@ -267,14 +314,20 @@ def _gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray):
     x_m = x * m
     # Data-only part of the likelihood: p * sum w x log(x m) - sum w log m.
     sum_wx_log_xm = wx @ np.log(x_m)
+    parts = row_chunks(x.size)
 
     def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
         p, q, v = np.exp(log_params)
         px = p * xs
         psi_pxq = digamma(px + q)
-        log_xm_v = np.log(x_m + v)
-        inv_xm_v = 1.0 / (x_m + v)
-        wx_log, w_log = wx @ log_xm_v, weights @ log_xm_v
+
+        def rows(part: slice) -> tuple[float, float, float, float]:
+            log_xm_v = np.log(x_m[part] + v)
+            inv_xm_v = 1.0 / (x_m[part] + v)
+            w, w_x = weights[part], wx[part]
+            return w_x @ log_xm_v, w @ log_xm_v, w_x @ inv_xm_v, w @ inv_xm_v
+
+        wx_log, w_log, wx_inv, w_inv = sum_over_chunks(rows, parts)
         ll = (
             w_by_x @ (gammaln(px + q) - gammaln(px))
             - n * gammaln(q)
@@ -285,7 +338,7 @@ def _gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray):
         )
         d_p = w_by_x @ (xs * (psi_pxq - digamma(px))) + sum_wx_log_xm - wx_log
         d_q = w_by_x @ psi_pxq - n * digamma(q) + n * np.log(v) - w_log
-        d_v = n * q / v - p * (wx @ inv_xm_v) - q * (weights @ inv_xm_v)
+        d_v = n * q / v - p * wx_inv - q * w_inv
         grad = np.array([d_p * p, d_q * q, d_v * v])
         return -ll / n, -grad / n
 
@@ -357,8 +410,10 @@ def fit_with_lifetimes(
 
     lifetimes prints the optimizer state before raising ConvergenceError and warns on every
     boundary step; the caller's fallback chain reports what matters, so keep logs clean.
+    Redirecting stdout and catching warnings change process-wide state, so the spend and
+    purchase fits (run on two threads) take turns here.
     """
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    with _LIFETIMES_LOCK, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitter.fit(*columns, weights=weights)
     return {k: float(fitter.params_[k]) for k in names}

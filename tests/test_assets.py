@@ -6,6 +6,7 @@ import dagster as dg
 import duckdb
 import pytest
 
+from features.warehouse import perfect_hash_groups, sql_text
 from pipelines.customer_value.assets import customer_summary, rfm_scores, run_as_of_date
 from pipelines.definitions import run_config_for
 from pipelines.ingest.assets import staging_assets
@@ -39,6 +40,39 @@ def test_ingest_and_rfm_assets_write_their_tables(demo_inbox: Path, tmp_path: Pa
         as_of = con.sql("select as_of_date from ops.runs").fetchall()[0][0]
     assert summary_rows == rfm_rows > 0
     assert as_of == max_issue
+
+
+def test_customer_summary_groups_by_key_in_an_array_and_matches_the_text_id_grouping(
+    demo_inbox: Path, tmp_path: Path
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    assert _materialize(demo_inbox, warehouse).success
+    with duckdb.connect(str(warehouse)) as con:
+        as_of = con.sql("select as_of_date from ops.runs").fetchall()[0][0]
+        # the same facts grouped by the text id, the way the summary did before customer keys
+        by_text_id = con.sql(
+            """
+            select customer_id, min(day), max(day), count(*), sum(spend)
+            from (select customer_id, issue_date as day, sum(amount) as spend
+                  from staging.invoices where document_type = 'invoice' and issue_date <= $as_of
+                  group by all)
+            group by all order by customer_id
+            """,
+            params={"as_of": as_of},
+        ).fetchall()
+        summary = con.sql(
+            "select customer_id, first_purchase_date, last_purchase_date, purchase_days, "
+            "gross_revenue from features.customer_summary"
+        ).fetchall()
+        assert [row[:4] for row in summary] == [row[:4] for row in by_text_id]
+        assert [row[4] for row in summary] == pytest.approx([float(row[4]) for row in by_text_id])
+        before = con.sql("select current_setting('perfect_ht_threshold')").fetchall()[0][0]
+        with perfect_hash_groups(con):
+            plan = con.execute(
+                "explain " + sql_text("feat_customer_summary"), {"as_of": as_of}
+            ).fetchall()[0][1]
+        assert "Perfect Hash Group By" in plan
+        assert con.sql("select current_setting('perfect_ht_threshold')").fetchall()[0][0] == before
 
 
 def test_as_of_uses_no_later_fact(demo_inbox: Path, tmp_path: Path) -> None:

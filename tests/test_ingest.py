@@ -79,6 +79,35 @@ def test_later_file_wins_for_the_same_key(tmp_path: Path, con: duckdb.DuckDBPyCo
     ]
 
 
+def test_invoiced_customers_are_numbered_in_id_order_and_every_invoice_carries_its_key(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    inbox = tmp_path / "inbox"
+    header = "invoice_id,customer_id,issue_date,amount\n"
+    write_csv(
+        inbox / "invoices/invoices_1.csv", header + "I1,C7,2024-01-05,100\nI2,C3,2024-01-06,5\n"
+    )
+    ingest_group(con, inbox, INVOICES, run_id="r1", options=NO_GATE)
+    assert con.sql("select * from staging.customer_keys order by 2").fetchall() == [
+        ("C3", 1),
+        ("C7", 2),
+    ]
+    # a new id that sorts first renumbers the others: keys follow the staged ids, no history
+    write_csv(inbox / "invoices/invoices_2.csv", header + "I3,C1,2024-01-07,7\n")
+    ingest_group(con, inbox, INVOICES, run_id="r2", options=NO_GATE)
+    rows = con.sql(
+        "select i.invoice_id, i.customer_key, k.customer_key from staging.invoices i "
+        "join staging.customer_keys k using (customer_id) order by 1"
+    ).fetchall()
+    assert rows == [("I1", 3, 3), ("I2", 2, 2), ("I3", 1, 1)]
+    # a row added without a key would drop out of the per-customer summary: refused instead
+    with pytest.raises(duckdb.ConstraintException, match="customer_key"):
+        con.execute(
+            "insert into staging.invoices (invoice_id, customer_id, issue_date, amount) "
+            "values ('I4', 'C9', date '2024-01-08', 1)"
+        )
+
+
 def test_missing_required_column_names_file_and_column(
     tmp_path: Path, con: duckdb.DuckDBPyConnection
 ) -> None:

@@ -2,41 +2,44 @@
 -- BG/NBD + Gamma-Gamma models need. A purchase is a distinct day with at least one invoice
 -- (Fader, Hardie & Lee; lifetimes); credit notes reduce spend but are not purchases.
 -- Durations are in days; the CLV stage converts them to its model time unit.
+-- Grouped by the integer customer_key (staging.customer_keys), not the text id: with
+-- features.warehouse.perfect_hash_groups the per-customer level is an array indexed by the key.
 with invoices as not materialized (
-    select customer_id, issue_date, amount, document_type
+    select customer_key, issue_date, amount, document_type
     from staging.invoices
     where issue_date <= $as_of
 ),
 
 purchase_days as (
-    select customer_id, issue_date as purchase_date, sum(amount) as day_amount
+    select customer_key, issue_date as purchase_date, sum(amount) as day_amount
     from invoices
     where document_type = 'invoice'
-    group by customer_id, issue_date
+    group by customer_key, issue_date
 ),
 
 credit_notes as (
-    select customer_id, sum(amount) as credit_note_total
+    select customer_key, sum(amount) as credit_note_total
     from invoices
     where document_type = 'credit_note'
-    group by customer_id
+    group by customer_key
 ),
 
 per_customer as (
     select
-        customer_id,
+        customer_key,
         min(purchase_date) as first_purchase_date,
         max(purchase_date) as last_purchase_date,
         count(*) as purchase_days,
         sum(day_amount) as gross_revenue,
         sum(day_amount) - arg_min(day_amount, purchase_date) as repeat_revenue
     from purchase_days
-    group by customer_id
+    group by customer_key
 ),
 
 final as (
     select
-        p.customer_id,
+        p.customer_key,
+        k.customer_id,
         $as_of::date as as_of_date,
         p.first_purchase_date,
         p.last_purchase_date,
@@ -61,7 +64,9 @@ final as (
             else 0
         end as monetary_value
     from per_customer as p
-    left join credit_notes as c using (customer_id)
+    join staging.customer_keys as k using (customer_key)
+    left join credit_notes as c using (customer_key)
 )
 
-select * from final order by customer_id
+-- keys are numbered in id order, so this is the customer_id order
+select * exclude (customer_key) from final order by customer_key
