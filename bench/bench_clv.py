@@ -30,12 +30,17 @@ import duckdb
 import numpy as np
 import polars as pl
 
+# polars <-> DuckDB conversions import pyarrow on first use (0.3 s); imported here, before any
+# timer, as pandas is for lifetimes' side.
+import pyarrow  # noqa: F401
+
 from features.clv_backtest import build_backtest_inputs
 from features.customer import build_customer_summary, lifetimes_summary
 from features.ingest import build_customer_keys
 from features.warehouse import ensure_layout
 from models.clv import ClvModel
 from models.clv_backtest import backtest_clv
+from pipelines.resources import Warehouse
 from synthetic import generate_demo_data
 
 ANNUAL_DISCOUNT_RATE = 0.10
@@ -62,9 +67,13 @@ def inbox_for(customers: int, seed: int) -> Path:
     return inbox
 
 
-def load_invoices(inbox: Path) -> tuple[duckdb.DuckDBPyConnection, date]:
-    con = duckdb.connect()
-    ensure_layout(con)
+def load_invoices(
+    inbox: Path, con: duckdb.DuckDBPyConnection | None = None
+) -> tuple[duckdb.DuckDBPyConnection, date]:
+    """``staging.invoices`` from the cached inbox, on ``con`` (default: a new in-memory one)."""
+    if con is None:
+        con = duckdb.connect()
+        ensure_layout(con)
     source = inbox / "invoices/invoices.parquet"
     # staging.invoices as ingestion writes it: with the customer_key of staging.customer_keys
     invoices = f"select * from read_parquet('{source}') where document_type = 'invoice'"
@@ -79,7 +88,7 @@ def load_invoices(inbox: Path) -> tuple[duckdb.DuckDBPyConnection, date]:
     return con, as_of
 
 
-def run_ours(con: duckdb.DuckDBPyConnection, as_of: date) -> dict:
+def run_ours(con: duckdb.DuckDBPyConnection, as_of: date, extras: bool = True) -> dict:
     """Timed core (what lifetimes' recipe produces), then the extras, timed one by one."""
     timings = {}
     started = time.perf_counter()
@@ -92,6 +101,17 @@ def run_ours(con: duckdb.DuckDBPyConnection, as_of: date) -> dict:
     clv = model.predict_clv(summary)
     timings["predict_s"] = time.perf_counter() - step
     timings["total_s"] = time.perf_counter() - started
+    result = {
+        "timings": timings,
+        "customers": summary.height,
+        "patterns": model.n_patterns_,
+        "purchase_model": model.purchase_model_,
+        "params": {**model.purchase_params_, **model.spend_params_},
+        "clv_total": float(clv["clv_12m"].sum()),
+        "clv": clv.select("customer_id", "clv_12m"),
+    }
+    if not extras:
+        return result
 
     extras = {}
     step = time.perf_counter()
@@ -109,17 +129,10 @@ def run_ours(con: duckdb.DuckDBPyConnection, as_of: date) -> dict:
         ClvModel(time_unit_days=7.0), calibration, tracking_actuals, cutoff, as_of
     )
     extras["backtest_fit_score_s"] = time.perf_counter() - step
-    return {
-        "timings": timings,
+    return result | {
         "extras": extras,
-        "customers": summary.height,
-        "patterns": model.n_patterns_,
-        "purchase_model": model.purchase_model_,
-        "params": {**model.purchase_params_, **model.spend_params_},
-        "clv_total": float(clv["clv_12m"].sum()),
         "full_scoring_clv_total": float(scores["clv_12m"].sum()),
         "backtest_aggregate_error_pct": backtest.metrics["aggregate_error_pct"],
-        "clv": clv.select("customer_id", "clv_12m"),
     }
 
 
@@ -212,70 +225,105 @@ def main() -> None:
         help="Run lifetimes on the first N customers only (default: all; 0 skips it).",
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="Rounds of (ours, lifetimes); the ratio is of the medians (default 3).",
+    )
+    parser.add_argument(
+        "--retained-memory",
+        default=None,
+        help="The pipeline's CRM_INTEL_DUCKDB_RETAINED_MEMORY setting (default: off, as in it).",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write results here.")
     args = parser.parse_args()
 
     inbox = inbox_for(args.customers, args.seed)
     truth = json.loads((inbox / "truth/parameters.json").read_text())["parameters"]
-    con, as_of = load_invoices(inbox)
+    # The pipeline's connection settings (the Warehouse resource), on an in-memory database.
+    with Warehouse(path=":memory:", retained_memory=args.retained_memory).connect() as con:
+        _, as_of = load_invoices(inbox, con)
+        results = compare(con, as_of, args)
+    results["recovery"] = recovery(results["ours"]["params"], truth)
+    print("\nrecovery of the generator's truth (ours, weekly units):")
+    print(f"{'parameter':<30}{'truth':>12}{'fitted':>12}{'error %':>10}")
+    for name, row in results["recovery"].items():
+        print(f"{name:<30}{row['truth']:>12.4f}{row['fitted']:>12.4f}{row['error_pct']:>10.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+def compare(con: duckdb.DuckDBPyConnection, as_of: date, args: argparse.Namespace) -> dict:
+    """``args.repeat`` rounds, each ours then lifetimes; the extras in the first round only."""
     invoices = con.sql("select count(*) from staging.invoices").fetchall()[0][0]
     print(f"{args.customers:,} customers, {invoices:,} invoices, as of {as_of}")
-    ours = run_ours(con, as_of)
-    t = ours["timings"]
-    print(
-        f"ours: summary {t['summary_s']:.2f}s + fit {t['fit_s']:.2f}s "
-        f"({ours['patterns']:,} patterns) + score {t['predict_s']:.2f}s "
-        f"= {t['total_s']:.2f}s; {ours['purchase_model']}"
-    )
-    print(
-        "ours, extras: "
-        + ", ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in ours["extras"].items())
-    )
+    n = args.lifetimes_customers
+    subset = None if n in (None, args.customers) else n
+    rounds: list[tuple[dict, dict | None]] = []
+    for round_number in range(1, args.repeat + 1):
+        ours = run_ours(con, as_of, extras=round_number == 1)
+        t = ours["timings"]
+        print(
+            f"round {round_number} ours: summary {t['summary_s']:.2f}s + fit {t['fit_s']:.2f}s "
+            f"({ours['patterns']:,} patterns) + score {t['predict_s']:.2f}s "
+            f"= {t['total_s']:.2f}s; {ours['purchase_model']}"
+        )
+        if round_number == 1:
+            print(
+                "ours, extras: "
+                + ", ".join(f"{k.removesuffix('_s')} {v:.2f}s" for k, v in ours["extras"].items())
+            )
+        theirs = run_lifetimes(con, as_of, subset) if n != 0 else None
+        if theirs is not None:
+            lt = theirs["timings"]
+            print(
+                f"round {round_number} lifetimes ({theirs['customers']:,} customers): summary "
+                f"{lt['summary_s']:.2f}s + fit {lt['fit_s']:.2f}s + clv {lt['predict_s']:.2f}s "
+                f"= {lt['total_s']:.2f}s"
+            )
+        rounds.append((ours, theirs))
+
+    first, theirs = rounds[0][0], rounds[-1][1]
+    ours_totals = [o["timings"]["total_s"] for o, _ in rounds]
     results: dict = {
         "customers": args.customers,
         "invoices": invoices,
-        "ours": {k: v for k, v in ours.items() if k != "clv"},
+        "ours": {k: v for k, v in first.items() if k != "clv"},
+        "ours_total_s": ours_totals,
     }
-    print("\nrecovery of the generator's truth (ours, weekly units):")
-    print(f"{'parameter':<30}{'truth':>12}{'fitted':>12}{'error %':>10}")
-    results["recovery"] = recovery(ours["params"], truth)
-    for name, row in results["recovery"].items():
-        print(f"{name:<30}{row['truth']:>12.4f}{row['fitted']:>12.4f}{row['error_pct']:>10.2f}")
-
-    if args.lifetimes_customers != 0:
-        n = args.lifetimes_customers
-        theirs = run_lifetimes(con, as_of, None if n in (None, args.customers) else n)
-        lt = theirs["timings"]
+    if theirs is None:
+        return results
+    their_totals = [t["timings"]["total_s"] for _, t in rounds if t is not None]
+    results["lifetimes"] = {k: v for k, v in theirs.items() if k != "clv"}
+    results["lifetimes_total_s"] = their_totals
+    if theirs["customers"] != first["customers"]:
+        per_customer = float(np.median(their_totals)) / theirs["customers"] * 1e6
+        print(f"lifetimes per 1M customers, linear: {per_customer:.0f}s")
+        return results
+    ratios = [lt / us for us, lt in zip(ours_totals, their_totals, strict=True)]
+    ratio = float(np.median(their_totals) / np.median(ours_totals))
+    results |= {"ratio_of_medians": ratio, "ratio_per_round": ratios}
+    print(
+        f"\nend to end, median of {len(rounds)} rounds: lifetimes {np.median(their_totals):.2f}s "
+        f"/ ours {np.median(ours_totals):.2f}s = {ratio:.1f}x; per round: "
+        + ", ".join(f"{r:.1f}x" for r in ratios)
+    )
+    print(f"{'parameter':<12}{'ours':>16}{'lifetimes':>16}{'rel diff':>12}{'sig digits':>12}")
+    for name in (*PURCHASE, *SPEND):
+        a, b = first["params"][name], theirs["params"][name]
         print(
-            f"\nlifetimes ({theirs['customers']:,} customers): summary {lt['summary_s']:.2f}s "
-            f"+ fit {lt['fit_s']:.2f}s + clv {lt['predict_s']:.2f}s = {lt['total_s']:.2f}s"
+            f"{name:<12}{a:>16.8g}{b:>16.8g}{abs(a - b) / abs(b):>12.2e}"
+            f"{significant_digits_equal(a, b):>12}"
         )
-        results["lifetimes"] = {k: v for k, v in theirs.items() if k != "clv"}
-        if theirs["customers"] == ours["customers"]:
-            ratio = lt["total_s"] / t["total_s"]
-            print(f"end-to-end ratio lifetimes / ours: {ratio:.1f}x")
-            results["ratio"] = ratio
-            print(
-                f"{'parameter':<12}{'ours':>16}{'lifetimes':>16}{'rel diff':>12}{'sig digits':>12}"
-            )
-            for name in (*PURCHASE, *SPEND):
-                a, b = ours["params"][name], theirs["params"][name]
-                print(
-                    f"{name:<12}{a:>16.8g}{b:>16.8g}{abs(a - b) / abs(b):>12.2e}"
-                    f"{significant_digits_equal(a, b):>12}"
-                )
-            joined = ours["clv"].join(theirs["clv"], on="customer_id")
-            rel = np.abs(joined["clv_12m"] - joined["clv_lifetimes"]) / joined["clv_lifetimes"]
-            print(
-                f"CLV total ours {ours['clv_total']:,.0f} vs lifetimes {theirs['clv_total']:,.0f};"
-                f" per-customer max relative difference {rel.max():.2e}"
-            )
-            results["clv_max_relative_difference"] = float(rel.max())
-        else:
-            per_customer = lt["total_s"] / theirs["customers"] * 1e6
-            print(f"lifetimes per 1M customers, linear: {per_customer:.0f}s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+    joined = first["clv"].join(theirs["clv"], on="customer_id")
+    rel = np.abs(joined["clv_12m"] - joined["clv_lifetimes"]) / joined["clv_lifetimes"]
+    print(
+        f"CLV total ours {first['clv_total']:,.0f} vs lifetimes {theirs['clv_total']:,.0f};"
+        f" per-customer max relative difference {rel.max():.2e}"
+    )
+    results["clv_max_relative_difference"] = float(rel.max())
+    return results
 
 
 if __name__ == "__main__":

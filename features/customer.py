@@ -7,7 +7,7 @@ from datetime import date
 import duckdb
 import polars as pl
 
-from features.warehouse import materialize_sql, perfect_hash_groups
+from features.warehouse import materialize_sql, perfect_hash_groups, sql_text
 
 
 def materialize_customer_summary(con: duckdb.DuckDBPyConnection, table: str, as_of: date) -> None:
@@ -17,9 +17,17 @@ def materialize_customer_summary(con: duckdb.DuckDBPyConnection, table: str, as_
 
 
 def build_customer_summary(con: duckdb.DuckDBPyConnection, as_of: date) -> pl.DataFrame:
-    """Write ``features.customer_summary`` from staging facts dated on or before ``as_of``."""
-    materialize_customer_summary(con, "features.customer_summary", as_of)
-    return con.sql("select * from features.customer_summary").pl()
+    """Write ``features.customer_summary`` from staging facts dated on or before ``as_of``.
+
+    Returns the summary in ``customer_id`` order, in one chunk per column: the query's ORDER BY
+    holds for its result, not for a later read of the table (the warehouse does not keep
+    insertion order), and the models' array code wants contiguous columns.
+    """
+    with perfect_hash_groups(con):
+        summary = con.sql(sql_text("feat_customer_summary"), params={"as_of": as_of}).pl()
+    summary = summary.rechunk()
+    con.execute("create or replace table features.customer_summary as select * from summary")
+    return summary
 
 
 def lifetimes_summary(summary: pl.DataFrame, time_unit_days: float) -> pl.DataFrame:

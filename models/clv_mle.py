@@ -66,23 +66,26 @@ class FitFailed(ArithmeticError):
     """The optimiser stopped without converging (caller falls back to the next model)."""
 
 
-def distinct_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def distinct_index(values: np.ndarray, unit: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values (sorted) and, per row, the index of its value.
 
-    A hash join against the distinct values: linear in the rows, where np.unique's argsort is
-    not (about 35 ms instead of 125 ms for a million durations).
+    Values that are whole multiples of 1 / ``unit`` (durations counted in days, expressed in
+    weeks: ``unit`` 7) take a counting pass over the whole numbers; others a hash join against
+    the distinct values. Both are linear in the rows, where np.unique's argsort is not (for a
+    million durations: about 5 ms, 17-35 ms and 125 ms).
     """
-    with np.errstate(invalid="ignore"):  # NaN or huge values fail the equality below
-        as_int = values.astype(np.int64)
-    if (
-        values.size
-        and as_int.min() >= 0
-        and as_int.max() <= 4 * values.size + 1024
-        and np.array_equal(as_int, values)
-    ):
-        # Small non-negative integers (frequencies, packed pair keys): a counting pass.
-        present = np.bincount(as_int) > 0
-        return np.flatnonzero(present).astype(values.dtype), (np.cumsum(present) - 1)[as_int]
+    with np.errstate(invalid="ignore"):  # NaN or huge values fail the checks below
+        whole = np.rint(values * unit).astype(np.int64)
+    if values.size and whole.min() >= 0 and whole.max() <= 4 * values.size + 1024:
+        # Small non-negative whole numbers (frequencies, days, packed pair keys): count them.
+        present = np.bincount(whole) > 0
+        index = (np.cumsum(present) - 1)[whole]
+        distinct = np.empty(int(present.sum()), dtype=values.dtype)
+        distinct[index] = values
+        # Exact only if every row holds its whole number's value bit for bit (a day in weeks
+        # may be d / 7 or d * (1 / 7), but one of them throughout) and the order is kept.
+        if np.array_equal(distinct[index], values) and np.all(distinct[1:] > distinct[:-1]):
+            return distinct, index
     series = pl.Series("value", values)
     distinct = series.unique().sort()
     lookup = pl.DataFrame([distinct, pl.Series("index", np.arange(distinct.len(), dtype=np.int64))])
