@@ -26,7 +26,14 @@ def build_customer_summary(con: duckdb.DuckDBPyConnection, as_of: date) -> pl.Da
     with perfect_hash_groups(con):
         summary = con.sql(sql_text("feat_customer_summary"), params={"as_of": as_of}).pl()
     summary = summary.rechunk()
-    con.execute("create or replace table features.customer_summary as select * from summary")
+    con.register("customer_summary_frame", summary)
+    try:
+        con.execute(
+            "create or replace table features.customer_summary as "
+            "select * from customer_summary_frame"
+        )
+    finally:
+        con.unregister("customer_summary_frame")
     return summary
 
 
