@@ -1,7 +1,9 @@
 """CLV at scale: our SQL summary + collapsed fit + scoring against lifetimes used as documented.
 
-    flock /work/bench.lock .venv/bin/python -m bench.bench_clv --customers 1000000
+    flock /work/bench.lock .venv/bin/python -m bench.bench_clv --customers 1000000 --repeat 5
 
+One warm-up round, then ``--repeat`` measured rounds, each ours then lifetimes in this process;
+the ratio is of the medians of the measured rounds (the warm-up's ratio is printed too).
 Both sides start from the same invoice log already in memory (ours: a DuckDB table shaped like
 ``staging.invoices``; lifetimes: the same rows as a pandas frame) and end with a 12-month CLV
 per customer, 10 % a year discounted: that is the timed comparison (ours: summary SQL ->
