@@ -40,7 +40,6 @@ import pyarrow  # noqa: F401
 from features.clv_backtest import build_backtest_inputs
 from features.customer import build_customer_summary, lifetimes_summary
 from features.ingest import build_customer_keys
-from features.warehouse import ensure_layout
 from models.clv import ClvModel
 from models.clv_backtest import backtest_clv
 from pipelines.resources import Warehouse
@@ -70,13 +69,8 @@ def inbox_for(customers: int, seed: int) -> Path:
     return inbox
 
 
-def load_invoices(
-    inbox: Path, con: duckdb.DuckDBPyConnection | None = None
-) -> tuple[duckdb.DuckDBPyConnection, date]:
-    """``staging.invoices`` from the cached inbox, on ``con`` (default: a new in-memory one)."""
-    if con is None:
-        con = duckdb.connect()
-        ensure_layout(con)
+def load_invoices(inbox: Path, con: duckdb.DuckDBPyConnection) -> date:
+    """``staging.invoices`` from the cached inbox, on ``con``; returns the as-of date."""
     source = inbox / "invoices/invoices.parquet"
     # staging.invoices as ingestion writes it: with the customer_key of staging.customer_keys
     invoices = f"select * from read_parquet('{source}') where document_type = 'invoice'"
@@ -87,8 +81,7 @@ def load_invoices(
                    amount::double as amount, document_type, customer_key
             from ({invoices}) join staging.customer_keys using (customer_id)"""
     ).fetchall()
-    as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
-    return con, as_of
+    return con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
 
 
 def run_ours(con: duckdb.DuckDBPyConnection, as_of: date, extras: bool = True) -> dict:
@@ -256,7 +249,7 @@ def main() -> None:
     truth = json.loads((inbox / "truth/parameters.json").read_text())["parameters"]
     # The pipeline's connection settings (the Warehouse resource), on an in-memory database.
     with Warehouse(path=":memory:", retained_memory=args.retained_memory).connect() as con:
-        _, as_of = load_invoices(inbox, con)
+        as_of = load_invoices(inbox, con)
         results = compare(con, as_of, args)
     results["recovery"] = recovery(results["ours"]["params"], truth)
     print("\nrecovery of the generator's truth (ours, weekly units):")

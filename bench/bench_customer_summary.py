@@ -71,7 +71,7 @@ def main() -> None:
 
 
 def run(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> None:
-    _, as_of = load_invoices(inbox_for(args.customers, args.seed), con)
+    as_of = load_invoices(inbox_for(args.customers, args.seed), con)
     first_day, last_day = con.sql(
         "select min(issue_date), max(issue_date) from staging.invoices"
     ).fetchall()[0]

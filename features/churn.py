@@ -18,7 +18,7 @@ import polars as pl
 
 from features.customer import lifetimes_summary
 from features.receivables import build_payment_behaviour
-from features.warehouse import materialize_sql
+from features.warehouse import materialize_sql, write_frame
 from models.clv import ClvModel, InsufficientDataError, bg_nbd_p_alive
 
 # Which staging table feeds which feature group; invoices (purchases) are always there.
@@ -125,11 +125,7 @@ def _bg_nbd_history(
             | {c: pl.Float64 for c in BG_NBD_COLUMNS}
         )
     )
-    con.register("bg_nbd_frame", history)
-    con.execute(
-        "create or replace table features.churn_bg_nbd_history as select * from bg_nbd_frame"
-    )
-    con.unregister("bg_nbd_frame")
+    write_frame(con, "features.churn_bg_nbd_history", history)
     return failures
 
 

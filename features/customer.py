@@ -7,7 +7,7 @@ from datetime import date
 import duckdb
 import polars as pl
 
-from features.warehouse import materialize_sql, perfect_hash_groups, sql_text
+from features.warehouse import materialize_sql, perfect_hash_groups, sql_text, write_frame
 
 
 def materialize_customer_summary(con: duckdb.DuckDBPyConnection, table: str, as_of: date) -> None:
@@ -26,14 +26,7 @@ def build_customer_summary(con: duckdb.DuckDBPyConnection, as_of: date) -> pl.Da
     with perfect_hash_groups(con):
         summary = con.sql(sql_text("feat_customer_summary"), params={"as_of": as_of}).pl()
     summary = summary.rechunk()
-    con.register("customer_summary_frame", summary)
-    try:
-        con.execute(
-            "create or replace table features.customer_summary as "
-            "select * from customer_summary_frame"
-        )
-    finally:
-        con.unregister("customer_summary_frame")
+    write_frame(con, "features.customer_summary", summary)
     return summary
 
 

@@ -129,6 +129,15 @@ def perfect_hash_groups(con: duckdb.DuckDBPyConnection, bits: int = 22) -> Itera
         con.execute(f"set perfect_ht_threshold = {int(previous)}")
 
 
+def write_frame(con: duckdb.DuckDBPyConnection, table: str, frame: Any) -> None:
+    """Replace ``table`` with the rows of a polars (or Arrow) frame."""
+    con.register("frame_to_write", frame)
+    try:
+        con.execute(f"create or replace table {table} as select * from frame_to_write")
+    finally:
+        con.unregister("frame_to_write")
+
+
 def sql_text(name: str, fragments: dict[str, str] | None = None) -> str:
     """The text of ``features/sql/<name>.sql`` (one statement per file).
 

@@ -7,7 +7,7 @@ import polars as pl
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.point_in_time import training_cutoffs
 from features.receivables import customers_invoiced
-from features.warehouse import fingerprint, record_model_run
+from features.warehouse import fingerprint, record_model_run, write_frame
 from models.churn import SCORE_SCHEMA, ChurnModel, evaluate_holdout, score_customers
 from pipelines.common import asset_step, preview, run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
@@ -19,12 +19,6 @@ LABELS_QUERY = "select * from features.churn_labels"
 
 def _model(config: ChurnSettings, missing: dict[str, str]) -> ChurnModel:
     return ChurnModel(calibration=config.calibration, missing_groups=missing)
-
-
-def _write(con, table: str, frame: pl.DataFrame) -> None:
-    con.register("churn_frame", frame)
-    con.execute(f"create or replace table {table} as select * from churn_frame")
-    con.unregister("churn_frame")
 
 
 def _missing_groups(con) -> dict[str, str]:
@@ -72,7 +66,7 @@ def churn_snapshots(
             },
             schema={"feature_group": pl.String, "reason": pl.String},
         )
-        _write(con, "features.churn_missing_groups", missing)
+        write_frame(con, "features.churn_missing_groups", missing)
         rates = con.sql(
             "select cutoff_date::varchar, avg(churned::int) from features.churn_labels "
             "group by 1 order by 1"
@@ -131,8 +125,8 @@ def churn_evaluation(
             return dg.MaterializeResult(metadata={"dagster/row_count": 0, "skipped": str(error)})
         summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
         reliability = evaluation.reliability.with_columns(pl.lit(as_of).alias("as_of_date"))
-        _write(con, "models.churn_evaluation", summary)
-        _write(con, "models.churn_reliability", reliability)
+        write_frame(con, "models.churn_evaluation", summary)
+        write_frame(con, "models.churn_reliability", reliability)
         data = fingerprint(con, LABELS_QUERY)
         for row in evaluation.summary.iter_rows(named=True):
             record_model_run(
@@ -205,7 +199,7 @@ def churn_scores(
                 cut_points=config.band_cut_points,
                 model_version=version,
             )
-        _write(con, "models.churn_scores", scores)
+        write_frame(con, "models.churn_scores", scores)
         record_model_run(
             con,
             run_id=context.run_id,

@@ -17,7 +17,13 @@ from features.receivables import (
     refresh_invoice_settlement,
     training_snapshots,
 )
-from features.warehouse import fingerprint, materialize_sql, record_model_run, row_count
+from features.warehouse import (
+    fingerprint,
+    materialize_sql,
+    record_model_run,
+    row_count,
+    write_frame,
+)
 from models.delinquency import (
     DelinquencyModel,
     delinquency_class,
@@ -251,12 +257,7 @@ def delinquency_evaluation(
         con.execute(
             "create or replace table models.delinquency_evaluation as select * from summary"
         )
-        con.register("reliability_frame", reliability)
-        con.execute(
-            "create or replace table models.delinquency_reliability as "
-            "select * from reliability_frame"
-        )
-        con.unregister("reliability_frame")
+        write_frame(con, "models.delinquency_reliability", reliability)
         metrics = {
             f"{row['population']}/{row['scorer']}": {"auc": row["auc"], "brier": row["brier"]}
             for row in summary.iter_rows(named=True)
