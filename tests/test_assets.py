@@ -6,7 +6,13 @@ import dagster as dg
 import duckdb
 import pytest
 
-from features.warehouse import perfect_hash_groups, sql_text
+from features.customer import (
+    CUSTOMERS_PER_KEY_RANGE,
+    MAX_KEY_RANGES,
+    customer_summary_sql,
+    key_range_predicates,
+)
+from features.warehouse import perfect_hash_groups
 from pipelines.customer_value.assets import customer_summary, rfm_scores, run_as_of_date
 from pipelines.definitions import run_config_for
 from pipelines.ingest.assets import staging_assets
@@ -42,7 +48,7 @@ def test_ingest_and_rfm_assets_write_their_tables(demo_inbox: Path, tmp_path: Pa
     assert as_of == max_issue
 
 
-def test_customer_summary_groups_by_key_in_an_array_and_matches_the_text_id_grouping(
+def test_customer_summary_groups_by_key_range_in_arrays_and_matches_the_text_id_grouping(
     demo_inbox: Path, tmp_path: Path
 ) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
@@ -67,12 +73,33 @@ def test_customer_summary_groups_by_key_in_an_array_and_matches_the_text_id_grou
         assert [row[:4] for row in summary] == [row[:4] for row in by_text_id]
         assert [row[4] for row in summary] == pytest.approx([float(row[4]) for row in by_text_id])
         before = con.sql("select current_setting('perfect_ht_threshold')").fetchall()[0][0]
+        # the demo's customers fit one key range; split them into 16 (the cap) to test the union
+        customers = con.sql("select count(*) from staging.customer_keys").fetchall()[0][0]
+        by_ranges = customer_summary_sql(con, customers_per_range=customers // 20)
+        assert by_ranges.count("union all") == MAX_KEY_RANGES - 1
         with perfect_hash_groups(con):
-            plan = con.execute(
-                "explain " + sql_text("feat_customer_summary"), {"as_of": as_of}
-            ).fetchall()[0][1]
-        assert "Perfect Hash Group By" in plan
+            plan = con.execute("explain " + by_ranges, {"as_of": as_of}).fetchall()[0][1]
+            in_ranges = con.execute(by_ranges, {"as_of": as_of}).fetchall()
+        assert plan.count("Perfect Hash Group By") >= MAX_KEY_RANGES
         assert con.sql("select current_setting('perfect_ht_threshold')").fetchall()[0][0] == before
+        stored = con.sql("select * from features.customer_summary order by customer_id").fetchall()
+        assert len(in_ranges) == len(stored) == len(by_text_id)
+        for ranged, whole in zip(in_ranges, stored, strict=True):
+            assert ranged[:9] == whole[:9]  # ids, dates and counts
+            assert ranged[9:] == pytest.approx(whole[9:], rel=1e-12)  # sums of amounts
+
+
+def test_key_ranges_give_every_customer_key_exactly_one_range() -> None:
+    assert key_range_predicates(0) == key_range_predicates(CUSTOMERS_PER_KEY_RANGE) == ["true"]
+    for last_key, per_range, expected in ((1000, 100, 10), (1001, 100, 11), (10**9, 1, 16)):
+        predicates = key_range_predicates(last_key, per_range)
+        assert len(predicates) == min(expected, MAX_KEY_RANGES)
+        # keys below, inside and above 1..last_key, and on either side of every boundary
+        bounds = [last_key * i // len(predicates) for i in range(1, len(predicates))]
+        keys = [-1, 0, 1, last_key, last_key + 1, *bounds, *(b + 1 for b in bounds)]
+        matches = " + ".join(f"({p})::int" for p in predicates)
+        counts = duckdb.sql(f"select {matches} from unnest({keys}) as k(customer_key)").fetchall()
+        assert counts == [(1,)] * len(keys)
 
 
 def test_as_of_uses_no_later_fact(demo_inbox: Path, tmp_path: Path) -> None:
