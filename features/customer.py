@@ -12,11 +12,12 @@ import polars as pl
 from features.warehouse import materialize_sql, perfect_hash_groups, sql_text, write_frame
 
 # The summary aggregates customers one range of customer_key at a time (one UNION ALL branch
-# each), so that each range's hash table of customer-days and array of customers stay in cache:
-# at 1M customers (10M invoices), 8 ranges took the query from 1.5 s to 0.9 s, 16 as long as 8,
-# 32 longer (bench.bench_customer_summary). Each branch rescans the invoices, hence the cap.
+# each), so that each range's hash table of customer-days and array of customers stay small:
+# at 1M customers (10M invoices), 8 ranges took the SQL from 1.48 s to 1.00 s. Each branch
+# rescans the invoices, so the count is capped: at 4M customers 8 or 16 ranges were within
+# noise of one (+-15 %), 32 and 64 clearly slower (bench.bench_customer_summary --copies).
 CUSTOMERS_PER_KEY_RANGE = 125_000
-MAX_KEY_RANGES = 16
+MAX_KEY_RANGES = 8
 
 
 def key_range_predicates(
