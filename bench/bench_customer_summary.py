@@ -75,6 +75,11 @@ def main() -> None:
     parser.add_argument(
         "--summary-only", action="store_true", help="Only the summary SQL, both ways."
     )
+    parser.add_argument(
+        "--range-counts",
+        default="",
+        help="Also the summary SQL split into exactly these numbers of key ranges, e.g. 16,32.",
+    )
     args = parser.parse_args()
     with Warehouse(path=":memory:").connect() as con:
         run(con, args)
@@ -115,7 +120,11 @@ def run(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> None:
     queries = {
         "summary SQL, by key range (as the pipeline runs it)": customer_summary_sql(con),
         # one UNION ALL branch: every customer-day in one hash table
-        "summary SQL, all customers at once": customer_summary_sql(con, 1 << 62),
+        "summary SQL, all customers at once": customer_summary_sql(con, max_ranges=1),
+        **{
+            f"summary SQL, {count} key ranges": customer_summary_sql(con, 1, int(count))
+            for count in filter(None, args.range_counts.split(","))
+        },
         **({} if args.summary_only else QUERIES),
     }
     best = dict.fromkeys(queries, float("inf"))

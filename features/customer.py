@@ -21,14 +21,16 @@ MAX_KEY_RANGES = 8
 
 
 def key_range_predicates(
-    last_key: int, customers_per_range: int = CUSTOMERS_PER_KEY_RANGE
+    last_key: int,
+    customers_per_range: int = CUSTOMERS_PER_KEY_RANGE,
+    max_ranges: int = MAX_KEY_RANGES,
 ) -> list[str]:
     """Predicates on ``customer_key`` that split 1..``last_key`` into about equal ranges.
 
     The first and last ranges are open-ended, so every key, even one outside 1..last_key,
     satisfies exactly one predicate: no customer can fall between branches.
     """
-    ranges = min(MAX_KEY_RANGES, max(1, ceil(last_key / customers_per_range)))
+    ranges = min(max_ranges, max(1, ceil(last_key / customers_per_range)))
     if ranges == 1:
         return ["true"]
     bounds = [last_key * i // ranges for i in range(1, ranges)]
@@ -40,22 +42,29 @@ def key_range_predicates(
 
 
 def customer_summary_fragments(
-    con: duckdb.DuckDBPyConnection, customers_per_range: int = CUSTOMERS_PER_KEY_RANGE
+    con: duckdb.DuckDBPyConnection,
+    customers_per_range: int = CUSTOMERS_PER_KEY_RANGE,
+    max_ranges: int = MAX_KEY_RANGES,
 ) -> dict[str, str]:
     """The ``per_customer`` branches of ``feat_customer_summary.sql``, one per key range."""
     last_key = con.sql("select coalesce(max(customer_key), 0) from staging.customer_keys")
     branches = [
         sql_text("feat_customer_summary_key_range", {"key_range": predicate})
-        for predicate in key_range_predicates(last_key.fetchall()[0][0], customers_per_range)
+        for predicate in key_range_predicates(
+            last_key.fetchall()[0][0], customers_per_range, max_ranges
+        )
     ]
     return {"per_customer_by_key_range": "\n    union all\n".join(f"({b})" for b in branches)}
 
 
 def customer_summary_sql(
-    con: duckdb.DuckDBPyConnection, customers_per_range: int = CUSTOMERS_PER_KEY_RANGE
+    con: duckdb.DuckDBPyConnection,
+    customers_per_range: int = CUSTOMERS_PER_KEY_RANGE,
+    max_ranges: int = MAX_KEY_RANGES,
 ) -> str:
     """``feat_customer_summary.sql`` with its key ranges filled in; one ``$as_of`` parameter."""
-    return sql_text("feat_customer_summary", customer_summary_fragments(con, customers_per_range))
+    fragments = customer_summary_fragments(con, customers_per_range, max_ranges)
+    return sql_text("feat_customer_summary", fragments)
 
 
 def materialize_customer_summary(con: duckdb.DuckDBPyConnection, table: str, as_of: date) -> None:
