@@ -13,11 +13,13 @@ from features.warehouse import materialize_sql, perfect_hash_groups, sql_text, w
 
 # The summary aggregates customers one range of customer_key at a time (one UNION ALL branch
 # each), so that each range's hash table of customer-days and array of customers stay small:
-# at 1M customers (10M invoices), 8 ranges took the SQL from 1.48 s to 1.00 s. Each branch
-# rescans the invoices, so the count is capped: at 4M customers 8 or 16 ranges were within
-# noise of one (+-15 %), 32 and 64 clearly slower (bench.bench_customer_summary --copies).
+# at 1M customers (10M invoices), 8 ranges took the SQL from 1.48 s to 1.00 s. But each branch
+# rescans the invoices and its cost grows with their number: at 4M customers (41M invoices) 8
+# ranges were 6 % slower than one, 16 ranges 18 %, 32 ranges 75 % (bench.bench_customer_summary
+# --copies 4 --range-counts). So at most 8 ranges, and at most 100M invoice rows scanned in all.
 CUSTOMERS_PER_KEY_RANGE = 125_000
 MAX_KEY_RANGES = 8
+MAX_RESCANNED_INVOICES = 100_000_000
 
 
 def key_range_predicates(
@@ -44,15 +46,23 @@ def key_range_predicates(
 def customer_summary_fragments(
     con: duckdb.DuckDBPyConnection,
     customers_per_range: int = CUSTOMERS_PER_KEY_RANGE,
-    max_ranges: int = MAX_KEY_RANGES,
+    max_ranges: int | None = None,
 ) -> dict[str, str]:
-    """The ``per_customer`` branches of ``feat_customer_summary.sql``, one per key range."""
-    last_key = con.sql("select coalesce(max(customer_key), 0) from staging.customer_keys")
+    """The ``per_customer`` branches of ``feat_customer_summary.sql``, one per key range.
+
+    ``max_ranges`` defaults to MAX_KEY_RANGES, fewer if the ranges would rescan more than
+    MAX_RESCANNED_INVOICES invoice rows in all.
+    """
+    last_key, invoices = con.sql(
+        "select (select coalesce(max(customer_key), 0) from staging.customer_keys), "
+        "(select count(*) from staging.invoices)"
+    ).fetchall()[0]
+    if max_ranges is None:
+        max_ranges = min(MAX_KEY_RANGES, max(1, MAX_RESCANNED_INVOICES // max(invoices, 1)))
+    predicates = key_range_predicates(last_key, customers_per_range, max_ranges)
     branches = [
         sql_text("feat_customer_summary_key_range", {"key_range": predicate})
-        for predicate in key_range_predicates(
-            last_key.fetchall()[0][0], customers_per_range, max_ranges
-        )
+        for predicate in predicates
     ]
     return {"per_customer_by_key_range": "\n    union all\n".join(f"({b})" for b in branches)}
 
@@ -60,7 +70,7 @@ def customer_summary_fragments(
 def customer_summary_sql(
     con: duckdb.DuckDBPyConnection,
     customers_per_range: int = CUSTOMERS_PER_KEY_RANGE,
-    max_ranges: int = MAX_KEY_RANGES,
+    max_ranges: int | None = None,
 ) -> str:
     """``feat_customer_summary.sql`` with its key ranges filled in; one ``$as_of`` parameter."""
     fragments = customer_summary_fragments(con, customers_per_range, max_ranges)

@@ -9,6 +9,8 @@ import pytest
 from features.customer import (
     CUSTOMERS_PER_KEY_RANGE,
     MAX_KEY_RANGES,
+    MAX_RESCANNED_INVOICES,
+    customer_summary_fragments,
     customer_summary_sql,
     key_range_predicates,
 )
@@ -87,6 +89,25 @@ def test_customer_summary_groups_by_key_range_in_arrays_and_matches_the_text_id_
         for ranged, whole in zip(in_ranges, stored, strict=True):
             assert ranged[:9] == whole[:9]  # ids, dates and counts
             assert ranged[9:] == pytest.approx(whole[9:], rel=1e-12)  # sums of amounts
+
+
+def test_key_ranges_are_fewer_when_they_would_rescan_too_many_invoices() -> None:
+    with duckdb.connect() as con:
+        con.execute("create schema staging")
+        con.execute(
+            "create table staging.customer_keys as select range as customer_key "
+            "from range(1, 1_000_001)"
+        )
+        branches = {}
+        for invoices in (10_000_000, 30_000_000):
+            con.execute(
+                "create or replace table staging.invoices as select range as n "
+                f"from range({invoices})"
+            )
+            fragment = customer_summary_fragments(con)["per_customer_by_key_range"]
+            branches[invoices] = fragment.count("union all") + 1
+    # 1M customers make 8 ranges of 125k; 30M invoices allow 100M // 30M = 3 rescans
+    assert branches == {10_000_000: 8, 30_000_000: MAX_RESCANNED_INVOICES // 30_000_000}
 
 
 def test_key_ranges_give_every_customer_key_exactly_one_range() -> None:
