@@ -14,9 +14,10 @@ from features.warehouse import materialize_sql, perfect_hash_groups, sql_text, w
 # The summary aggregates customers one range of customer_key at a time (one UNION ALL branch
 # each), so that each range's hash table of customer-days and array of customers stay small:
 # at 1M customers (10M invoices), 8 ranges took the SQL from 1.48 s to 1.00 s. But each branch
-# rescans the invoices and its cost grows with their number: at 4M customers (41M invoices) 8
-# ranges were 6 % slower than one, 16 ranges 18 %, 32 ranges 75 % (bench.bench_customer_summary
-# --copies 4 --range-counts). So at most 8 ranges, and at most 100M invoice rows scanned in all.
+# rescans the invoices and its cost grows with their number: at 4M customers (41M invoices) 2
+# or 8 ranges were within noise of one, 16 ranges 18 % and 32 ranges 75 % slower
+# (bench.bench_customer_summary --copies 4 --range-counts 16,32). So at most 8 ranges, and at
+# most 100M invoice rows scanned in all.
 CUSTOMERS_PER_KEY_RANGE = 125_000
 MAX_KEY_RANGES = 8
 MAX_RESCANNED_INVOICES = 100_000_000
