@@ -7,7 +7,7 @@ import polars as pl
 
 from features.clv_backtest import build_backtest_inputs
 from features.customer import build_customer_summary, lifetimes_summary
-from features.warehouse import fingerprint, record_model_run
+from features.warehouse import fingerprint, record_model_run, write_frame
 from models.clv import ClvModel, InsufficientDataError
 from models.clv_backtest import BY_FREQUENCY_SCHEMA, TRACKING_SCHEMA, backtest_clv
 from models.segmentation import score_rfm
@@ -90,7 +90,7 @@ def rfm_scores(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Ma
         as_of = run_as_of(con, context.run_id)
         summary = con.sql("select * from features.customer_summary").pl()
         scores = score_rfm(summary).with_columns(pl.lit(as_of).alias("as_of_date"))
-        con.execute("create or replace table models.rfm_scores as select * from scores")
+        write_frame(con, "models.rfm_scores", scores)
     counts = scores.group_by("rfm_segment").len().sort("len", descending=True)
     return dg.MaterializeResult(
         metadata={
@@ -125,7 +125,7 @@ def clv_scores(
                 allow_retries=False,
             ) from error
         scores = model.predict(summary, as_of=as_of).with_columns(pl.lit(as_of).alias("as_of_date"))
-        con.execute("create or replace table models.clv_scores as select * from scores")
+        write_frame(con, "models.clv_scores", scores)
         data_fingerprint = fingerprint(con, "select * from features.customer_summary")
         settings = config.model_dump()
         # alpha (and every rate) is per time unit: the unit travels with the parameters.
@@ -252,10 +252,8 @@ def clv_backtest(
         stamp = [pl.lit(as_of).alias("as_of_date"), pl.lit(cutoff).alias("cutoff_date")]
         by_frequency = by_frequency.with_columns(stamp)
         tracking = tracking.with_columns(stamp)
-        con.execute("create or replace table models.clv_backtest as select * from by_frequency")
-        con.execute(
-            "create or replace table models.clv_backtest_tracking as select * from tracking"
-        )
+        write_frame(con, "models.clv_backtest", by_frequency)
+        write_frame(con, "models.clv_backtest_tracking", tracking)
         record_model_run(
             con,
             run_id=context.run_id,

@@ -254,9 +254,7 @@ def delinquency_evaluation(
         reliability = evaluation.reliability.with_columns(
             pl.lit(as_of).alias("as_of_date"), pl.lit(holdout).alias("holdout_cutoff")
         )
-        con.execute(
-            "create or replace table models.delinquency_evaluation as select * from summary"
-        )
+        write_frame(con, "models.delinquency_evaluation", summary)
         write_frame(con, "models.delinquency_reliability", reliability)
         metrics = {
             f"{row['population']}/{row['scorer']}": {"auc": row["auc"], "brier": row["brier"]}
@@ -321,7 +319,7 @@ def delinquency_scores(
             },
             schema_overrides={"as_of_date": pl.Date},
         )
-        con.execute("create or replace table models.delinquency_scores as select * from scores")
+        write_frame(con, "models.delinquency_scores", scores)
         record_model_run(
             con,
             run_id=context.run_id,
