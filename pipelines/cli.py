@@ -214,10 +214,19 @@ def demo_data(
         str, typer.Option(help="Comma-separated fault kinds to inject (see docs).")
     ] = "",
     invoices_only: Annotated[bool, typer.Option(help="Write only invoice files.")] = False,
+    regime: Annotated[
+        str,
+        typer.Option(
+            help="default, short_history (5 months), few_delinquent, no_payments or "
+            "no_crm_activity: data that breaks naive models."
+        ),
+    ] = "default",
 ) -> None:
     """Generate realistic CRM, invoice and bureau exports with known ground truth."""
-    from synthetic import generate_demo_data
+    from synthetic import REGIMES, generate_demo_data
 
+    if regime not in REGIMES:
+        raise _fail(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
     started = time.perf_counter()
     summary = generate_demo_data(
         out,
@@ -226,6 +235,7 @@ def demo_data(
         file_format=file_format,
         faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
         include=frozenset({"invoices/invoices"}) if invoices_only else None,
+        regime=regime,
     )
     typer.echo(
         f"wrote {summary.customers:,} customers, {summary.invoices:,} invoices, "

@@ -3,6 +3,7 @@
 from synthetic.generator import (
     FAULT_KINDS,
     FILE_GROUPS,
+    REGIMES,
     GenerationSummary,
     TrueParameters,
     generate_demo_data,
@@ -11,6 +12,7 @@ from synthetic.generator import (
 __all__ = [
     "FAULT_KINDS",
     "FILE_GROUPS",
+    "REGIMES",
     "GenerationSummary",
     "TrueParameters",
     "generate_demo_data",

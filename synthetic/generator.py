@@ -5,6 +5,12 @@ Gamma-Gamma, so the pipeline's CLV models can be checked against the parameters 
 data. Everything else (payments, bureau scores, CRM activity) hangs off per-customer latents that
 are written to ``truth/`` so churn and delinquency models can be checked too.
 
+Payment discipline and bureau dynamics are calibrated to published figures, so models tuned on
+the demo meet realistic base rates: about 9% of active customers have an invoice more than 30
+days past due within a year (payment studies of European B2B trade), bureaus re-rate a few
+percent of firms a month, and debts over 90 days past due are a small minority of open
+receivables. ``REGIMES`` bend that default ledger into the cases that break naive models.
+
 Every step is vectorised over customers and rows (numpy segment tricks, polars for strings), so a
 million customers take minutes, not hours. Each part draws from its own child random stream, so
 leaving a file group out or adding faults never changes the rows of the other files.
@@ -24,6 +30,7 @@ import polars as pl
 __all__ = [
     "FAULT_KINDS",
     "FILE_GROUPS",
+    "REGIMES",
     "GenerationSummary",
     "TrueParameters",
     "generate_demo_data",
@@ -54,6 +61,42 @@ FAULT_KINDS: tuple[str, ...] = (
 TIME_UNIT_DAYS = 7
 _EPOCH = date(1970, 1, 1)
 _CURRENCY = "EUR"
+
+
+@dataclass(frozen=True)
+class _Regime:
+    """How a regime bends the default ledger; written to the truth with its name."""
+
+    description: str
+    history_months: int | None = None  # months of history before end_date (None: all)
+    failing_share: float = 0.15  # share of leavers that leave because they are failing
+    lateness_scale: float = 1.0  # how strongly slack and distress delay or stop payments
+    dispute_rate: float = 0.0025  # invoices disputed, then paid 30-120 days late
+    without: frozenset[str] = frozenset()  # file groups the source system does not export
+
+
+_REGIMES: dict[str, _Regime] = {
+    "default": _Regime("the calibrated ledger, every file group"),
+    "short_history": _Regime(
+        "the systems went live 5 months before end_date: every file starts then", history_months=5
+    ),
+    "few_delinquent": _Regime(
+        "a prudent book: disciplined payers, rare failures and disputes, so only a handful of "
+        "customers are ever more than 30 days past due",
+        failing_share=0.01,
+        lateness_scale=0.15,
+        dispute_rate=0.0001,
+    ),
+    "no_payments": _Regime(
+        "the ERP exports no payments: settlement must be inferred or skipped",
+        without=frozenset({"invoices/payments"}),
+    ),
+    "no_crm_activity": _Regime(
+        "the CRM logs no activities: engagement features are missing",
+        without=frozenset({"crm/activities"}),
+    ),
+}
+REGIMES: tuple[str, ...] = tuple(_REGIMES)
 
 
 @dataclass(frozen=True)
@@ -89,6 +132,7 @@ class GenerationSummary:
     end_date: date
     files: dict[str, Path] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
+    regime: str = "default"
 
 
 # --- reference data: skewed the way a European wholesaler's ledger is ---------------------------
@@ -139,6 +183,10 @@ _ACTIVITY_FADE = np.array([0.30, 0.30, 0.30, 2.0])
 _OPEN_STAGES = np.array(["prospecting", "proposal", "negotiation"])
 _RATINGS = np.array(["D", "C", "B2", "B1", "A2", "A1"])
 _RATING_CUTS = np.array([20, 35, 50, 65, 80])  # failure_score thresholds between classes
+# A bureau re-rates a firm when news reaches it, not every month: a routine review now and then,
+# and at once when distress jumps (a shock, a failing firm's slide).
+_REVIEW_RATE = 0.06
+_REVIEW_JUMP = 0.05
 
 _TRUTH_DESCRIPTION = {
     "birth_date": "day of the first purchase (time 0 of the BG/NBD process)",
@@ -147,11 +195,14 @@ _TRUTH_DESCRIPTION = {
     "dropout_date": "day of the repeat purchase after which the customer left; null if alive",
     "alive_at_end": "true when the customer had not dropped out by end_date",
     "mean_spend": "true expected invoice amount p/nu_i, nu_i ~ Gamma(shape=q, rate=v)",
-    "payment_discipline": "Beta(6, 2); higher pays closer to terms and rarely defaults",
+    "payment_discipline": "Beta(6, 2); slack = 1 - discipline; firms with slack over 0.3 pay "
+    "habitually late (60 days per unit of slack above 0.3)",
     "distress_at_end": "financial distress in [0, 1] in the last month; a monthly mean-reverting "
-    "random walk with rare shocks; for ~35% of leavers it climbs over the 6 months before "
-    "dropout (failing firms); drives lateness, unpaid invoices and bureau scores",
+    "random walk around a Beta(1, 14) baseline with rare shocks (0.4% a month); distress over "
+    "0.2 delays payments, over 0.4 leaves invoices unpaid; drives bureau scores and legal events",
     "has_bureau_coverage": "whether the credit bureau reports on this customer",
+    "failed": "left because failing (regime's failing_share of leavers): distress climbs over "
+    "the 6 months before dropout, so the last invoices are paid very late or never",
 }
 
 
@@ -259,13 +310,16 @@ def _draw_population(
     first_month = int(_month_of(np.array([start]))[0])
     months = int(_month_of(np.array([end]))[0]) - first_month + 1
     # Distress: mean-reverting monthly walk around a customer baseline, with rare shocks that
-    # fade over a few months. Loop over months only; each step is vectorised over customers.
-    baseline = rng.beta(1.2, 10.0, n).astype(np.float32)
+    # fade over a few months. Most firms are sound (baseline mean 0.07); a shock hits ~5% of
+    # firms a year. Loop over months only; each step is vectorised over customers.
+    baseline = rng.beta(1.0, 14.0, n).astype(np.float32)
     distress = np.empty((n, months), dtype=np.float32)
     level = baseline.copy()
     for m in range(months):
-        noise = rng.normal(0.0, 0.03, n).astype(np.float32)
-        shock = (rng.random(n) < 0.01) * rng.uniform(0.2, 0.6, n).astype(np.float32)
+        noise = rng.standard_normal(n, dtype=np.float32) * np.float32(0.015)
+        shock = (rng.random(n, dtype=np.float32) < 0.004) * rng.uniform(0.2, 0.5, n).astype(
+            np.float32
+        )
         level = np.clip(level + 0.12 * (baseline - level) + noise + shock, 0.0, 1.0)
         distress[:, m] = level
     return _Population(
@@ -286,16 +340,20 @@ def _draw_population(
 
 
 def _distress_before_failure(
-    rng: np.random.Generator, pop: _Population, dropout_day: np.ndarray
-) -> None:
-    """About a third of leavers leave because they are failing: distress climbs over their last
-    six months and stays high. Purchases never read distress, so the BG/NBD truth is untouched,
-    but payments and bureau scores now carry a churn signal, as in real ledgers."""
-    failing = np.flatnonzero((dropout_day >= 0) & (rng.random(len(dropout_day)) < 0.35))
+    rng: np.random.Generator, pop: _Population, dropout_day: np.ndarray, failing_share: float
+) -> np.ndarray:
+    """Some leavers leave because they are failing: distress climbs over their last six months
+    and stays high. Purchases never read distress, so the BG/NBD truth is untouched, but
+    payments and bureau scores carry a churn signal, as in real ledgers. The default share
+    (15% of leavers, ~3% of active customers a year) sits with published insolvency and
+    severe-delay rates; returns who failed."""
+    failed = (dropout_day >= 0) & (rng.random(len(dropout_day)) < failing_share)
+    failing = np.flatnonzero(failed)
     drop_month = _month_of(dropout_day[failing]) - pop.first_month
     months_from_drop = np.arange(pop.distress.shape[1])[None, :] - drop_month[:, None]
     climb = 0.45 * np.clip((months_from_drop + 6) / 6.0, 0.0, 1.3)
     pop.distress[failing] = np.clip(pop.distress[failing] + climb, 0.0, 1.0)
+    return failed
 
 
 @dataclass
@@ -385,7 +443,12 @@ class _Ledger:
 
 
 def _draw_ledger(
-    rng: np.random.Generator, pop: _Population, buys: _Purchases, params: TrueParameters, end: int
+    rng: np.random.Generator,
+    pop: _Population,
+    buys: _Purchases,
+    params: TrueParameters,
+    end: int,
+    regime: _Regime,
 ) -> _Ledger:
     """Gamma-Gamma amounts, sector payment terms, credit notes, then payment behaviour."""
     cust = buys.customer
@@ -395,8 +458,15 @@ def _draw_ledger(
 
     # ~2% of invoices get a partial credit note a few days later; half signed negative, half
     # positive (ERP exports disagree on the sign). Credit notes after end_date were not exported.
+    # A credit note carries no invoice reference and is read as correcting the customer's latest
+    # invoice, so it comes before the customer's next purchase (else that invoice would look
+    # short-paid forever).
     credited = np.flatnonzero(rng.random(len(cust)) < 0.02)
-    credit_day = buys.day[credited] + rng.integers(2, 21, len(credited))
+    next_day = np.append(buys.day[1:], end + 10_000)
+    next_day[np.flatnonzero(cust[1:] != cust[:-1])] = end + 10_000
+    credit_day = np.minimum(
+        buys.day[credited] + rng.integers(2, 21, len(credited)), next_day[credited] - 1
+    )
     credit_cents = np.maximum(
         np.round(cents[credited] * rng.uniform(0.05, 0.5, len(credited))), 100
     ).astype(np.int64)
@@ -408,18 +478,27 @@ def _draw_ledger(
     net_cents[credited] -= np.minimum(credit_cents, cents[credited] - 100)
 
     # Payment behaviour from discipline and the distress of the month the invoice was issued.
+    # Most firms pay within a few days of terms; habitual slow payers (slack over 0.3), firms in
+    # distress (over 0.2) and disputed invoices make the few severe delays; only real distress
+    # (over 0.4) leaves invoices unpaid.
+    n_inv = len(cust)
     month = _month_of(buys.day) - pop.first_month
     distress = pop.distress[cust, month].astype(np.float64)
     slack = 1.0 - pop.discipline[cust]
-    unpaid = rng.random(len(cust)) < 0.005 + 0.04 * slack + 0.6 * distress**2
-    late_mean = -4.0 + 35.0 * slack + 90.0 * distress
-    late_sd = 4.0 + 12.0 * slack
-    late = np.round(late_mean + late_sd * rng.standard_normal(len(cust))).astype(np.int64)
+    scale = regime.lateness_scale
+    unpaid = rng.random(n_inv) < scale * (0.0003 + 1.2 * np.maximum(distress - 0.4, 0.0))
+    habit = -3.0 + scale * 60.0 * np.maximum(slack - 0.3, 0.0)
+    strain = scale * 150.0 * np.maximum(distress - 0.2, 0.0)
+    spread = 3.0 + 10.0 * slack
+    disputed = rng.random(n_inv) < regime.dispute_rate
+    dispute_days = np.where(disputed, rng.integers(30, 121, n_inv), 0)
+    noise = spread * rng.standard_normal(n_inv)
+    late = np.round(habit + strain + noise).astype(np.int64) + dispute_days
     due = buys.day + terms
     pay_day = np.maximum(due + late, buys.day)
-    split = rng.random(len(cust)) < 0.06
-    first_share = rng.uniform(0.3, 0.7, len(cust))
-    second_gap = rng.integers(7, 61, len(cust))
+    split = rng.random(n_inv) < 0.06
+    first_share = rng.uniform(0.3, 0.7, n_inv)
+    second_gap = rng.integers(5, 21, n_inv)  # the rest follows within weeks, not months
 
     paid = np.flatnonzero(~unpaid)
     parts = paid[split[paid]]
@@ -431,7 +510,6 @@ def _draw_ledger(
     visible = pay_days <= end
     pay_invoice, pay_days, pay_cents = pay_invoice[visible], pay_days[visible], pay_cents[visible]
 
-    n_inv = len(cust)
     all_customer = np.concatenate([cust, cust[credited]])
     all_issue = np.concatenate([buys.day, credit_day])
     all_due = np.concatenate([due, credit_day])
@@ -619,32 +697,50 @@ def _opportunities(
 # --- bureau --------------------------------------------------------------------------------------
 
 
+def _last_review(rng: np.random.Generator, distress: np.ndarray) -> np.ndarray:
+    """Month of the bureau's latest review of each firm, per customer and month.
+
+    Routine reviews are rare and a jump in distress triggers one at once, so a rating holds for
+    months and a few percent of ratings move a month, as in bureaus' transition matrices.
+    """
+    n, months = distress.shape
+    jumped = np.zeros((n, months), dtype=bool)
+    jumped[:, 1:] = np.abs(np.diff(distress, axis=1)) > _REVIEW_JUMP
+    reviewed = jumped | (rng.random((n, months), dtype=np.float32) < _REVIEW_RATE)
+    reviewed[:, 0] = True  # the bureau knew the firm before the window opened
+    month = np.arange(months, dtype=np.int16)
+    return np.maximum.accumulate(np.where(reviewed, month, np.int16(0)), axis=1)
+
+
 def _credit_reports(
     rng: np.random.Generator, pop: _Population, tax_ids: pl.Series, mean_spend: np.ndarray, end: int
 ) -> pl.DataFrame:
-    """Monthly bureau reports: noisy views of distress, so our own payment data can beat them."""
+    """Monthly bureau reports: lagged, noisy views of distress, so our payment data can beat them.
+
+    Scores are set at a review and held until the next, so the rating, both scores and the credit
+    limit move together. Legal events are facts of the month, not of the review.
+    """
     covered = np.flatnonzero(pop.covered)
     first = _month_of(pop.birth[covered]) - pop.first_month
     last = int(_month_of(np.array([end]))[0]) - pop.first_month
     per_customer = last - first + 1
     owner = np.repeat(covered, per_customer)
     month = np.repeat(first, per_customer) + _position_in_segment(per_customer)
-    rows = len(owner)
-    distress = pop.distress[owner, month].astype(np.float64)
-    bias = rng.normal(0.0, 12.0, len(pop.birth))  # the bureau misjudges some firms for years
-    failure = np.clip(
-        np.round(92.0 - 110.0 * distress + bias[owner] + rng.normal(0.0, 14.0, rows)), 1, 100
-    ).astype(np.int64)
+    reviewed = _last_review(rng, pop.distress)[owner, month]
+    assessment_error = rng.standard_normal(pop.distress.shape, dtype=np.float32)
+    error = 5.0 * assessment_error[owner, reviewed].astype(np.float64)
+    seen = pop.distress[owner, reviewed].astype(np.float64)
+    bias = rng.normal(0.0, 10.0, len(pop.birth))  # the bureau misjudges some firms for years
+    failure = np.clip(np.round(82.0 - 120.0 * seen + bias[owner] + error), 1, 100).astype(np.int64)
     slack = 1.0 - pop.discipline[owner]
     delinquency = np.clip(
-        np.round(95.0 - 80.0 * distress - 40.0 * slack + bias[owner] + rng.normal(0, 12.0, rows)),
-        1,
-        100,
+        np.round(92.0 - 100.0 * seen - 40.0 * slack + bias[owner] + error), 1, 100
     ).astype(np.int64)
     rating = _RATINGS[np.searchsorted(_RATING_CUTS, failure, side="right")]
     quarterly_spend = mean_spend[owner] * pop.lam[owner] * 13.0
     limit = np.maximum(np.round(quarterly_spend * (0.3 + failure / 100.0), -2), 500.0)
-    legal = rng.poisson(0.01 + 2.5 * distress**3)
+    distress = pop.distress[owner, month].astype(np.float64)
+    legal = rng.poisson(0.0005 + 4.0 * np.maximum(distress - 0.3, 0.0) ** 2)
     return pl.DataFrame(
         {
             "tax_id": tax_ids.gather(owner),
@@ -800,6 +896,7 @@ def generate_demo_data(
     faults: Sequence[str] = (),
     fault_rate: float = 0.01,
     engagement_signal: bool = True,
+    regime: str = "default",
 ) -> GenerationSummary:
     """Write a demo inbox under ``out_dir`` plus ``truth/`` with the latents that made it.
 
@@ -815,6 +912,11 @@ def generate_demo_data(
     numbering is used for Parquet). With invoice faults every invoice column is text, in
     Parquet too, because "31/02/2024" cannot sit in a date column. Counts in the summary are
     clean rows written (0 for groups not written); fault rows are counted in ``faults``.
+
+    ``regime`` (one of ``REGIMES``) bends the ledger into a case that breaks naive models:
+    ``short_history`` moves start_date to 5 months before end_date, ``few_delinquent`` makes
+    severe delays rare, ``no_payments`` and ``no_crm_activity`` leave that file group out. The
+    regime and its settings are written to ``truth/parameters.json``.
     """
     if file_format not in ("csv", "parquet"):
         raise ValueError(f"file_format must be 'csv' or 'parquet', not {file_format!r}")
@@ -827,6 +929,12 @@ def generate_demo_data(
         raise ValueError(f"unknown fault kinds {sorted(unknown_faults)}; known: {FAULT_KINDS}")
     if customers < 1 or end_date <= start_date:
         raise ValueError("need at least one customer and start_date before end_date")
+    if regime not in _REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; known: {REGIMES}")
+    setting = _REGIMES[regime]
+    groups -= setting.without
+    if setting.history_months is not None:
+        start_date = max(start_date, _months_before(end_date, setting.history_months))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -836,8 +944,8 @@ def generate_demo_data(
     ]  # one per part: skipping a file never shifts another file's draws
     pop = _draw_population(streams[0], customers, start, end, params)
     buys = _draw_purchases(streams[1], pop, end)
-    _distress_before_failure(streams[9], pop, buys.dropout_day)
-    ledger = _draw_ledger(streams[2], pop, buys, params, end)
+    failed = _distress_before_failure(streams[9], pop, buys.dropout_day, setting.failing_share)
+    ledger = _draw_ledger(streams[2], pop, buys, params, end, setting)
     ids = _codes("C", np.arange(1, customers + 1), 7)
     mean_spend = params.p / pop.nu
     dropout = buys.dropout_day
@@ -906,7 +1014,9 @@ def generate_demo_data(
         files["invoices/payments"] = _write(payments, out_dir, "invoices/payments", file_format)
 
     files.update(
-        _write_truth(out_dir, pop, buys, ids, mean_spend, params, seed, start_date, end_date)
+        _write_truth(
+            out_dir, pop, buys, failed, ids, mean_spend, params, seed, start_date, end_date, regime
+        )
     )
     if faults:
         log = (
@@ -934,19 +1044,28 @@ def generate_demo_data(
         end_date=end_date,
         files=files,
         faults=fault_counts,
+        regime=regime,
     )
+
+
+def _months_before(end_date: date, months: int) -> date:
+    """First day of the month that opens the last ``months`` calendar months up to end_date."""
+    index = end_date.year * 12 + end_date.month - 1 - (months - 1)
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def _write_truth(
     out_dir: Path,
     pop: _Population,
     buys: _Purchases,
+    failed: np.ndarray,
     ids: pl.Series,
     mean_spend: np.ndarray,
     params: TrueParameters,
     seed: int,
     start_date: date,
     end_date: date,
+    regime: str,
 ) -> dict[str, Path]:
     """Ground truth the models are graded against; never read by the pipeline itself."""
     truth_dir = out_dir / "truth"
@@ -964,12 +1083,15 @@ def _write_truth(
             "payment_discipline": pop.discipline,
             "distress_at_end": pop.distress[:, -1].astype(np.float64),
             "has_bureau_coverage": pop.covered,
+            "failed": failed,
         }
     ).with_columns(
         dropout_date=pl.when(pl.col("alive_at_end")).then(None).otherwise("dropout_date")
     )
     customers_path = truth_dir / "customers.parquet"
     customers.write_parquet(customers_path, statistics=False)
+    setting = asdict(_REGIMES[regime])
+    setting["without"] = sorted(setting["without"])
     meta = {
         "parameters": asdict(params),
         "time_unit_days": TIME_UNIT_DAYS,
@@ -981,6 +1103,12 @@ def _write_truth(
         "customer-day) and Gamma-Gamma spend: amount ~ Gamma(shape=p, rate=nu_i), "
         "nu_i ~ Gamma(shape=q, rate=v), as in lifetimes' GammaGammaFitter",
         "latents": _TRUTH_DESCRIPTION,
+        "regime": {"name": regime, **setting},
+        "calibration": {
+            "customers_over_30_days_past_due_in_a_year": "about 9% of active customers",
+            "rating_classes_changing_per_month": "2-5%",
+            "open_receivables_over_90_days_past_due": "a small minority (under 15%)",
+        },
     }
     parameters_path = truth_dir / "parameters.json"
     parameters_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
+from typer.testing import CliRunner
 
-from synthetic import FAULT_KINDS, FILE_GROUPS, TrueParameters, generate_demo_data
+from pipelines.cli import app
+from synthetic import FAULT_KINDS, FILE_GROUPS, REGIMES, TrueParameters, generate_demo_data
 from synthetic.generator import GenerationSummary
 
 COLUMNS = {
@@ -246,6 +248,7 @@ def test_truth_matches_the_files(tables: dict[str, pl.DataFrame], truth: pl.Data
         "payment_discipline",
         "distress_at_end",
         "has_bureau_coverage",
+        "failed",
     ]
     first = (
         tables["invoices/invoices"]
@@ -276,6 +279,7 @@ def test_truth_matches_the_files(tables: dict[str, pl.DataFrame], truth: pl.Data
     closed = tables["crm/accounts"].filter(pl.col("status") == "closed")
     assert closed["customer_id"].is_in(gone["customer_id"].implode()).all()
     assert closed.height > 0
+    assert not truth.filter(pl.col("failed"))["alive_at_end"].any()  # failing firms leave
 
 
 def test_bureau_scores_are_noisy_views_of_distress(
@@ -484,3 +488,222 @@ def test_parquet_faults_are_text_columns_with_the_same_numbering(tmp_path: Path)
     )
     assert set(flagged["issue_date"]) <= {"31/02/2024", "not-a-date"}
     assert flagged.height == log.height == summary.faults["bad_date"]
+
+
+# --- calibration: measured from the files against published figures ----------------------------
+
+
+def _settlement(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Sales invoices with the amount still open at END and the day they were settled (null if
+    open). A credit note corrects the customer's latest invoice issued on or before it, as the
+    pipeline reads an export without invoice references; settled = paid to within 1 EUR."""
+    documents = tables["invoices/invoices"].with_columns(pl.col("amount").cast(pl.Float64))
+    sales = documents.filter(pl.col("document_type") == "invoice").sort("issue_date")
+    credits = (
+        documents.filter(pl.col("document_type") == "credit_note")
+        .select("customer_id", credit_date="issue_date", credit=pl.col("amount").abs())
+        .sort("credit_date")
+        .join_asof(
+            sales.select("customer_id", "issue_date", "invoice_id"),
+            left_on="credit_date",
+            right_on="issue_date",
+            by="customer_id",
+            check_sortedness=False,
+        )
+        .group_by("invoice_id")
+        .agg(pl.col("credit").sum())
+    )
+    paid = (
+        tables["invoices/payments"]
+        .with_columns(pl.col("amount").cast(pl.Float64))
+        .group_by("invoice_id")
+        .agg(paid=pl.col("amount").sum(), last_payment=pl.col("payment_date").max())
+    )
+    return (
+        sales.join(credits, on="invoice_id", how="left")
+        .join(paid, on="invoice_id", how="left")
+        .with_columns(pl.col("credit", "paid").fill_null(0.0))
+        .with_columns(owed=pl.col("amount") - pl.col("credit"))
+        .with_columns(
+            settled=pl.when(pl.col("paid") >= pl.col("owed") - 1.0).then("last_payment"),
+            open_amount=(pl.col("owed") - pl.col("paid")).clip(0.0),
+        )
+    )
+
+
+def _over_30_days_past_due_since(settlement: pl.DataFrame, since: date) -> pl.Series:
+    """Customers with an invoice more than 30 days past due and unsettled on some day in
+    [since, END]: late from due_date + 31 until settled."""
+    late_from = pl.col("due_date") + pl.duration(days=31)
+    return settlement.filter(
+        (late_from <= END)
+        & (
+            pl.col("settled").is_null()
+            | (pl.col("settled") > pl.max_horizontal(late_from, pl.lit(since)))
+        )
+    )["customer_id"].unique()
+
+
+def _share_of_customers_over_30_days_late_in_a_year(tables: dict[str, pl.DataFrame]) -> float:
+    """Of the customers invoiced in the last 12 months, the share more than 30 days late in it
+    (payment studies: about 9% of firms pay that late)."""
+    since = END - timedelta(days=364)
+    active = tables["invoices/invoices"].filter(pl.col("issue_date") >= since)["customer_id"]
+    late = _over_30_days_past_due_since(_settlement(tables), since)
+    return active.unique().is_in(late.implode()).mean()
+
+
+def _monthly_rating_change_share(reports: pl.DataFrame) -> float:
+    """Share of a firm's monthly reports whose rating class differs from the month before."""
+    consecutive = (
+        reports.sort("tax_id", "report_date")
+        .with_columns(before=pl.col("rating_class").shift().over("tax_id"))
+        .drop_nulls("before")
+    )
+    return (consecutive["rating_class"] != consecutive["before"]).mean()
+
+
+def test_about_one_active_customer_in_eleven_is_over_30_days_late_in_a_year(
+    tables: dict[str, pl.DataFrame],
+) -> None:
+    share = _share_of_customers_over_30_days_late_in_a_year(tables)
+    assert 0.05 < share < 0.14, share  # this seed: 9.0%
+
+
+def test_bureau_ratings_move_a_few_percent_a_month(tables: dict[str, pl.DataFrame]) -> None:
+    share = _monthly_rating_change_share(tables["credit/reports"])
+    assert 0.01 < share < 0.06, share  # this seed: 3.5%
+
+
+def test_bureau_scores_and_limits_change_together_at_a_review(
+    tables: dict[str, pl.DataFrame],
+) -> None:
+    """A bureau's limit follows its score: both are set at a review and held until the next."""
+    moves = (
+        tables["credit/reports"]
+        .sort("tax_id", "report_date")
+        .with_columns(
+            score_moved=pl.col("failure_score") != pl.col("failure_score").shift().over("tax_id"),
+            limit_moved=pl.col("credit_limit") != pl.col("credit_limit").shift().over("tax_id"),
+        )
+        .drop_nulls("score_moved")
+    )
+    assert not (moves["limit_moved"] & ~moves["score_moved"]).any()
+    assert 0.02 < moves["score_moved"].mean() < 0.2
+
+
+def test_open_receivables_over_90_days_past_due_are_a_small_minority(
+    tables: dict[str, pl.DataFrame],
+) -> None:
+    open_items = _settlement(tables).filter(pl.col("settled").is_null())
+    over_90 = open_items.filter((pl.lit(END) - pl.col("due_date")).dt.total_days() > 90)
+    share = over_90["open_amount"].sum() / open_items["open_amount"].sum()
+    assert 0.01 < share < 0.15, share  # this seed: 7.3%
+
+
+def test_failed_customers_pay_late_and_the_bureau_sees_it(
+    tables: dict[str, pl.DataFrame], truth: pl.DataFrame
+) -> None:
+    """The truth's failed firms are the ones the files show failing: late or unpaid invoices
+    and a C or D rating by the end."""
+    ever_late = _over_30_days_past_due_since(_settlement(tables), date(1970, 1, 1))
+    graded = truth.with_columns(late=pl.col("customer_id").is_in(ever_late.implode()))
+    by_fate = dict(graded.group_by("failed").agg(pl.col("late").mean()).iter_rows())
+    assert by_fate[True] > 0.8 and by_fate[False] < 0.3
+    latest = (
+        tables["credit/reports"]
+        .filter(pl.col("report_date") == pl.col("report_date").max())
+        .join(tables["crm/accounts"].select("tax_id", "customer_id"), on="tax_id")
+        .join(truth.filter(pl.col("failed")), on="customer_id")
+    )
+    assert latest.height > 50
+    assert latest["rating_class"].is_in(["C", "D"]).mean() > 0.8
+
+
+# --- regimes -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regimes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GenerationSummary]:
+    root = tmp_path_factory.mktemp("regimes")
+    return {
+        regime: generate_demo_data(root / regime, customers=3000, seed=5, regime=regime)
+        for regime in REGIMES
+    }
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_every_regime_says_itself_in_the_truth(
+    regimes: dict[str, GenerationSummary], regime: str
+) -> None:
+    summary = regimes[regime]
+    meta = json.loads((summary.out_dir / "truth" / "parameters.json").read_text())
+    assert summary.regime == meta["regime"]["name"] == regime
+    truth = pl.read_parquet(summary.out_dir / "truth" / "customers.parquet")
+    assert truth.height == 3000
+    written = {
+        p.relative_to(summary.out_dir).parent.as_posix() + "/" + p.stem
+        for p in summary.out_dir.rglob("*.csv")
+    }
+    missing = {"no_payments": {"invoices/payments"}, "no_crm_activity": {"crm/activities"}}
+    assert written == set(FILE_GROUPS) - missing.get(regime, set())
+    assert sorted(missing.get(regime, set())) == meta["regime"]["without"]
+
+
+def test_no_payments_and_no_crm_activity_leave_only_that_file_out(
+    regimes: dict[str, GenerationSummary],
+) -> None:
+    default = regimes["default"]
+    for regime, group in [
+        ("no_payments", "invoices/payments"),
+        ("no_crm_activity", "crm/activities"),
+    ]:
+        summary = regimes[regime]
+        assert not (summary.out_dir / f"{group}.csv").exists()
+        assert group not in summary.files
+        for kept in set(FILE_GROUPS) - {group}:
+            assert summary.files[kept].read_bytes() == default.files[kept].read_bytes(), kept
+    assert regimes["no_payments"].payments == 0 and regimes["no_crm_activity"].activities == 0
+
+
+def test_short_history_holds_only_the_last_months(regimes: dict[str, GenerationSummary]) -> None:
+    summary = regimes["short_history"]
+    meta = json.loads((summary.out_dir / "truth" / "parameters.json").read_text())
+    assert meta["start_date"] == "2025-08-01" and meta["regime"]["history_months"] == 5
+    invoices = _read_typed(summary.files["invoices/invoices"], "invoices/invoices")
+    months = invoices["issue_date"].dt.truncate("1mo").unique()
+    assert months.min() == date(2025, 8, 1) and months.len() == 5
+    reports = _read_typed(summary.files["credit/reports"], "credit/reports")
+    assert reports["report_date"].min() == date(2025, 8, 1)
+    truth = pl.read_parquet(summary.out_dir / "truth" / "customers.parquet")
+    assert truth["birth_date"].min() >= date(2025, 8, 1)
+
+
+def test_few_delinquent_has_only_a_handful_of_late_customers(
+    regimes: dict[str, GenerationSummary],
+) -> None:
+    """Ever more than 30 days past due, over the whole history: a few dozen in 3,000 at most."""
+    shares = {}
+    for regime in ("default", "few_delinquent"):
+        summary = regimes[regime]
+        tables = {
+            group: _read_typed(summary.files[group], group)
+            for group in ("invoices/invoices", "invoices/payments")
+        }
+        ever_late = _over_30_days_past_due_since(_settlement(tables), date(1970, 1, 1))
+        shares[regime] = ever_late.len() / summary.customers
+    assert 0 < shares["few_delinquent"] < 0.02 < 0.1 < shares["default"], shares
+
+
+def test_unknown_regime_is_refused_and_the_cli_passes_the_regime(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="regime"):
+        generate_demo_data(tmp_path, customers=10, regime="sunny")
+    out = tmp_path / "inbox"
+    args = ["demo-data", "--out", str(out), "--customers", "60", "--regime", "no_payments"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not (out / "invoices" / "payments.csv").exists()
+    meta = json.loads((out / "truth" / "parameters.json").read_text())
+    assert meta["regime"]["name"] == "no_payments"
+    refused = CliRunner().invoke(app, [*args[:-1], "sunny"])
+    assert refused.exit_code != 0 and "regime" in refused.output
