@@ -92,7 +92,7 @@ def _score(con, model: ChurnModel, as_of, timings: dict[str, float]):
         lambda: score_customers(
             current,
             as_of,
-            model=model,
+            scorer=model,
             chosen="supervised",
             cut_points=[0.3, 0.6],
             model_version="bench",

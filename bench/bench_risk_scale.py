@@ -292,7 +292,7 @@ def train(con: duckdb.DuckDBPyConnection, config: RiskSettings) -> DelinquencyMo
         lambda: DelinquencyModel(calibration=config.calibration).fit(snapshots),
     )
     print(f"  training total {sum(timings.values()):.1f} s on {snapshots.height:,d} snapshots")
-    print(evaluation.summary.select("population", "scorer", "customers", "auc", "brier"))
+    print(evaluation.summary.select("population", "scorer", "customers", "roc_auc", "brier"))
     return model
 
 

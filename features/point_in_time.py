@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import duckdb
+
 
 def training_cutoffs(
     as_of: date, horizon_days: int, count: int = 6, step_days: int = 30
@@ -22,6 +24,44 @@ def training_cutoffs(
         raise ValueError("horizon_days, count and step_days must be positive")
     latest = as_of - timedelta(days=horizon_days)
     return [latest - timedelta(days=step_days * k) for k in range(count - 1, -1, -1)]
+
+
+# Labels shorter than this say too little about the configured horizon to validate anything.
+MIN_LABEL_HORIZON_DAYS = 30
+
+
+def labelled_cutoffs(
+    as_of: date,
+    horizon_days: int,
+    first_fact: date | None,
+    *,
+    count: int = 6,
+    step_days: int = 30,
+    min_history_days: int = 90,
+) -> tuple[int, list[date]]:
+    """The label horizon the data allows and the labelled cutoffs, oldest first.
+
+    A cutoff is only useful with ``min_history_days`` of facts before it (a snapshot ten days
+    after the ledger starts describes nobody). When the configured ``horizon_days`` leaves no
+    such cutoff, the labels use the longest horizon that does; below
+    ``MIN_LABEL_HORIZON_DAYS`` nothing can be labelled: ``(horizon_days, [])``.
+    """
+    if first_fact is None:
+        return horizon_days, []
+    earliest = first_fact + timedelta(days=min_history_days)
+    horizon = min(horizon_days, (as_of - earliest).days)
+    if horizon < MIN_LABEL_HORIZON_DAYS:
+        return horizon_days, []
+    cutoffs = training_cutoffs(as_of, horizon, count=count, step_days=step_days)
+    return horizon, [c for c in cutoffs if c >= earliest]
+
+
+def first_invoice_date(con: duckdb.DuckDBPyConnection, as_of: date) -> date | None:
+    """The day the ledger starts, as known on ``as_of``: how much history a cutoff can have."""
+    return con.sql(
+        "select min(issue_date) from staging.invoices where issue_date <= $as_of",
+        params={"as_of": as_of},
+    ).fetchall()[0][0]
 
 
 BACKFILL_STEPS = ("day", "week", "month")

@@ -1,9 +1,10 @@
 """Churn: calibrated probability of no purchase in the horizon, risk band and reasons in words.
 
-The supervised model is a logistic regression on purchase history, BG/NBD outputs at the
-cutoff, CRM engagement, opportunities, payment behaviour, bureau facts and firmographics,
-calibrated with scikit-learn's ``CalibratedClassifierCV``. It is compared on a time-based
-holdout with the BG/NBD baseline, P(no purchase in H days | history), and the better one scores.
+The supervised model is the shared calibrated scorecard (``models.scorecard``) on purchase
+history, BG/NBD outputs at the cutoff, CRM engagement, opportunities, payment behaviour, bureau
+facts and firmographics. It is graded on a time-based holdout next to the BG/NBD baseline,
+P(no purchase in H days | history), and the plain rankings by recency, frequency and net revenue;
+the best one ships (``models.selection``).
 
 Reasons: a linear model's log-odds is a sum of per-feature terms, so a customer's reason is a
 feature whose term, coefficient x (value - training mean) / training standard deviation, pushes
@@ -14,20 +15,19 @@ more orders = safer), so "ordered a lot" is never read out as a reason to leave.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import polars as pl
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
-from models.delinquency import _reliability
-from models.reasons import say_reasons, strongest_terms
+from models.scorecard import CalibratedScorecard, ScorecardSpec
+from models.selection import (
+    SUPERVISED,
+    Evaluation,
+    Ranking,
+    evaluate_candidates,
+    uncalibrated_probability,
+)
 
 LABEL = "churned"
 BASELINE = "bg_nbd_churn_probability"
@@ -260,10 +260,17 @@ _REASONS: dict[str, tuple[int, pl.Expr]] = {
 _MISSING_TEXT = {"days_since_last_activity": "no CRM contact on record"}
 
 
-def _validate_columns(frame: pl.DataFrame, required: list[str] | tuple[str, ...]) -> None:
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise ValueError(f"churn data is missing columns: {', '.join(missing)}")
+CHURN_SPEC = ScorecardSpec(
+    label=LABEL,
+    reasons_column="churn_reasons",
+    features=tuple(c for columns in FEATURE_GROUPS.values() for c in columns),
+    categorical=CATEGORICAL,
+    log_features=_LOG_FEATURES,
+    clipped=_CLIPPED,
+    zero_when_null=_ZERO_WHEN_NULL,
+    reasons=_REASONS,
+    missing_reasons=_MISSING_TEXT,
+)
 
 
 def present_groups(frame: pl.DataFrame, missing: dict[str, str] | None = None) -> list[str]:
@@ -278,214 +285,49 @@ def present_groups(frame: pl.DataFrame, missing: dict[str, str] | None = None) -
     return groups
 
 
-class ChurnModel:
-    """Calibrated logistic regression for "no purchase in the horizon after the cutoff".
+class ChurnModel(CalibratedScorecard):
+    """Calibrated scorecard for "no purchase in the horizon after the cutoff".
 
     Parameters
     ----------
-    regularization : float
-        Inverse L2 strength ``C`` of the logistic regression.
-    calibration : str
-        ``"sigmoid"`` (Platt) or ``"isotonic"``, passed to ``CalibratedClassifierCV``.
-    folds : int
-        Cross-validation folds for calibration, grouped by customer so one customer's
-        snapshots never sit on both sides.
     missing_groups : dict[str, str] | None
         Feature groups known to be missing (group -> reason); they are left out even if a
-        column happens to exist.
+        column happens to exist. The other parameters are ``CalibratedScorecard``'s.
     """
+
+    spec = CHURN_SPEC
 
     def __init__(
         self,
-        regularization: float = 1.0,
+        features: tuple[str, ...] | None = None,
+        regularization: float | str = "auto",
         calibration: str = "sigmoid",
         folds: int = 3,
+        events_per_column: int = 10,
+        min_events: int = 10,
         missing_groups: dict[str, str] | None = None,
     ) -> None:
-        self.regularization = regularization
-        self.calibration = calibration
-        self.folds = folds
+        super().__init__(
+            features=features,
+            regularization=regularization,
+            calibration=calibration,
+            folds=folds,
+            events_per_column=events_per_column,
+            min_events=min_events,
+        )
         self.missing_groups = missing_groups
 
-    def _transformed(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """Numeric features on the model's scale (log, clip) with nulls kept; categories 0/1."""
-        columns = []
-        for name in self.numeric_features_:
-            values = pl.col(name).cast(pl.Float64).fill_nan(None)
-            if name in _ZERO_WHEN_NULL:
-                values = values.fill_null(0.0)
-            if name in _LOG_FEATURES:
-                values = values.clip(lower_bound=0).log1p()
-            if name in _CLIPPED:
-                values = values.clip(*_CLIPPED[name])
-            columns.append(values.alias(name))
-        for name, levels in self.categories_.items():
-            columns += [
-                (pl.col(name) == level).fill_null(False).cast(pl.Float64).alias(f"{name}={level}")
-                for level in levels
-            ]
-        return frame.select(columns)
-
-    def _matrix(self, frame: pl.DataFrame) -> np.ndarray:
-        """Model matrix: nulls filled with the training median, plus a missing-value indicator
-        for each feature that had nulls in training (scikit-learn's SimpleImputer with
-        add_indicator, done in polars because the imputer's masked median is slow on millions
-        of rows)."""
-        transformed = self._transformed(frame)
-        filled = [pl.col(n).fill_null(self.medians_[n]) for n in self.numeric_features_]
-        categories = [c for c in transformed.columns if c not in self.medians_]
-        indicators = [
-            pl.col(n).is_null().cast(pl.Float64).alias(f"missingindicator_{n}")
-            for n in self.missing_indicators_
-        ]
-        return transformed.select(*filled, *categories, *indicators).to_numpy()
-
-    def fit(self, training: pl.DataFrame) -> ChurnModel:
-        """Fit on point-in-time snapshots with ``customer_id``, features and ``churned``."""
-        _validate_columns(training, ["customer_id", LABEL, *FEATURE_GROUPS["purchases"]])
-        self.groups_ = present_groups(training, self.missing_groups)
+    def _usable_features(self, frame: pl.DataFrame) -> list[str]:
+        if self.features is not None:
+            return super()._usable_features(frame)
+        self._validate_columns(frame, FEATURE_GROUPS["purchases"])
+        self.groups_ = present_groups(frame, self.missing_groups)
         self.missing_groups_ = {
             group: (self.missing_groups or {}).get(group, "no values in the training data")
             for group in FEATURE_GROUPS
             if group not in self.groups_
         }
-        features = [c for g in self.groups_ for c in FEATURE_GROUPS[g]]
-        self.numeric_features_ = [c for c in features if c not in CATEGORICAL]
-        self.categories_ = {
-            c: sorted(training[c].drop_nulls().unique().to_list())
-            for c in features
-            if c in CATEGORICAL
-        }
-        labels = training[LABEL].cast(pl.Int8).to_numpy()
-        if labels.min() == labels.max():
-            raise ValueError("churn training data has only one class: nothing to learn")
-        transformed = self._transformed(training).select(self.numeric_features_)
-        # medians from all training rows, also for the calibration folds: a median moves the
-        # filled-in value of a few rows, not the out-of-fold probabilities the calibration needs
-        self.medians_ = {
-            n: float(v) if v is not None else 0.0
-            for n, v in transformed.median().row(0, named=True).items()
-        }
-        self.missing_indicators_ = [
-            n for n, nulls in transformed.null_count().row(0, named=True).items() if nulls
-        ]
-        # newton-cholesky: few, exact steps; with many more rows than columns it fits several
-        # times faster than lbfgs to the same coefficients
-        base = Pipeline(
-            [
-                ("scale", StandardScaler()),
-                ("logit", LogisticRegression(C=self.regularization, solver="newton-cholesky")),
-            ]
-        )
-        groups = training["customer_id"].to_numpy()
-        splits = list(GroupKFold(n_splits=self.folds).split(labels, labels, groups))
-        # ensemble=False: calibrate on out-of-fold predictions, then refit one model on all rows,
-        # so reasons come from the same single model that makes the probabilities.
-        self.calibrated_ = CalibratedClassifierCV(
-            base, method=self.calibration, cv=splits, ensemble=False
-        ).fit(self._matrix(training), labels)
-        self.model_ = self.calibrated_.calibrated_classifiers_[0].estimator
-        self.feature_names_ = [
-            *self.numeric_features_,
-            *(f"{c}={level}" for c, levels in self.categories_.items() for level in levels),
-            *(f"missingindicator_{n}" for n in self.missing_indicators_),
-        ]
-        self.coefficients_ = dict(
-            zip(
-                self.feature_names_, self.model_.named_steps["logit"].coef_[0].tolist(), strict=True
-            )
-        )
-        self.training_rows_ = len(labels)
-        self.base_rate_ = float(labels.mean())
-        return self
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "calibrated_"):
-            raise RuntimeError("ChurnModel is not fitted yet: call fit(training) first")
-
-    def predict_proba(self, frame: pl.DataFrame) -> np.ndarray:
-        """Calibrated probability of no purchase in the horizon, per row."""
-        self._check_fitted()
-        _validate_columns(frame, self.numeric_features_ + list(self.categories_))
-        return self._probability(self._matrix(frame))
-
-    def reasons(
-        self, frame: pl.DataFrame, top: int = 3, min_contribution: float = 0.1
-    ) -> pl.Series:
-        """Up to ``top`` plain-words reasons per row, the strongest push towards churn first.
-
-        A reason is a feature whose log-odds term relative to the average training customer,
-        coefficient x standardised value, is at least ``min_contribution``.
-        """
-        self._check_fitted()
-        _validate_columns(frame, self.numeric_features_ + list(self.categories_))
-        return self._reasons(frame, self._matrix(frame), top, min_contribution)
-
-    def predict_with_reasons(
-        self, frame: pl.DataFrame, top: int = 3, min_contribution: float = 0.1
-    ) -> tuple[np.ndarray, pl.Series]:
-        """``predict_proba`` and ``reasons`` from one model matrix (scoring needs both)."""
-        self._check_fitted()
-        _validate_columns(frame, self.numeric_features_ + list(self.categories_))
-        matrix = self._matrix(frame)
-        return self._probability(matrix), self._reasons(frame, matrix, top, min_contribution)
-
-    def _terms(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per model column, weight and offset of its log-odds term: coefficient x (value -
-        mean) / scale = value x weight - offset. Folding the scaler into the weights spares
-        scikit-learn's copy and rescaling of the whole matrix (seconds at a million rows)."""
-        scale = self.model_.named_steps["scale"]
-        weights = self.model_.named_steps["logit"].coef_[0] / scale.scale_
-        return weights, scale.mean_ * weights
-
-    def _probability(self, matrix: np.ndarray) -> np.ndarray:
-        """``calibrated_.predict_proba(matrix)[:, 1]``, computed as scikit-learn does for a
-        binary label (log-odds, then the fitted calibrator), without rescaling the matrix."""
-        weights, offsets = self._terms()
-        intercept = self.model_.named_steps["logit"].intercept_[0]
-        log_odds = matrix @ weights + (intercept - offsets.sum())
-        calibrator = self.calibrated_.calibrated_classifiers_[0].calibrators[0]
-        probability = np.asarray(calibrator.predict(log_odds), dtype=np.float64)
-        # scikit-learn's own clean-up of rounding just above 1
-        probability[(probability > 1.0) & (probability <= 1.0 + 1e-5)] = 1.0
-        return probability
-
-    def _speakable(self) -> tuple[np.ndarray, list[pl.Expr | None]]:
-        """Which model columns may be read out as a reason, and their words."""
-        coefficients = self.model_.named_steps["logit"].coef_[0]
-        speakable = np.zeros(len(self.feature_names_), dtype=bool)
-        words: list[pl.Expr | None] = []
-        for position, name in enumerate(self.feature_names_):  # features, not customers
-            feature = name.removeprefix("missingindicator_")
-            if name != feature:
-                speakable[position] = feature in _MISSING_TEXT
-                words.append(pl.lit(_MISSING_TEXT[feature]) if speakable[position] else None)
-            elif name in _REASONS:
-                speakable[position] = np.sign(coefficients[position]) == _REASONS[name][0]
-                words.append(_REASONS[name][1])
-            else:  # categories and features without words (e.g. orders_previous_90d)
-                words.append(None)
-        return speakable, words
-
-    def _reasons(
-        self, frame: pl.DataFrame, matrix: np.ndarray, top: int, min_contribution: float
-    ) -> pl.Series:
-        speakable, words = self._speakable()
-        columns = np.flatnonzero(speakable)  # the others are never ranked
-        weights, offsets = self._terms()
-        terms = np.ascontiguousarray(matrix[:, columns]) * weights[columns] - offsets[columns]
-        # one extra rank so a reason said twice (recency and recency vs usual gap) still
-        # leaves ``top`` distinct reasons
-        order, strength = strongest_terms(terms, min(top + 1, len(columns)))
-        return say_reasons(
-            frame,
-            order,
-            strength,
-            [words[position] for position in columns],
-            top=top,
-            min_contribution=min_contribution,
-            name="churn_reasons",
-        )
+        return [c for g in self.groups_ for c in FEATURE_GROUPS[g]]
 
 
 def churn_risk_band(probability: np.ndarray, cut_points: list[float]) -> np.ndarray:
@@ -496,69 +338,44 @@ def churn_risk_band(probability: np.ndarray, cut_points: list[float]) -> np.ndar
     return bands[(np.asarray(probability)[:, None] >= np.asarray(cut_points)[None, :]).sum(axis=1)]
 
 
-def top_decile_lift(observed: np.ndarray, predicted: np.ndarray) -> float:
-    """Churn rate among the 10% highest predictions over the overall churn rate."""
-    top = max(1, int(np.ceil(len(predicted) * 0.1)))
-    order = np.argsort(-predicted, kind="stable")[:top]
-    return float(observed[order].mean() / observed.mean())
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Holdout comparison of the supervised model and the BG/NBD baseline."""
-
-    summary: pl.DataFrame
-    reliability: pl.DataFrame
-    chosen: str
+# Scorers that need no training, graded next to the supervised model on every holdout.
+RANKINGS: tuple[Ranking, ...] = (
+    Ranking(BASELINE, "baseline", 1, is_probability=True),
+    Ranking("bg_nbd_expected_purchases", "baseline", -1),
+    Ranking("recency_days", "one_column", 1),
+    Ranking("frequency", "one_column", -1),
+    Ranking("net_revenue", "one_column", -1),
+)
+# What ships when the holdout cannot judge: the purchase model's probability, else recency.
+ROBUST = (BASELINE, "recency_days")
 
 
 def evaluate_holdout(
-    history: pl.DataFrame, holdout_cutoffs: list[date], horizon_days: int, model: ChurnModel
+    history: pl.DataFrame,
+    holdout_cutoffs: list[date],
+    horizon_days: int,
+    model: ChurnModel | None,
 ) -> Evaluation:
-    """Backtest on ``holdout_cutoffs``: fit on cutoffs whose label window had closed by the first.
+    """Every churn candidate on the holdout cutoffs (``selection.evaluate_candidates``).
 
-    Both scorers are graded on the same holdout customers: ROC AUC, PR AUC (average precision),
-    Brier score and lift in the top decile. The one with the higher ROC AUC is chosen; the
-    baseline wins ties and is the only candidate when the model cannot be fitted.
+    ``model`` None when the labels are at a shorter horizon than the configured one: a
+    supervised model trained on them would forecast the wrong horizon, so it is no candidate.
     """
-    first = min(holdout_cutoffs)
-    train = history.filter(pl.col("cutoff_date") <= first - timedelta(days=horizon_days))
-    test = history.filter(pl.col("cutoff_date").is_in(holdout_cutoffs))
-    if train.height == 0 or test.height == 0:
-        raise ValueError(f"no training cutoff {horizon_days} days before the holdout {first}")
-    observed = test[LABEL].cast(pl.Int8).to_numpy()
-    if observed.min() == observed.max():
-        raise ValueError("the holdout has only one class: AUC is undefined")
-    predictions = {"supervised": model.fit(train).predict_proba(test)}
-    if BASELINE in test.columns and test[BASELINE].null_count() < test.height:
-        # the baseline needs no training; customers it could not score get the holdout mean
-        baseline = test[BASELINE].cast(pl.Float64)
-        predictions["bg_nbd_baseline"] = baseline.fill_null(baseline.mean()).to_numpy()
-    rows, reliability = [], []
-    for scorer, predicted in predictions.items():
-        rows.append(
-            {
-                "scorer": scorer,
-                "holdout_cutoffs": ", ".join(c.isoformat() for c in sorted(holdout_cutoffs)),
-                "customers": test.height,
-                "churned": int(observed.sum()),
-                "training_rows": train.height if scorer == "supervised" else 0,
-                "roc_auc": float(roc_auc_score(observed, predicted)),
-                "pr_auc": float(average_precision_score(observed, predicted)),
-                "brier": float(brier_score_loss(observed, predicted)),
-                "top_decile_lift": top_decile_lift(observed, predicted),
-            }
-        )
-        reliability.append(_reliability(scorer, "holdout", predicted, observed))
-    summary = pl.DataFrame(rows)
-    best = summary.sort("roc_auc", descending=True)["scorer"][0]
-    if "bg_nbd_baseline" in predictions and (
-        summary.filter(pl.col("scorer") == "bg_nbd_baseline")["roc_auc"][0]
-        >= summary.filter(pl.col("scorer") == "supervised")["roc_auc"][0]
-    ):
-        best = "bg_nbd_baseline"
-    summary = summary.with_columns(chosen=pl.col("scorer") == best)
-    return Evaluation(summary=summary, reliability=pl.concat(reliability), chosen=best)
+    _validate_columns(history, ["customer_id", "cutoff_date", LABEL])
+    return evaluate_candidates(
+        history,
+        holdout_cutoffs,
+        horizon_days,
+        label=LABEL,
+        model=model,
+        rankings=RANKINGS,
+        robust=ROBUST,
+    )
+
+
+def ranking(name: str) -> Ranking:
+    """The ranking called ``name``."""
+    return next(r for r in RANKINGS if r.column == name)
 
 
 SCORE_SCHEMA = {
@@ -574,35 +391,39 @@ CLOSED_BAND = "closed"
 CLOSED_REASON = "account closed in the CRM"
 
 
+def _validate_columns(frame: pl.DataFrame, required: list[str]) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ValueError(f"churn data is missing columns: {', '.join(missing)}")
+
+
 def score_customers(
     current: pl.DataFrame,
     as_of: date,
     *,
-    model: ChurnModel | None,
+    scorer: ChurnModel | None,
     chosen: str,
     cut_points: list[float],
     model_version: str,
 ) -> pl.DataFrame:
     """Churn probability, band and reasons per customer of the ``as_of`` snapshot.
 
-    ``chosen`` is ``"supervised"`` (the fitted ``model``) or ``"bg_nbd_baseline"``. Reasons come
-    from ``model`` whenever it is fitted, also when the baseline makes the probability, since
-    they name the facts behind the risk; without a model they are empty. Accounts closed in the
-    CRM are lost by a business rule: no probability, band ``closed``.
+    ``scorer`` is the chosen scorer fitted on the labelled snapshots (``fit_shipped``): the
+    supervised model or the chosen ranking's one-column scorecard, which makes the probability
+    and the reasons. None when it could not be fitted at the configured horizon: the chosen
+    ranking then orders the customers and BG/NBD's P(no purchase) gives the levels
+    (``uncalibrated_probability``); no reasons. Accounts closed in the CRM are lost by a
+    business rule: no probability, band ``closed``.
     """
     _validate_columns(current, ["customer_id", "account_closed"])
-    if chosen == "supervised":
-        if model is None:
-            raise ValueError("the supervised scorer was chosen but no model is fitted")
-        probability, reasons = model.predict_with_reasons(current)
+    if scorer is not None:
+        probability, reasons = scorer.predict_with_reasons(current)
     else:
-        _validate_columns(current, [BASELINE])
-        probability = current[BASELINE].cast(pl.Float64).to_numpy()
-        reasons = (
-            model.reasons(current)
-            if model is not None
-            else pl.Series("churn_reasons", [None] * current.height, dtype=pl.String)
-        )
+        if chosen == SUPERVISED:
+            raise ValueError("the supervised scorer was chosen but no model is fitted")
+        reference = BASELINE if BASELINE in current.columns else None
+        probability = uncalibrated_probability(current, ranking(chosen), reference)
+        reasons = pl.repeat("", current.height, dtype=pl.String, eager=True)
     closed = current["account_closed"].fill_null(False)
     band = churn_risk_band(np.nan_to_num(probability, nan=0.0), cut_points)
     scores = pl.DataFrame(

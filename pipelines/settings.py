@@ -70,7 +70,13 @@ class ChurnSettings(dg.Config):
     holdout_cutoffs: int = Field(
         default=1,
         ge=1,
-        description="Most recent training cutoffs held out to compare the model with BG/NBD.",
+        description="Most recent labelled cutoffs held out to grade every scorer (the supervised "
+        "model, BG/NBD, recency, frequency, net revenue) before one ships.",
+    )
+    min_history_days: int = Field(
+        default=90,
+        description="A labelled cutoff needs this many days of invoices before it; with less "
+        "history the labels use the longest horizon that fits, and say so.",
     )
     max_training_customers: int = Field(
         default=100_000,
@@ -113,6 +119,11 @@ class RiskSettings(dg.Config):
     )
     training_cutoffs: int = Field(
         default=8, description="Past cutoffs (30 days apart) the delinquency model learns from."
+    )
+    min_history_days: int = Field(
+        default=90,
+        description="A labelled cutoff needs this many days of invoices before it; with less "
+        "history the labels use the longest horizon that fits, and say so.",
     )
     max_training_customers: int = Field(
         default=50_000,

@@ -15,8 +15,9 @@ from sklearn.metrics import roc_auc_score
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.customer import lifetimes_summary
-from models.churn import ChurnModel, churn_risk_band, top_decile_lift
+from models.churn import ChurnModel, churn_risk_band
 from models.clv import ClvModel
+from models.selection import top_decile_lift
 from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapshots
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
@@ -87,29 +88,38 @@ def test_bg_nbd_probability_of_no_purchase_is_consistent(full_run: tuple[Path, s
     assert np.corrcoef(-expected, none_26)[0, 1] > 0.5
 
 
-def test_supervised_model_beats_bg_nbd_on_the_holdout(
+def test_the_shipped_scorer_is_the_best_on_the_holdout(
     full_run: tuple[Path, str], demo_inbox: Path
 ) -> None:
     with duckdb.connect(str(full_run[0]), read_only=True) as con:
-        evaluation = con.sql("select * from models.churn_evaluation").pl()
-        runs = dict(
-            con.sql(
-                "select model, metrics->>'roc_auc' from models.model_runs "
-                "where model like 'churn_holdout_%'"
-            ).fetchall()
-        )
+        evaluation = con.sql("select * from models.churn_evaluation where population = 'all'").pl()
+        choice = con.sql(
+            "select parameters->>'chosen', metrics from models.model_runs "
+            "where model = 'churn_choice'"
+        ).fetchall()
         scores = con.sql(
             "select customer_id, churn_probability, churn_risk_band, churn_model_version "
             "from marts.customer_360 where churn_probability is not null"
         ).pl()
         reliability = con.sql("select * from models.churn_reliability").pl()
-    auc = dict(evaluation.select("scorer", "roc_auc").iter_rows())
-    assert auc["supervised"] - auc["bg_nbd_baseline"] > 0
-    assert evaluation.filter(pl.col("chosen"))["scorer"].to_list() == ["supervised"]
-    assert set(runs) == {"churn_holdout_supervised", "churn_holdout_bg_nbd_baseline"}
+    # every candidate graded: the supervised model, BG/NBD and the plain rankings
+    assert set(evaluation["scorer"]) >= {
+        "supervised",
+        "bg_nbd_churn_probability",
+        "recency_days",
+        "frequency",
+        "net_revenue",
+    }
+    assert (evaluation["positives"] >= 20).all() and not evaluation["too_few_positives"].any()
+    assert (evaluation["roc_auc_low"] < evaluation["roc_auc"]).all()
+    assert (evaluation["roc_auc"] < evaluation["roc_auc_high"]).all()
+    chosen = evaluation.filter(pl.col("chosen"))
+    assert chosen.height == 1 and chosen["roc_auc"][0] == evaluation["roc_auc"].max()
+    assert chosen["choice_reason"][0].startswith("highest holdout ROC AUC")
+    assert choice[0][0] == chosen["scorer"][0]
     assert {"pr_auc", "brier", "top_decile_lift"} <= set(evaluation.columns)
-    assert reliability["customers"].sum() == 2 * evaluation["customers"][0]
-    assert scores["churn_model_version"].str.starts_with("churn-supervised-").all()
+    assert reliability["customers"].sum() == 2 * evaluation["customers"][0]  # two probabilities
+    assert scores["churn_model_version"].str.starts_with(f"churn-{chosen['scorer'][0]}-").all()
     # graded against the generator's truth: who had really dropped out by the as-of date
     truth = pl.read_parquet(demo_inbox / "truth/customers.parquet").select(
         "customer_id", dropped=(pl.col("dropout_date") <= AS_OF).fill_null(False)
@@ -159,8 +169,9 @@ def test_invoices_only_still_scores_and_names_missing_groups(
     missing = scores["missing_feature_groups"].value
     assert set(missing) == {"engagement", "opportunities", "payments", "bureau", "firmographics"}
     assert missing["engagement"] == "no CRM activities"
-    assert scores["feature_groups"].value == ["purchases", "bg_nbd"]
     with duckdb.connect(str(warehouse), read_only=True) as con:
+        model = ChurnModel(missing_groups=missing).fit(training_frame(con))
+        assert model.groups_ == ["purchases", "bg_nbd"]
         scored, probabilities, invoiced = con.sql(
             "select count(*), count(churn_probability), "
             "(select count(distinct customer_id) from staging.invoices) from models.churn_scores"

@@ -5,10 +5,25 @@ import numpy as np
 import polars as pl
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
-from features.point_in_time import training_cutoffs
+from features.point_in_time import MIN_LABEL_HORIZON_DAYS, first_invoice_date, labelled_cutoffs
 from features.receivables import customers_invoiced
 from features.warehouse import fingerprint, record_model_run, write_frame
-from models.churn import SCORE_SCHEMA, ChurnModel, evaluate_holdout, score_customers
+from models.churn import (
+    ROBUST,
+    SCORE_SCHEMA,
+    ChurnModel,
+    evaluate_holdout,
+    ranking,
+    score_customers,
+)
+from models.scorecard import NotEnoughEvidence
+from models.selection import (
+    EVALUATION_SCHEMA,
+    candidate_metrics,
+    conform,
+    fit_shipped,
+    robust_ranking,
+)
 from pipelines.common import asset_step, preview, run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import ChurnSettings
@@ -24,6 +39,17 @@ def _model(config: ChurnSettings, missing: dict[str, str]) -> ChurnModel:
 def _missing_groups(con) -> dict[str, str]:
     rows = con.sql("select feature_group, reason from features.churn_missing_groups").fetchall()
     return dict(rows)
+
+
+def _label_plan(con, config: ChurnSettings, as_of) -> tuple[int, list]:
+    """The labels' horizon and cutoffs: the configured horizon unless the history is too short."""
+    return labelled_cutoffs(
+        as_of,
+        config.horizon_days,
+        first_invoice_date(con, as_of),
+        count=config.training_cutoffs,
+        min_history_days=config.min_history_days,
+    )
 
 
 @dg.asset(
@@ -53,11 +79,16 @@ def churn_snapshots(
     """Churn features at past cutoffs (labelled by the horizon after) and on the as-of date."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        cutoffs = training_cutoffs(as_of, config.horizon_days, count=config.training_cutoffs)
+        label_horizon, cutoffs = _label_plan(con, config, as_of)
         customers = customers_invoiced(con)
         sample_fraction = min(1.0, config.max_training_customers / max(customers, 1))
         built = build_churn_snapshots(
-            con, cutoffs, as_of, config.horizon_days, sample_fraction=sample_fraction
+            con,
+            cutoffs,
+            as_of,
+            label_horizon,
+            sample_fraction=sample_fraction,
+            scoring_horizon_days=config.horizon_days,
         )
         missing = pl.DataFrame(
             {
@@ -73,6 +104,11 @@ def churn_snapshots(
         ).fetchall()
     for group, reason in built.missing_groups.items():
         context.log.warning(f"churn feature group '{group}' missing: {reason}")
+    if label_horizon != config.horizon_days:
+        context.log.warning(
+            f"churn labels over {label_horizon} days, not {config.horizon_days}: the history "
+            "before the as-of date is too short for the configured horizon"
+        )
     for cutoff, reason in built.bg_nbd_failures.items():
         context.log.warning(f"BG/NBD not fitted at cutoff {cutoff}: {reason}")
     return dg.MaterializeResult(
@@ -87,7 +123,8 @@ def churn_snapshots(
             ),
             "missing_feature_groups": dg.MetadataValue.json(built.missing_groups),
             "bg_nbd_failures": dg.MetadataValue.json(built.bg_nbd_failures),
-            "label": f"churned = no purchase in the {config.horizon_days} days after the cutoff",
+            "label": f"churned = no purchase in the {label_horizon} days after the cutoff",
+            "label_horizon_days": label_horizon,
         }
     )
 
@@ -103,55 +140,79 @@ def churn_snapshots(
 def churn_evaluation(
     context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """Holdout on the latest cutoffs: calibrated model vs BG/NBD P(no purchase in H days)."""
+    """Every churn scorer graded on the latest labelled cutoffs; the best one is chosen."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
+        label_horizon, cutoffs = _label_plan(con, config, as_of)
         history = training_frame(con)
-        missing = _missing_groups(con)
-        cutoffs = training_cutoffs(as_of, config.horizon_days, count=config.training_cutoffs)
+        current = scoring_frame(con, as_of)
         holdout = cutoffs[-config.holdout_cutoffs :]
+        # a model trained on shorter labels would forecast the wrong horizon: no candidate
+        model = (
+            _model(config, _missing_groups(con)) if label_horizon == config.horizon_days else None
+        )
         try:
-            evaluation = evaluate_holdout(
-                history, holdout, config.horizon_days, _model(config, missing)
-            )
+            if not holdout:
+                raise ValueError(
+                    f"no labelled cutoff: the history before {as_of} is shorter than "
+                    f"{config.min_history_days} + {MIN_LABEL_HORIZON_DAYS} days"
+                )
+            evaluation = evaluate_holdout(history, holdout, label_horizon, model)
+            summary, notes = evaluation.summary, evaluation.notes
+            chosen, reason = evaluation.chosen, evaluation.choice.reason
+            reliability = evaluation.reliability
         except ValueError as error:
-            context.log.warning(f"churn holdout comparison skipped: {error}")
-            con.execute(
-                "create or replace table models.churn_evaluation (scorer varchar, "
-                "holdout_cutoffs varchar, customers bigint, churned bigint, training_rows bigint, "
-                "roc_auc double, pr_auc double, brier double, top_decile_lift double, "
-                "chosen boolean, as_of_date date)"
+            # nothing can be validated: the most robust ranking ships, and the table says so
+            chosen = robust_ranking(current, ROBUST)
+            reason = f"nothing could be validated ({error}); the robust ranking {chosen} ships"
+            notes = {}
+            summary = pl.DataFrame(
+                {"scorer": [chosen], "kind": [ranking(chosen).kind], "population": ["all"]}
+            ).with_columns(chosen=pl.lit(True), choice_reason=pl.lit(reason))
+            reliability = pl.DataFrame()
+        if label_horizon != config.horizon_days:
+            reason += f"; validated on {label_horizon}-day labels, not {config.horizon_days}"
+            summary = summary.with_columns(
+                choice_reason=pl.when("chosen").then(pl.lit(reason)).otherwise("choice_reason")
             )
-            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "skipped": str(error)})
-        summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
-        reliability = evaluation.reliability.with_columns(pl.lit(as_of).alias("as_of_date"))
+        summary = conform(summary, EVALUATION_SCHEMA).with_columns(
+            pl.lit(as_of).alias("as_of_date")
+        )
         write_frame(con, "models.churn_evaluation", summary)
-        write_frame(con, "models.churn_reliability", reliability)
-        data = fingerprint(con, LABELS_QUERY)
-        for row in evaluation.summary.iter_rows(named=True):
-            record_model_run(
+        if reliability.height:
+            write_frame(
                 con,
-                run_id=context.run_id,
-                model=f"churn_holdout_{row['scorer']}",
-                as_of_date=as_of,
-                parameters={
-                    "holdout_cutoffs": holdout,
-                    "chosen": row["chosen"],
-                    "missing_feature_groups": missing,
-                    "settings": config.model_dump(),
-                },
-                metrics={
-                    k: row[k]
-                    for k in ("roc_auc", "pr_auc", "brier", "top_decile_lift", "customers")
-                },
-                data_fingerprint=data,
+                "models.churn_reliability",
+                reliability.with_columns(pl.lit(as_of).alias("as_of_date")),
             )
+        data = fingerprint(con, LABELS_QUERY)
+        metrics = candidate_metrics(summary)
+        record_model_run(
+            con,
+            run_id=context.run_id,
+            model="churn_choice",
+            as_of_date=as_of,
+            parameters={
+                "chosen": chosen,
+                "reason": reason,
+                "holdout_cutoffs": holdout,
+                "label_horizon_days": label_horizon,
+                "not_candidates": notes,
+                "settings": config.model_dump(),
+            },
+            metrics=metrics,
+            data_fingerprint=data,
+        )
+    context.log.info(f"churn scorer: {chosen}: {reason}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary.height,
-            "chosen": evaluation.chosen,
+            "chosen": chosen,
+            "choice_reason": reason,
             "holdout_cutoffs": [c.isoformat() for c in holdout],
-            "comparison": preview(evaluation.summary),
+            "label_horizon_days": label_horizon,
+            "not_candidates": dg.MetadataValue.json(notes),
+            "comparison": preview(summary.drop("as_of_date")),
         }
     )
 
@@ -167,39 +228,42 @@ def churn_evaluation(
 def churn_scores(
     context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """Churn probability in the horizon, risk band and top-3 reasons per customer."""
+    """Churn probability in the horizon, risk band and top-3 reasons per customer, from the
+    scorer the holdout chose, fitted on every labelled cutoff."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
+        label_horizon, _ = _label_plan(con, config, as_of)
         history = training_frame(con)
         current = scoring_frame(con, as_of)
         missing = _missing_groups(con)
-        chosen_rows = con.sql("select scorer from models.churn_evaluation where chosen").fetchall()
-        # Without a holdout comparison the supervised model scores if it can be fitted.
-        chosen = chosen_rows[0][0] if chosen_rows else "supervised"
-        model: ChurnModel | None = None
-        try:
-            model = _model(config, missing).fit(history)
-        except ValueError as error:
-            context.log.warning(f"churn model not fitted: {error}")
-        baseline_known = (
-            current.height > 0 and current["bg_nbd_churn_probability"].null_count() < current.height
-        )
-        if model is None:
-            chosen = "bg_nbd_baseline" if baseline_known else "none"
+        chosen = con.sql(
+            "select scorer from models.churn_evaluation where chosen and population = 'all'"
+        ).fetchall()[0][0]
+        scorer: ChurnModel | None = None
+        if label_horizon == config.horizon_days and history.height:
+            try:
+                scorer = fit_shipped(chosen, history, _model(config, missing))
+            except NotEnoughEvidence as error:
+                context.log.warning(f"churn scorer {chosen} not calibrated: {error}")
         version = f"churn-{chosen}-{as_of.isoformat()}-{context.run_id[:8]}"
-        if chosen == "none":
-            context.log.warning("no churn scores today: neither model nor BG/NBD baseline fitted")
+        if current.height == 0:
             scores = pl.DataFrame(schema=SCORE_SCHEMA)
         else:
             scores = score_customers(
                 current,
                 as_of,
-                model=model,
+                scorer=scorer,
                 chosen=chosen,
                 cut_points=config.band_cut_points,
                 model_version=version,
             )
+        if scores["churn_probability"].null_count() == scores.height and scores.height:
+            context.log.warning(
+                f"no churn probability today: {chosen} ranks the customers but no model gives "
+                "the level (no labels at the configured horizon and no BG/NBD fit)"
+            )
         write_frame(con, "models.churn_scores", scores)
+        groups = getattr(scorer, "groups_", scorer.numeric_features_ if scorer else [])
         record_model_run(
             con,
             run_id=context.run_id,
@@ -207,15 +271,18 @@ def churn_scores(
             as_of_date=as_of,
             parameters={
                 "chosen": chosen,
+                "calibrated": scorer is not None,
                 "model_version": version,
-                "feature_groups": model.groups_ if model else [],
-                "missing_feature_groups": model.missing_groups_ if model else missing,
-                "coefficients": model.coefficients_ if model else {},
+                "feature_groups": groups,
+                "missing_feature_groups": getattr(scorer, "missing_groups_", missing),
+                "coefficients": scorer.coefficients_ if scorer else {},
+                "regularization": scorer.regularization_ if scorer else None,
                 "settings": config.model_dump(),
             },
             metrics={
-                "training_rows": model.training_rows_ if model else 0,
-                "base_rate": model.base_rate_ if model else None,
+                "training_rows": scorer.training_rows_ if scorer else 0,
+                "events": scorer.events_ if scorer else 0,
+                "base_rate": scorer.base_rate_ if scorer else None,
                 "scored_customers": scores.height,
             },
             data_fingerprint=fingerprint(con, LABELS_QUERY),
@@ -226,10 +293,11 @@ def churn_scores(
         metadata={
             "dagster/row_count": scores.height,
             "chosen": chosen,
+            "calibrated": scorer is not None,
             "model_version": version,
-            "feature_groups": model.groups_ if model else [],
+            "feature_groups": groups,
             "missing_feature_groups": dg.MetadataValue.json(
-                model.missing_groups_ if model else missing
+                getattr(scorer, "missing_groups_", missing)
             ),
             "mean_probability": float(np.mean(probability)) if len(probability) else 0.0,
             "bands": dg.MetadataValue.json({str(k): v for k, v in bands.iter_rows()}),
