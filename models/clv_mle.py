@@ -17,6 +17,9 @@ large customer bases:
 Parameters are optimised in logs (positive by construction). Bounds of exp(+-BOUND) let a fit
 run to the edge of the parameter space without overflowing; the caller detects the edge (a -> 0
 means no visible dropout) and falls back.
+
+`fit_bg_nbd_map` adds a weakly informative prior on BG/NBD's dropout shapes (`DropoutPrior`) to
+the same likelihood, for histories too short to identify dropout by likelihood alone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
 from typing import Any
@@ -35,7 +39,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from scipy.optimize import minimize
-from scipy.special import digamma, gammaln
+from scipy.special import digamma, expit, gammaln, log_expit
 from threadpoolctl import threadpool_limits
 
 # exp(+-25) spans 1e-11 .. 7e10: wide enough for any identifiable fit, finite at the boundary.
@@ -308,6 +312,115 @@ def fit_bg_nbd(
     return {"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}
 
 
+@dataclass(frozen=True)
+class DropoutPrior:
+    """Weakly informative prior on BG/NBD's dropout shapes a and b, for a MAP fit.
+
+    PyMC-Marketing's `BetaGeoModel` parametrisation and defaults: the mean dropout probability
+    per purchase phi = a / (a + b) ~ Beta(phi_alpha, phi_beta) (Uniform(0, 1) by default) and
+    the concentration kappa = a + b ~ Pareto(kappa_alpha, kappa_m). r and alpha keep flat
+    priors: they are identified by purchase counts alone, and a prior on alpha would depend on
+    the time unit. The MAP is the posterior mode in the unconstrained coordinates PyMC samples
+    in (logit phi, log(kappa - kappa_m)); its log-Jacobian makes the density vanish at phi -> 0
+    and kappa -> kappa_m, which keeps dropout off the no-dropout boundary (a -> 0, b -> inf)
+    where the maximum-likelihood estimate sits when the history is too short to show churn.
+    """
+
+    phi_alpha: float = 1.0
+    phi_beta: float = 1.0
+    kappa_alpha: float = 1.0
+    kappa_m: float = 1.0
+
+    def describe(self) -> dict[str, str]:
+        """The prior as recorded with the fit's parameters."""
+        return {
+            "phi_dropout": f"Beta({self.phi_alpha:g}, {self.phi_beta:g})",
+            "kappa_dropout": f"Pareto(alpha={self.kappa_alpha:g}, m={self.kappa_m:g})",
+            "a": "phi_dropout * kappa_dropout",
+            "b": "(1 - phi_dropout) * kappa_dropout",
+            "r, alpha": "flat",
+            "mode_coordinates": "log r, log alpha, logit phi_dropout, log(kappa_dropout - m)",
+        }
+
+    def to_log_params(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log(r, alpha, a, b) at MAP coordinates `u`, and d log-params / d u (4 x 4)."""
+        phi = expit(u[2])
+        excess = np.exp(u[3])
+        kappa = self.kappa_m + excess
+        log_kappa = np.log(kappa)
+        log_params = np.array(
+            [u[0], u[1], log_expit(u[2]) + log_kappa, log_expit(-u[2]) + log_kappa]
+        )
+        jacobian = np.eye(4)
+        jacobian[2:, 2:] = [[1.0 - phi, excess / kappa], [-phi, excess / kappa]]
+        return log_params, jacobian
+
+    def from_params(self, a: float, b: float) -> tuple[float, float]:
+        """MAP coordinates (logit phi, log(kappa - m)) of the dropout shapes a, b."""
+        return float(np.log(a) - np.log(b)), float(np.log(max(a + b - self.kappa_m, 1e-12)))
+
+    def log_density(self, u: np.ndarray) -> tuple[float, np.ndarray]:
+        """Log prior density in MAP coordinates (with log-Jacobian), and its gradient."""
+        phi = expit(u[2])
+        excess = np.exp(u[3])
+        kappa = self.kappa_m + excess
+        value = (
+            self.phi_alpha * log_expit(u[2])
+            + self.phi_beta * log_expit(-u[2])
+            - (self.kappa_alpha + 1.0) * np.log(kappa)
+            + u[3]
+        )
+        grad = np.zeros(4)
+        grad[2] = self.phi_alpha - (self.phi_alpha + self.phi_beta) * phi
+        grad[3] = 1.0 - (self.kappa_alpha + 1.0) * excess / kappa
+        return float(value), grad
+
+
+def _bg_nbd_map_objective(likelihood_objective, prior: DropoutPrior, n: float):
+    """Mean negative log posterior and its gradient in MAP coordinates (see `DropoutPrior`)."""
+
+    def objective(u: np.ndarray) -> tuple[float, np.ndarray]:
+        log_params, jacobian = prior.to_log_params(u)
+        value, grad = likelihood_objective(log_params)
+        log_prior, prior_grad = prior.log_density(u)
+        return value - log_prior / n, grad @ jacobian - prior_grad / n
+
+    return objective
+
+
+def fit_bg_nbd_map(
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    weights: np.ndarray,
+    prior: DropoutPrior,
+    codes: Codes | None = None,
+) -> dict[str, float]:
+    """Weighted MAP BG/NBD: the likelihood of `fit_bg_nbd` plus `prior` on a and b.
+
+    The prior is added once to the summed log-likelihood, so its weight does not depend on how
+    the customers were collapsed into weighted rows; everything else (time rescaling, per
+    distinct value terms, warm start on a subset) is the MLE's.
+    """
+    scale = 10.0 / max(float(T.max()), 1e-9)
+    T_s, t_x_s = T * scale, t_x * scale
+    (xs, ix), (Ts, iT), (txs, itx) = codes if codes is not None else distinct_codes(x, t_x, T)
+    Ts, txs = Ts * scale, txs * scale
+
+    def objective_on(rows: np.ndarray | None):
+        if rows is None:
+            likelihood = _bg_nbd_objective(x, t_x_s, T_s, weights, ((xs, ix), (Ts, iT), (txs, itx)))
+            return _bg_nbd_map_objective(likelihood, prior, weights.sum())
+        subset_codes = ((xs, ix[rows]), (Ts, iT[rows]), (txs, itx[rows]))
+        likelihood = _bg_nbd_objective(x[rows], t_x_s[rows], T_s[rows], weights[rows], subset_codes)
+        # The subset stands in for all rows: the prior keeps its weight against the full data.
+        return _bg_nbd_map_objective(likelihood, prior, weights.sum() * rows.size / x.size)
+
+    u = _optimum(objective_on, x.size, np.zeros(4), "BG/NBD MAP")
+    r, alpha, a, b = np.exp(prior.to_log_params(u)[0])
+    return {"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}
+
+
 def _gamma_gamma_objective(x: np.ndarray, m: np.ndarray, weights: np.ndarray):
     """Mean negative Gamma-Gamma log-likelihood (up to a constant) and gradient in log(p, q, v)."""
     n = weights.sum()
@@ -383,17 +496,31 @@ def _hessian_from_gradient(objective, log_params: np.ndarray, n: float) -> np.nd
 
 
 def bg_nbd_log_param_hessian(
-    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
+    params: dict[str, float],
+    x: np.ndarray,
+    t_x: np.ndarray,
+    T: np.ndarray,
+    weights: np.ndarray,
+    prior: DropoutPrior | None = None,
 ) -> np.ndarray:
-    """Hessian of the weighted BG/NBD log-likelihood in log(r, alpha, a, b) at `params`.
+    """Hessian of the weighted BG/NBD log-likelihood (or log posterior) in log(r, alpha, a, b).
 
     Time rescaling only shifts log(alpha), so the Hessian in log-parameters is the same in any
-    time unit; the fit's scaled objective is reused.
+    time unit; the fit's scaled objective is reused. With a `prior` (a MAP fit) it is the
+    posterior's Hessian in the MAP coordinates, carried to log-parameters by the Jacobian
+    (J^-T H J^-1): the normal approximation of the posterior around its mode, expressed where
+    the CLV interval draws its parameters.
     """
     scale = 10.0 / max(float(T.max()), 1e-9)
     log_params = np.log([params["r"], params["alpha"] * scale, params["a"], params["b"]])
     objective = _bg_nbd_objective(x, t_x * scale, T * scale, weights)
-    return _hessian_from_gradient(objective, log_params, weights.sum())
+    if prior is None:
+        return _hessian_from_gradient(objective, log_params, weights.sum())
+    u = np.array([log_params[0], log_params[1], *prior.from_params(params["a"], params["b"])])
+    posterior = _bg_nbd_map_objective(objective, prior, weights.sum())
+    hessian_u = _hessian_from_gradient(posterior, u, weights.sum())
+    inverse_jacobian = np.linalg.inv(prior.to_log_params(u)[1])
+    return inverse_jacobian.T @ hessian_u @ inverse_jacobian
 
 
 def gamma_gamma_log_param_hessian(
