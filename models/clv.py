@@ -158,7 +158,11 @@ def bg_nbd_purchases_if_alive(
     z = t / (alpha + T + t)
     c = a + b + x - 1
     hyp = hyp2f1(a + b - 1 - r, a - 1, c, z)
-    bracket = -np.expm1((a - 1) * np.log1p(-z) + np.log(hyp))
+    log_tail = (a - 1) * np.log1p(-z)
+    # hyp2f1 turns negative when c < 0 (x = 0 with a + b < 1, fitted on short histories):
+    # no log then, and 1 - tail * hyp adds two positive terms, so nothing cancels.
+    with np.errstate(invalid="ignore"):
+        bracket = np.where(hyp > 0, -np.expm1(log_tail + np.log(hyp)), 1.0 - np.exp(log_tail) * hyp)
     return c / (a - 1) * bracket
 
 
