@@ -141,6 +141,7 @@ def backtest_clv(
         "holdout_time_units": holdout_days / unit,
         "purchase_model": model.purchase_model_,
         "calibration_parameters": model.purchase_params_,
+        "calibration_prior": model.metrics_["purchase_prior"],
         "n_customers": calibration.height,
         "n_repeat_customers": model.n_repeat_customers_,
         "actual_holdout_purchases": actual_total,
