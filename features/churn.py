@@ -103,7 +103,7 @@ def _bg_nbd_history(
         )
         p_alive = (
             bg_nbd_p_alive(model.purchase_params_, x, t_x, T)
-            if model.purchase_model_ != "nbd"
+            if model.purchase_family_ == "bg_nbd"
             else np.ones_like(x)
         )
         frames.append(

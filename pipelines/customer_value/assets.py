@@ -132,12 +132,14 @@ def clv_scores(
         unit = {"time_unit_days": config.time_unit_days}
         correlation = model.metrics_["frequency_spend_correlation"]
         spend_independent = not abs(correlation) > config.max_frequency_spend_correlation
+        # A MAP fit's parameters mean nothing without the prior they were drawn towards.
+        prior = model.metrics_["purchase_prior"]
         record_model_run(
             con,
             run_id=context.run_id,
             model=model.purchase_model_,
             as_of_date=as_of,
-            parameters={**model.purchase_params_, **unit},
+            parameters={**model.purchase_params_, **unit, **({"prior": prior} if prior else {})},
             metrics={**model.metrics_, **unit, "settings": settings},
             data_fingerprint=data_fingerprint,
         )
@@ -178,6 +180,7 @@ def clv_scores(
             "dagster/row_count": scores.height,
             "purchase_model": model.purchase_model_,
             "purchase_params": dg.MetadataValue.json(model.purchase_params_),
+            "purchase_prior": dg.MetadataValue.json(prior or {}),
             "spend_params": dg.MetadataValue.json(model.spend_params_),
             "metrics": dg.MetadataValue.json(model.metrics_),
             "clv_12m_total": float(scores["clv_12m"].sum()),
@@ -245,9 +248,11 @@ def clv_backtest(
         else:
             by_frequency, tracking = backtest.by_frequency, backtest.tracking
             metrics = {"skipped": False, **backtest.metrics}
+            prior = backtest.metrics["calibration_prior"]
             parameters = {
                 **backtest.model.purchase_params_,
                 "time_unit_days": config.time_unit_days,
+                **({"prior": prior} if prior else {}),
             }
         stamp = [pl.lit(as_of).alias("as_of_date"), pl.lit(cutoff).alias("cutoff_date")]
         by_frequency = by_frequency.with_columns(stamp)
