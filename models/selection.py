@@ -276,6 +276,11 @@ def reliability_table(
     )
 
 
+def empty_reliability() -> pl.DataFrame:
+    """A reliability table with no bins: nothing could be graded."""
+    return reliability_table("", "", np.zeros(0), np.zeros(0)).clear()
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """Every candidate graded on the holdout, per population; the choice made on ``all``."""
@@ -292,11 +297,12 @@ class Evaluation:
 
 def robust_ranking(frame: pl.DataFrame, preference: tuple[str, ...]) -> str:
     """The first of ``preference`` with a known value in ``frame``: what ships when the data
-    cannot judge."""
+    cannot judge. When none has a value (e.g. no payments at all) the first is named, and its
+    scores come out unknown."""
     for column in preference:
         if column in frame.columns and frame[column].null_count() < frame.height:
             return column
-    raise ValueError(f"none of the robust rankings {preference} has a value")
+    return preference[0]
 
 
 def evaluate_candidates(
@@ -359,7 +365,18 @@ def evaluate_candidates(
         robust=robust_ranking(test, robust),
         min_positives=min_positives,
     )
+    pooled = None
+    if choice.too_few_positives:
+        choice, pooled = _choose_on_every_cutoff(history, label, rankings, choice, min_positives)
     summaries, reliability = [choice.summary.with_columns(population=pl.lit("all"))], []
+    if pooled is not None:
+        summaries.append(
+            pooled.summary.with_columns(
+                population=pl.lit("all_labelled_cutoffs"),
+                chosen=pl.col("scorer") == choice.chosen,
+                choice_reason=pl.lit(None, dtype=pl.String),
+            )
+        )
     masks = {"all": np.ones(test.height, dtype=bool)} | {
         name: test.select(condition.fill_null(False)).to_series().to_numpy()
         for name, condition in (populations or {}).items()
@@ -393,10 +410,49 @@ def evaluate_candidates(
     )
     return Evaluation(
         summary=summary,
-        reliability=pl.concat(reliability) if reliability else pl.DataFrame(),
+        reliability=pl.concat(reliability) if reliability else empty_reliability(),
         choice=choice,
         notes=notes,
     )
+
+
+def _choose_on_every_cutoff(
+    history: pl.DataFrame,
+    label: str,
+    rankings: tuple[Ranking, ...],
+    holdout_choice: Choice,
+    min_positives: int,
+) -> tuple[Choice, Choice]:
+    """With too few events in the holdout, rankings (which need no training) are graded on
+    every labelled cutoff pooled; the best ships when the pool has enough events, else the
+    robust ranking stays. The supervised model cannot be judged either way: it is left out.
+
+    The pool repeats customers across cutoffs, so its intervals are narrower than independent
+    customers would give; it decides between untrained rankings only.
+    """
+    observed = history[label].cast(pl.Int8).to_numpy()
+    candidates = [
+        Candidate(r.column, r.kind, scores, is_probability=r.is_probability)
+        for r in rankings
+        if (scores := ranking_scores(history, r)) is not None
+    ]
+    pooled = choose_scorer(
+        observed, candidates, robust=holdout_choice.chosen, min_positives=min_positives
+    )
+    if pooled.too_few_positives:
+        return holdout_choice, pooled
+    cutoffs = history["cutoff_date"].n_unique()
+    best = pooled.summary.filter(pl.col("chosen")).row(0, named=True)
+    reason = (
+        f"too few to judge on the holdout ({holdout_choice.summary['positives'][0]} positives); "
+        f"among the plain rankings {best['scorer']} ranked best over all {cutoffs} labelled "
+        f"cutoffs (ROC AUC {best['roc_auc']:.3f}, {best['positives']} positives)"
+    )
+    summary = holdout_choice.summary.with_columns(
+        chosen=pl.col("scorer") == best["scorer"],
+        choice_reason=pl.when(pl.col("scorer") == best["scorer"]).then(pl.lit(reason)),
+    )
+    return Choice(summary, best["scorer"], reason, too_few_positives=True), pooled
 
 
 def fit_shipped(

@@ -19,6 +19,7 @@ from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapsho
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
+from tests.conftest import run_cli
 from tests.test_clv_pipeline import cdnow_transactions, write_invoices
 
 # --- the rule ------------------------------------------------------------------------------------
@@ -225,3 +226,77 @@ def test_on_real_purchases_the_shipped_churn_scorer_ranks_with_the_best_single_c
     assert churned.sum() > 500 and shipped >= best_low, (shipped, best, best_auc, best_low)
     # P(alive)-based levels fall with recency: not one probability for everyone
     assert scored["churn_probability"].n_unique() > 100
+
+
+# --- the generator's regimes that break naive models ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regime_inboxes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from synthetic import generate_demo_data
+
+    inboxes = {}
+    for regime in ("few_delinquent", "short_history"):
+        inboxes[regime] = tmp_path_factory.mktemp(regime)
+        generate_demo_data(inboxes[regime], customers=1500, seed=7, regime=regime)
+    return inboxes
+
+
+def test_few_delinquent_customers_ship_a_ranking_that_holds_up_after_the_as_of_date(
+    regime_inboxes: dict[str, Path], tmp_path: Path
+) -> None:
+    from bench.scoring import delinquency_outcomes, load_ledger
+
+    inbox, as_of = regime_inboxes["few_delinquent"], date(2025, 9, 30)
+    warehouse = tmp_path / "warehouse.duckdb"
+    output = run_cli(inbox, warehouse, "--as-of", as_of.isoformat())
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        evaluation = con.sql(
+            "select * from models.delinquency_evaluation where population = 'all'"
+        ).pl()
+        scored = con.sql(
+            "select customer_id, delinquency_probability, share_paid_late, avg_days_late, "
+            "worst_days_past_due_12m, current_days_past_due from models.delinquency_scores "
+            "join features.payment_behaviour using (customer_id)"
+        ).pl()
+    chosen = evaluation.filter(pl.col("chosen")).row(0, named=True)
+    # a handful of delinquent customers in the holdout: said, and no fitted model is trusted
+    assert chosen["positives"] < 20 and chosen["too_few_positives"]
+    assert chosen["kind"] != "supervised" and "too few" in output
+    assert scored["delinquency_probability"].null_count() == 0
+    # graded on what happened in the 90 days after the as-of date
+    with duckdb.connect() as con:
+        load_ledger(con, inbox)
+        outcome = delinquency_outcomes(con, as_of)
+    graded = scored.join(outcome, on="customer_id")
+    late = graded["delinquent"].to_numpy()
+    shipped, _, shipped_high = bootstrap_auc(late, graded["delinquency_probability"].to_numpy())
+    best = max(
+        roc_auc_score(late, graded[column].fill_null(graded[column].median()))
+        for column in ("share_paid_late", "avg_days_late", "worst_days_past_due_12m")
+    )
+    # a handful of late payers: the best single column lies within the shipped scorer's interval
+    assert late.sum() >= 3 and best <= shipped_high, (shipped, shipped_high, best)
+
+
+def test_a_short_history_says_what_it_could_validate_and_guesses_nothing(
+    regime_inboxes: dict[str, Path], tmp_path: Path
+) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    output = run_cli(regime_inboxes["short_history"], warehouse)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        churn = con.sql(
+            "select horizon_days, choice_reason from models.churn_evaluation where chosen"
+        ).fetchall()
+        delinquency = con.sql(
+            "select count(delinquency_probability), count(delinquency_class), "
+            "min(delinquency_unknown_reason) from models.delinquency_scores"
+        ).fetchall()[0]
+        p_alive = con.sql("select count(distinct p_alive) from marts.customer_360").fetchall()
+    ((horizon, reason),) = churn
+    assert horizon < 180 and f"validated on {horizon}-day labels, not 180" in reason
+    assert "churn labels over" in output
+    # no 90-day labels yet: no delinquency probability or class, and the reason is there
+    assert delinquency[:2] == (0, 0) and "no labels at the 90-day horizon" in delinquency[2]
+    # five months of purchases still leave dropout in the CLV model: P(alive) is not 1 for all
+    assert p_alive[0][0] > 100

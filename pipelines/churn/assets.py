@@ -21,6 +21,7 @@ from models.selection import (
     EVALUATION_SCHEMA,
     candidate_metrics,
     conform,
+    empty_reliability,
     fit_shipped,
     robust_ranking,
 )
@@ -169,7 +170,7 @@ def churn_evaluation(
             summary = pl.DataFrame(
                 {"scorer": [chosen], "kind": [ranking(chosen).kind], "population": ["all"]}
             ).with_columns(chosen=pl.lit(True), choice_reason=pl.lit(reason))
-            reliability = pl.DataFrame()
+            reliability = empty_reliability()
         if label_horizon != config.horizon_days:
             reason += f"; validated on {label_horizon}-day labels, not {config.horizon_days}"
             summary = summary.with_columns(
@@ -179,12 +180,12 @@ def churn_evaluation(
             pl.lit(as_of).alias("as_of_date")
         )
         write_frame(con, "models.churn_evaluation", summary)
-        if reliability.height:
-            write_frame(
-                con,
-                "models.churn_reliability",
-                reliability.with_columns(pl.lit(as_of).alias("as_of_date")),
-            )
+        # written also when empty (nothing graded), so no bins of an earlier run linger
+        write_frame(
+            con,
+            "models.churn_reliability",
+            reliability.with_columns(pl.lit(as_of).alias("as_of_date")),
+        )
         data = fingerprint(con, LABELS_QUERY)
         metrics = candidate_metrics(summary)
         record_model_run(
