@@ -1,12 +1,16 @@
 """Receivables and payment behaviour as of a date (SQL in ``features/sql``), for finance and the
 delinquency model.
 
-Two views of the same ledger, each with its documented credit-note rule:
+One definition of what is open: ``feat_receivable_items.sql`` (exact open amounts to the cent; a
+customer's credit, credit notes and overpayments, clears their oldest open invoices first). The
+aging, exposure, DSO, alerts and the payment-behaviour features (open and overdue amounts, open
+invoices, days past due) all read its items, built as of the as-of date or of each training
+cutoff. ``features.invoice_settlement`` says when each invoice was settled, for how fast a
+customer pays and the delinquency label (a credit note corrects the customer's latest invoice
+issued before it); its paid totals are the items' residuals.
 
-- ``features.receivable_items`` / ``marts.receivables_aging``: exact open amounts to the cent;
-  a customer's credit (credit notes, overpayments) clears their oldest open invoices first.
-- ``features.invoice_settlement``: when each invoice was settled, for payment behaviour and the
-  delinquency label; a credit note corrects the customer's latest invoice issued before it.
+Without any payment known on a date nothing tells a paid invoice from an unpaid one: the finance
+figures are then unknown (NULL, with ``missing_payments_reason``), not "everything owed".
 """
 
 from __future__ import annotations
@@ -24,43 +28,123 @@ from features.warehouse import materialize_sql, row_count, sql_text, table_exist
 SETTLEMENT = "features.invoice_settlement"
 # What the last build of SETTLEMENT saw, so the next run can re-settle only what changed.
 SETTLEMENT_STATE = "features.invoice_settlement_state"
+# One row per build of the aging: its as-of date and, when the finance figures are unknown, why.
+FINANCE_STATUS = "marts.finance_status"
+LEDGER = ("staging.invoices", "staging.payments")
+
+
+def missing_payments_reason(con: duckdb.DuckDBPyConnection, as_of: date) -> str | None:
+    """Why open receivables cannot be known on ``as_of`` (no payment known by then), or None.
+
+    A ledger without payments makes every invoice look unpaid: exposure, arrears and expected
+    loss are then unknown, not "everything owed". The churn stage's detector decides
+    (``features.churn.missing_feature_groups``), so both stages call the source missing on the
+    same evidence and in the same words.
+    """
+    # features.churn imports this module: imported where it is used
+    from features.churn import SOURCE_WORDS, SOURCES, missing_feature_groups
+
+    if all(table_exists(con, table) for table in SOURCES.values()):
+        missing = missing_feature_groups(con, as_of)
+    else:
+        # a warehouse that staged the ledger alone (no ingest stage) has no table for the other
+        # sources, which the detector asks about too: only its payments question is asked
+        known = con.execute(
+            f"select count(*) from {SOURCES['payments']} where payment_date <= $as_of",
+            {"as_of": as_of},
+        ).fetchall()[0][0]
+        missing = {} if known else {"payments": SOURCE_WORDS["payments"]}
+    if "payments" not in missing:
+        return None
+    return f"{missing['payments']} known on {as_of}: paid and unpaid invoices cannot be told apart"
 
 
 @dataclass(frozen=True)
 class ReceivablesSummary:
-    """Totals of one aging build, for metadata and reconciliation."""
+    """Totals of one aging build, for metadata and reconciliation (None: unknown, see reason)."""
 
     customers: int
     open_items: int
-    total_open: float
-    unapplied_credit: float
+    total_open: float | None
+    unapplied_credit: float | None
     unmatched_payments: int
+    finance_unknown_reason: str | None
+
+
+def _build_open_items(
+    con: duckdb.DuckDBPyConnection,
+    as_of: date,
+    default_payment_terms_days: int,
+    *,
+    tables: tuple[str, str, str],
+    ledger: tuple[str, str] = LEDGER,
+    payments_known: bool,
+    temporary: bool = False,
+) -> int:
+    """Write the credit notes' refunds and the open items as of ``as_of`` into ``tables`` (the
+    settlement read, refunds and items written), from ``ledger`` (invoices, payments): the one
+    definition of open, for the aging and for payment behaviour at any cutoff."""
+    settlement, refunds, items = tables
+    invoices_table, payments_table = ledger
+    materialize_sql(
+        con,
+        refunds,
+        "feat_credit_note_refunds",
+        temporary=temporary,
+        as_of=as_of,
+        invoices_table=invoices_table,
+        payments_table=payments_table,
+    )
+    return materialize_sql(
+        con,
+        items,
+        "feat_receivable_items",
+        temporary=temporary,
+        as_of=as_of,
+        default_payment_terms_days=default_payment_terms_days,
+        settlement_table=settlement,
+        refunds_table=refunds,
+        invoices_table=invoices_table,
+        payments_known=payments_known,
+    )
 
 
 def build_receivables(
     con: duckdb.DuckDBPyConnection, as_of: date, default_payment_terms_days: int
 ) -> ReceivablesSummary:
     """Write ``features.receivable_items`` and ``marts.receivables_aging`` as of ``as_of``, and
-    ``features.credit_note_refunds``, which they and the alerts read.
+    ``features.credit_note_refunds`` and ``marts.finance_status``, which the marts and alerts read.
 
     Reads ``features.invoice_settlement``, which must be built as of the same ``as_of`` (the
     invoice_settlement asset upstream does): its payment totals are the invoices' residuals.
+    With no payment known by ``as_of`` no item is written and the aging's amounts are NULL, with
+    the reason in ``marts.finance_status`` and the aging's ``finance_unknown_reason``.
     """
-    materialize_sql(con, "features.credit_note_refunds", "feat_credit_note_refunds", as_of=as_of)
-    items = materialize_sql(
+    reason = missing_payments_reason(con, as_of)
+    con.execute(
+        f"create or replace table {FINANCE_STATUS} as "
+        "select $as_of::date as as_of_date, $reason::varchar as finance_unknown_reason",
+        {"as_of": as_of, "reason": reason},
+    )
+    items = _build_open_items(
         con,
-        "features.receivable_items",
-        "feat_receivable_items",
-        as_of=as_of,
-        default_payment_terms_days=default_payment_terms_days,
+        as_of,
+        default_payment_terms_days,
+        tables=(SETTLEMENT, "features.credit_note_refunds", "features.receivable_items"),
+        payments_known=reason is None,
     )
     customers = materialize_sql(
-        con, "marts.receivables_aging", "mart_receivables_aging", as_of=as_of
+        con,
+        "marts.receivables_aging",
+        "mart_receivables_aging",
+        as_of=as_of,
+        finance_unknown_reason=reason,
     )
     total_open, unapplied = con.sql(
-        "select coalesce(sum(total_open), 0)::double, coalesce(sum(unapplied_credit), 0)::double "
-        "from marts.receivables_aging"
+        "select sum(total_open)::double, sum(unapplied_credit)::double from marts.receivables_aging"
     ).fetchall()[0]
+    if reason is None:  # nothing open is a known 0
+        total_open, unapplied = total_open or 0.0, unapplied or 0.0
     # Payments that reference no known document cannot reduce anyone's balance: say how many.
     # Known = counted by the settlement (invoices) or by the credit notes' refunds; counting them
     # this way spares an anti-join of every payment with every document.
@@ -70,7 +154,7 @@ def build_receivables(
         "- (select coalesce(sum(refunds), 0) from features.credit_note_refunds)",
         {"as_of": as_of},
     ).fetchall()[0][0]
-    return ReceivablesSummary(customers, items, total_open, unapplied, int(unmatched))
+    return ReceivablesSummary(customers, items, total_open, unapplied, int(unmatched), reason)
 
 
 def build_risk_alerts(
@@ -400,9 +484,12 @@ def _write_state(con: duckdb.DuckDBPyConnection, values: tuple, refresh: Settlem
     )
 
 
-# Settlement as of one cutoff, private to the connection (a temp table), so two stages building
-# payment behaviour at the same time in one warehouse never read each other's.
+# Settlement, refunds and open items as of one cutoff, private to the connection (temp tables),
+# so two stages building payment behaviour at the same time in one warehouse never read each
+# other's.
 SETTLEMENT_AT_CUTOFF = "invoice_settlement_at_cutoff"
+REFUNDS_AT_CUTOFF = "credit_note_refunds_at_cutoff"
+ITEMS_AT_CUTOFF = "receivable_items_at_cutoff"
 # The sampled customers' ledger, private to the connection too, built once for all cutoffs.
 LEDGER_SAMPLE = ("ledger_sample_invoices", "ledger_sample_payments")
 
@@ -418,15 +505,20 @@ def build_payment_behaviour(
     sample_fraction: float = 1.0,
     whole_ledger_at: date | None = None,
     settlement_table: str | None = None,
+    items_table: str | None = None,
 ) -> int:
     """Write payment-behaviour features per customer and cutoff into ``table``, each cutoff's
     from the ledger as it was known on that cutoff (the only point-in-time way to build them).
 
-    Invoice settlement is rebuilt as of every cutoff: settlement as of a later date would let a
-    payment or credit note dated after the cutoff change what the cutoff sees (how much was
-    paid, in how many instalments, against what credited amount). ``settlement_table`` reuses a
-    settlement already built as of the single cutoff given (the run's own
-    ``features.invoice_settlement`` for the as-of snapshot) instead of building it again.
+    Invoice settlement and the open items (``feat_receivable_items.sql``, the aging's own
+    definition) are rebuilt as of every cutoff: as of a later date a payment or credit note
+    dated after the cutoff would change what the cutoff sees (how much was paid, in how many
+    instalments, what was open). ``settlement_table`` reuses a settlement already built as of
+    the single cutoff given (the run's own ``features.invoice_settlement`` for the as-of
+    snapshot) instead of building it again; ``items_table`` the open items built from it (the
+    run's ``features.receivable_items``, which the aging reads), so both show the same figures.
+    A cutoff with no payment known by then (``missing_payments_reason``) gets NULL for every
+    feature that needs payments.
 
     ``whole_ledger`` scores every invoiced customer (the as-of snapshot); otherwise only
     customers active in the year before each cutoff (training snapshots). ``sample_fraction``
@@ -437,6 +529,8 @@ def build_payment_behaviour(
     """
     if settlement_table is not None and len(cutoffs) != 1:
         raise ValueError("a prebuilt settlement_table is as of one date: give exactly one cutoff")
+    if items_table is not None and settlement_table is None:
+        raise ValueError("prebuilt items_table needs the settlement_table they were built from")
     con.execute(f"drop table if exists {table}")
     sampled = settlement_table is None and sample_fraction < 1
     if sampled:  # scan the whole ledger for the sample once, not once per cutoff
@@ -449,6 +543,8 @@ def build_payment_behaviour(
                 sample_fraction=sample_fraction,
             )
     for cutoff in sorted(cutoffs):  # a handful of cutoffs
+        ledger = LEDGER_SAMPLE if sampled and cutoff != whole_ledger_at else LEDGER
+        payments_known = missing_payments_reason(con, cutoff) is None
         settlement = settlement_table
         if settlement is None:
             settlement = SETTLEMENT_AT_CUTOFF
@@ -459,23 +555,39 @@ def build_payment_behaviour(
                 settlement_tolerance,
                 table=settlement,
                 temporary=True,
-                ledger=(
-                    LEDGER_SAMPLE
-                    if sampled and cutoff != whole_ledger_at
-                    else ("staging.invoices", "staging.payments")
-                ),
+                ledger=ledger,
+            )
+        items = items_table
+        if items is not None:
+            stale = con.execute(
+                f"select count(*) from {items} where as_of_date <> $cutoff", {"cutoff": cutoff}
+            ).fetchall()[0][0]
+            if stale:
+                raise ValueError(f"{items} is not as of {cutoff}: build the aging as of it first")
+        else:
+            items = ITEMS_AT_CUTOFF
+            _build_open_items(
+                con,
+                cutoff,
+                default_payment_terms_days,
+                tables=(settlement, REFUNDS_AT_CUTOFF, items),
+                ledger=ledger,
+                payments_known=payments_known,
+                temporary=True,
             )
         params = {
             "cutoff_date": cutoff,
             "settlement_table": settlement,
+            "items_table": items,
             "whole_ledger": whole_ledger,
+            "payments_known": payments_known,
         }
         behaviour = sql_text("feat_payment_behaviour")
         if table_exists(con, table):
             con.execute(f"insert into {table} {behaviour}", params).fetchall()
         else:
             con.execute(f"create table {table} as {behaviour}", params).fetchall()
-    for private in (SETTLEMENT_AT_CUTOFF, *LEDGER_SAMPLE):
+    for private in (SETTLEMENT_AT_CUTOFF, REFUNDS_AT_CUTOFF, ITEMS_AT_CUTOFF, *LEDGER_SAMPLE):
         con.execute(f"drop table if exists {private}")
     return row_count(con, table)
 

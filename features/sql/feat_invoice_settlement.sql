@@ -221,7 +221,10 @@ final as (
                 end
             )
         end as settled_date,
-        payments_to_settle
+        payments_to_settle,
+        -- what "settled" forgave, so the open items read from this table (feat_receivable_items)
+        -- count an invoice as open by the same rule
+        $settlement_tolerance::decimal(18, 2) as settlement_tolerance
     from settlement
 )
 

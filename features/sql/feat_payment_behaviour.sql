@@ -1,8 +1,14 @@
 -- Payment behaviour per customer at $cutoff_date, from $settlement_table (invoice settlement
--- built as of that same date: features/receivables.py build_payment_behaviour guarantees it) and
--- the bureau's latest report on or before the cutoff. Only facts dated on or before the cutoff
--- are used: an invoice counts as settled when its settled_date is on or before it, otherwise it
--- is open then.
+-- built as of that same date: features/receivables.py build_payment_behaviour guarantees it),
+-- $items_table (the open receivable items built from that settlement as of that date,
+-- feat_receivable_items.sql: at the as-of date the aging's own features.receivable_items) and the
+-- bureau's latest report on or before the cutoff. Only facts dated on or before the cutoff are
+-- used. How fast invoices were paid comes from their settled_date; what is open, overdue and how
+-- many days past due comes from the open items alone, so open_amount, overdue_amount,
+-- open_invoices and current_days_past_due are the aging's (open_amount = total_open floored at 0,
+-- as open_exposure), with the same credit notes, unapplied credit, tolerance and payments.
+-- Without a payment known by the cutoff ($payments_known false) every feature that needs
+-- payments is NULL: unknown, not unpaid.
 -- Population: every invoiced customer when $whole_ledger (scoring), else customers invoiced in
 -- the 365 days before the cutoff or with an open invoice (training).
 with cutoffs as (
@@ -13,13 +19,20 @@ invoices as (
     select * from query_table($settlement_table::varchar)
 ),
 
+items as (
+    select * from query_table($items_table::varchar)
+),
+
+open_invoice_ids as (
+    select invoice_id from items where open_invoice
+),
+
 at_cutoff as (
     select
         c.cutoff_date,
         i.*,
         i.settled_date is not null and i.settled_date <= c.cutoff_date as settled,
-        -- the settlement is as of the cutoff: every credit note it matched is known by then
-        coalesce(i.credited, 0) as credited_by_cutoff,
+        o.invoice_id is not null as open_now,
         date_diff('day', i.due_date, i.settled_date) as days_late,
         date_diff('day', i.due_date, c.cutoff_date) as days_past_due_now,
         i.issue_date > c.cutoff_date - 365 as issued_12m,
@@ -27,6 +40,21 @@ at_cutoff as (
         i.settled_date > c.cutoff_date - 90 and i.settled_date <= c.cutoff_date as settled_90d
     from cutoffs as c
     join invoices as i on i.issue_date <= c.cutoff_date
+    left join open_invoice_ids as o on o.invoice_id = i.invoice_id
+),
+
+-- what is open per customer: the aging's figures, from the same items
+open_totals as (
+    select
+        customer_id,
+        greatest(sum(open_amount), 0)::double as open_amount,
+        coalesce(
+            sum(open_amount) filter (where item_type = 'invoice' and days_past_due > 0), 0
+        )::double as overdue_amount,
+        count(*) filter (where open_invoice) as open_invoices,
+        max(days_past_due) filter (where open_invoice) as current_days_past_due
+    from items
+    group by customer_id
 ),
 
 per_customer as (
@@ -45,30 +73,35 @@ per_customer as (
         avg((days_late > 30)::int) filter (where settled_12m) as share_paid_over_30_late,
         avg(days_late) filter (where settled_90d)
             - avg(days_late) filter (where settled_12m and not settled_90d) as days_late_trend,
-        max(case when settled then days_late else days_past_due_now end) filter (
-            where due_date <= cutoff_date and (not settled or settled_12m)
+        -- an invoice open now counts its days past due now, one settled its days late; one
+        -- cleared by credit applied to it (no settled_date) has no days to count
+        max(case when open_now then days_past_due_now when settled then days_late end) filter (
+            where due_date <= cutoff_date and (open_now or settled_12m)
         ) as worst_days_past_due_12m,
-        max(case when settled then days_late else days_past_due_now end) filter (
+        max(case when open_now then days_past_due_now when settled then days_late end) filter (
             where due_date <= cutoff_date
         ) as worst_days_past_due_ever,
         avg((
             (settled and payments_to_settle > 1)
-            or (not settled and coalesce(first_payment_date <= cutoff_date, false))
-        )::int) filter (where issued_12m) as share_partial_payments,
-        count(*) filter (where not settled) as open_invoices,
-        coalesce(sum(amount - credited_by_cutoff) filter (where not settled), 0)::double
-            as open_amount,
-        coalesce(
-            sum(amount - credited_by_cutoff) filter (where not settled and days_past_due_now > 0),
-            0
-        )::double as overdue_amount,
-        coalesce(max(days_past_due_now) filter (where not settled), 0) as current_days_past_due
+            or (open_now and coalesce(first_payment_date <= cutoff_date, false))
+        )::int) filter (where issued_12m) as share_partial_payments
     from at_cutoff
     group by customer_id, cutoff_date
 ),
 
+with_open as (
+    select
+        p.*,
+        coalesce(o.open_invoices, 0) as open_invoices,
+        coalesce(o.open_amount, 0) as open_amount,
+        coalesce(o.overdue_amount, 0) as overdue_amount,
+        coalesce(o.current_days_past_due, 0) as current_days_past_due
+    from per_customer as p
+    left join open_totals as o using (customer_id)
+),
+
 population as (
-    select * from per_customer
+    select * from with_open
     where $whole_ledger::boolean or invoices_12m > 0 or open_invoices > 0
 ),
 
@@ -127,19 +160,25 @@ final as (
         date_diff('day', p.last_invoice_date, p.cutoff_date) as days_since_last_invoice,
         p.invoices_12m,
         p.invoiced_12m,
-        p.settled_invoices_12m,
-        p.avg_days_late,
-        p.weighted_days_late,
-        p.share_paid_late,
-        p.share_paid_over_30_late,
-        p.days_late_trend,
-        greatest(p.worst_days_past_due_12m, 0) as worst_days_past_due_12m,
-        coalesce(p.worst_days_past_due_ever > 30, false) as ever_30_days_late,
-        p.share_partial_payments,
-        p.open_invoices,
-        p.open_amount,
-        p.overdue_amount,
-        greatest(p.current_days_past_due, 0) as current_days_past_due,
+        case when $payments_known::boolean then p.settled_invoices_12m end
+            as settled_invoices_12m,
+        case when $payments_known::boolean then p.avg_days_late end as avg_days_late,
+        case when $payments_known::boolean then p.weighted_days_late end as weighted_days_late,
+        case when $payments_known::boolean then p.share_paid_late end as share_paid_late,
+        case when $payments_known::boolean then p.share_paid_over_30_late end
+            as share_paid_over_30_late,
+        case when $payments_known::boolean then p.days_late_trend end as days_late_trend,
+        case when $payments_known::boolean then greatest(p.worst_days_past_due_12m, 0) end
+            as worst_days_past_due_12m,
+        case when $payments_known::boolean then coalesce(p.worst_days_past_due_ever > 30, false)
+        end as ever_30_days_late,
+        case when $payments_known::boolean then p.share_partial_payments end
+            as share_partial_payments,
+        case when $payments_known::boolean then p.open_invoices end as open_invoices,
+        case when $payments_known::boolean then p.open_amount end as open_amount,
+        case when $payments_known::boolean then p.overdue_amount end as overdue_amount,
+        case when $payments_known::boolean then greatest(p.current_days_past_due, 0) end
+            as current_days_past_due,
         p.report_date as bureau_report_date,
         p.rating_class as bureau_rating_class,
         p.failure_score::double as bureau_failure_score,
@@ -147,7 +186,8 @@ final as (
         p.credit_limit::double as credit_limit,
         (p.failure_score - p.failure_score_3m_ago)::double as bureau_failure_score_change_3m,
         p.legal_events_12m::double as bureau_legal_events_12m,
-        p.open_amount / nullif(p.credit_limit, 0)::double as credit_limit_utilisation
+        case when $payments_known::boolean then p.open_amount / nullif(p.credit_limit, 0)::double
+        end as credit_limit_utilisation
     from with_bureau as p
 )
 

@@ -7,7 +7,8 @@
 -- that many months of sales give DSO = the days of those months).
 -- Amounts stay DECIMAL until the fraction, so receivables absorbed exactly by a month's sales
 -- leave exactly 0 for the next month (in floating point a 1e-12 remainder would count a whole
--- empty month).
+-- empty month). With no payment known by $as_of there is no item, so no DSO (NULL downstream,
+-- with the reason in marts.finance_status), not a DSO of everything invoiced.
 with receivables as (
     select
         customer_id,

@@ -12,7 +12,8 @@
 -- today's - documents issued in the window + payments that count today but did not then (dated
 -- in the window, or dated earlier against a document issued in the window). Both joins have a
 -- window-sized side, where a second aging would join every payment to every document.
--- Reads features.invoice_settlement and features.credit_note_refunds as of $as_of too.
+-- Reads features.invoice_settlement and features.credit_note_refunds as of $as_of too. With
+-- no payment known (marts.finance_status) there is no receivable item: no arrears or limit alert.
 with accounts as (
     select customer_id, tax_id from staging.accounts
 ),
@@ -116,7 +117,8 @@ overdue_alerts as (
         'invoice ' || invoice_id || ' passed 60 days past due on ' || (due_date + 61)::varchar
             || ', ' || open_amount::varchar || ' open' as change
     from features.receivable_items
-    where item_type = 'invoice'
+    -- an open invoice, as the aging counts it (a remainder within the tolerance is settled)
+    where open_invoice
         and due_date + 61 >= $as_of::date - $lookback_days::integer
         and due_date + 61 <= $as_of::date
 ),

@@ -14,6 +14,7 @@ from features.receivables import (
     build_receivables,
     build_risk_alerts,
     bureau_reports_available,
+    missing_payments_reason,
     refresh_invoice_settlement,
     training_snapshots,
 )
@@ -75,6 +76,10 @@ def receivables_aging(
             f"{summary.unmatched_payments} payment(s) reference no invoice known on {as_of}: "
             "they reduce no balance"
         )
+    if summary.finance_unknown_reason:
+        context.log.warning(
+            f"receivables unknown, not published as numbers: {summary.finance_unknown_reason}"
+        )
     return dg.MaterializeResult(
         metadata={
             **metadata,
@@ -82,6 +87,7 @@ def receivables_aging(
             "total_open": summary.total_open,
             "unapplied_credit": summary.unapplied_credit,
             "unmatched_payments": summary.unmatched_payments,
+            "finance_unknown_reason": summary.finance_unknown_reason or "",
             "largest_balances": preview(aging),
         }
     )
@@ -139,17 +145,14 @@ def invoice_settlement(
         "refresh_reason": refresh.reason,
         "customers_resettled": refresh.customers_resettled,
     }
-    if payments == 0:
-        context.log.warning(
-            "no payments in staging: every invoice looks unpaid, so payment behaviour and the "
-            "delinquency model carry no signal"
-        )
+    # no payment known: the aging and everything read from it say so (missing_payments_reason)
     return dg.MaterializeResult(metadata={**metadata, "payments": payments})
 
 
 @dg.asset(
     key=["features", "payment_behaviour"],
-    deps=[invoice_settlement, ACCOUNTS, CREDIT_REPORTS],
+    # open amounts, open invoices and days past due are the aging's own receivable items
+    deps=[invoice_settlement, receivables_aging, ACCOUNTS, CREDIT_REPORTS],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -168,15 +171,21 @@ def payment_behaviour(
             default_payment_terms_days=config.default_payment_terms_days,
             settlement_tolerance=config.settlement_tolerance,
             whole_ledger=True,
-            # invoice_settlement (upstream) is built as of this same as-of date
+            # invoice_settlement and receivables_aging (upstream) are as of this same date
             settlement_table="features.invoice_settlement",
+            items_table="features.receivable_items",
         )
         bureau = bureau_reports_available(con, as_of)
+        unknown = missing_payments_reason(con, as_of)
         metadata = table_metadata(con, "features.payment_behaviour", as_of_date=str(as_of))
     if not bureau:
         context.log.warning(f"bureau features {NO_BUREAU}")
     return dg.MaterializeResult(
-        metadata={**metadata, "bureau_features": "present" if bureau else NO_BUREAU}
+        metadata={
+            **metadata,
+            "bureau_features": "present" if bureau else NO_BUREAU,
+            "payment_features": f"unknown (NULL): {unknown}" if unknown else "present",
+        }
     )
 
 
