@@ -160,9 +160,9 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
         ).fetchall()
         quarantined = con.sql("select count(*) from quarantine.rejected_rows").fetchall()[0][0]
         # Commercial value and credit risk side by side: the view no single tool gives.
-        equity_gross, equity_net, exposure, expected_loss = con.sql(
+        equity_gross, equity_net, exposure, expected_loss, finance_unknown = con.sql(
             "select customer_equity_gross, customer_equity_net, open_exposure, "
-            "expected_loss_on_receivables from marts.customer_equity"
+            "expected_loss_on_receivables, finance_unknown_reason from marts.customer_equity"
         ).fetchall()[0]
         over_90 = con.sql(
             "select coalesce(sum(dpd_91_180 + dpd_over_180), 0) from marts.receivables_aging"
@@ -182,14 +182,21 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
         typer.echo(
             f"{name:<22}{count:>10,}{contactable:>13,}{revenue or 0:>16,.2f}{clv or 0:>16,.2f}"
         )
-    typer.echo(
-        f"customer equity (sum of CLV 12m): {equity_gross or 0:,.2f} gross, "
-        f"{equity_net or 0:,.2f} net of expected credit loss"
-    )
-    typer.echo(
-        f"open receivables: {exposure or 0:,.2f} ({over_90:,.2f} more than 90 days past due), "
-        f"expected loss {expected_loss or 0:,.2f}"
-    )
+    if finance_unknown:  # no payment known: a number here would be "everything unpaid"
+        typer.echo(f"customer equity (sum of CLV 12m): {equity_gross or 0:,.2f} gross")
+        typer.echo(
+            f"open receivables, expected loss, DSO and net equity: unknown, not published "
+            f"({finance_unknown}; see marts.finance_status)"
+        )
+    else:
+        typer.echo(
+            f"customer equity (sum of CLV 12m): {equity_gross or 0:,.2f} gross, "
+            f"{equity_net or 0:,.2f} net of expected credit loss"
+        )
+        typer.echo(
+            f"open receivables: {exposure or 0:,.2f} ({over_90:,.2f} more than 90 days past "
+            f"due), expected loss {expected_loss or 0:,.2f}"
+        )
     if churn_bands:
         typer.echo(
             "churn risk: "

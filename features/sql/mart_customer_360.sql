@@ -64,8 +64,11 @@ final as (
         clv.clv_12m_low,
         clv.clv_12m_high,
         clv.next_order_date,
-        coalesce(credit_risk.open_exposure, 0) as open_exposure,
-        coalesce(credit_risk.max_days_past_due, 0) as max_days_past_due,
+        -- no credit-risk row: never invoiced, nothing owed; a NULL there is unknown and stays so
+        case when credit_risk.customer_id is null then 0 else credit_risk.open_exposure end
+            as open_exposure,
+        case when credit_risk.customer_id is null then 0 else credit_risk.max_days_past_due end
+            as max_days_past_due,
         credit_risk.dso_days,
         credit_risk.credit_limit,
         credit_risk.delinquency_probability,
@@ -74,6 +77,7 @@ final as (
         credit_risk.delinquency_reasons,
         credit_risk.expected_loss,
         credit_risk.risk_adjusted_clv,
+        credit_risk.finance_unknown_reason,
         churn.churn_probability,
         churn.churn_risk_band,
         churn.churn_reasons,

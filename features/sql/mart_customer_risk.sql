@@ -9,8 +9,15 @@
 --                       + dso_days / 365 x clv_12m); the second term is the share of next
 --                       year's CLV revenue that will be outstanding on average. dso_days falls
 --                       back to the portfolio DSO for a customer with nothing open today.
+--   finance_unknown_reason  why exposure, arrears, DSO, expected loss and risk-adjusted CLV are
+--                       NULL (marts.finance_status: no payment known by $as_of, so nothing
+--                       tells a paid invoice from an unpaid one); NULL when they are known.
 with aging as (
     select * from marts.receivables_aging
+),
+
+status as (
+    select finance_unknown_reason from marts.finance_status
 ),
 
 scores as (
@@ -41,16 +48,26 @@ customers as (
     select customer_id from aging
 ),
 
+-- a customer with no aging row has nothing open (a known 0), unless nothing is known
 joined as (
     select
         c.customer_id,
-        coalesce(a.total_open, 0)::decimal(18, 2) as total_open,
-        greatest(coalesce(a.total_open, 0), 0)::decimal(18, 2) as open_exposure,
-        coalesce(a.dpd_1_30 + a.dpd_31_60 + a.dpd_61_90 + a.dpd_91_180 + a.dpd_over_180, 0)
-            ::decimal(18, 2) as overdue,
-        coalesce(a.dpd_61_90 + a.dpd_91_180 + a.dpd_over_180, 0)::decimal(18, 2)
-            as overdue_over_60,
-        coalesce(a.max_days_past_due, 0) as max_days_past_due,
+        st.finance_unknown_reason,
+        case when st.finance_unknown_reason is null then
+            coalesce(a.total_open, 0)::decimal(18, 2)
+        end as total_open,
+        case when st.finance_unknown_reason is null then
+            greatest(coalesce(a.total_open, 0), 0)::decimal(18, 2)
+        end as open_exposure,
+        case when st.finance_unknown_reason is null then
+            coalesce(a.dpd_1_30 + a.dpd_31_60 + a.dpd_61_90 + a.dpd_91_180 + a.dpd_over_180, 0)
+                ::decimal(18, 2)
+        end as overdue,
+        case when st.finance_unknown_reason is null then
+            coalesce(a.dpd_61_90 + a.dpd_91_180 + a.dpd_over_180, 0)::decimal(18, 2)
+        end as overdue_over_60,
+        case when st.finance_unknown_reason is null then coalesce(a.max_days_past_due, 0)
+        end as max_days_past_due,
         d.dso_days,
         b.credit_limit,
         b.bureau_rating_class,
@@ -62,8 +79,10 @@ joined as (
         s.delinquency_class,
         s.delinquency_reasons,
         clv.clv_12m,
-        coalesce(d.dso_days, p.dso_days) as dso_days_for_clv
+        case when st.finance_unknown_reason is null then coalesce(d.dso_days, p.dso_days)
+        end as dso_days_for_clv
     from customers as c
+    cross join status as st
     left join aging as a using (customer_id)
     left join scores as s using (customer_id)
     left join behaviour as b using (customer_id)
@@ -84,7 +103,9 @@ final as (
         dso_days,
         credit_limit,
         open_exposure::double / nullif(credit_limit, 0) as credit_limit_utilisation,
-        coalesce(open_exposure::double > credit_limit, false) as over_credit_limit,
+        case when finance_unknown_reason is null then
+            coalesce(open_exposure::double > credit_limit, false)
+        end as over_credit_limit,
         bureau_rating_class,
         bureau_failure_score,
         bureau_delinquency_score,
@@ -97,7 +118,8 @@ final as (
         clv_12m,
         dso_days_for_clv / 365.0 * clv_12m as expected_credit_exposure_12m,
         clv_12m - delinquency_probability * $lgd::double
-            * (open_exposure::double + dso_days_for_clv / 365.0 * clv_12m) as risk_adjusted_clv
+            * (open_exposure::double + dso_days_for_clv / 365.0 * clv_12m) as risk_adjusted_clv,
+        finance_unknown_reason
     from joined
 )
 

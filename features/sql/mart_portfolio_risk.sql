@@ -4,8 +4,14 @@
 -- Concentration inside each group: top10_exposure_share (the ten largest exposures over the
 -- group's exposure) and herfindahl_index (sum of squared exposure shares; 1 = one customer).
 -- dso_days (countback) is given for the portfolio row.
+-- finance_unknown_reason (marts.finance_status): why exposure, overdue, expected loss, DSO and
+-- their shares are NULL (no payment known by $as_of); NULL when they are known.
 with risk as (
     select * from marts.customer_risk
+),
+
+status as (
+    select finance_unknown_reason from marts.finance_status
 ),
 
 accounts as (
@@ -59,14 +65,17 @@ grouped as (
         dimension,
         dimension_value,
         count(*) as customers,
-        count(*) filter (where open_exposure > 0) as customers_with_exposure,
+        -- counted only where exposure is known (a NULL exposure counts nothing)
+        case when count(open_exposure) > 0 then count(*) filter (where open_exposure > 0) end
+            as customers_with_exposure,
         sum(open_exposure) as exposure,
         sum(overdue) as overdue,
         sum(overdue_over_60) as overdue_over_60,
         sum(expected_loss) as expected_loss,
         sum(open_exposure::double * delinquency_probability) / nullif(sum(open_exposure), 0)
             as exposure_weighted_probability,
-        count(*) filter (where over_credit_limit) as customers_over_credit_limit,
+        case when count(over_credit_limit) > 0 then count(*) filter (where over_credit_limit) end
+            as customers_over_credit_limit,
         sum(open_exposure) filter (where over_credit_limit) as exposure_over_credit_limit,
         sum(open_exposure) filter (where exposure_rank <= 10)::double
             / nullif(any_value(group_exposure), 0) as top10_exposure_share,
@@ -99,13 +108,17 @@ final as (
         g.expected_loss / nullif(g.exposure::double, 0) as expected_loss_rate,
         g.exposure_weighted_probability,
         g.customers_over_credit_limit,
-        coalesce(g.exposure_over_credit_limit, 0)::decimal(18, 2) as exposure_over_credit_limit,
+        case when s.finance_unknown_reason is null then
+            coalesce(g.exposure_over_credit_limit, 0)::decimal(18, 2)
+        end as exposure_over_credit_limit,
         g.top10_exposure_share,
         g.herfindahl_index,
         d.dso_days,
         g.clv_12m,
-        g.risk_adjusted_clv
+        g.risk_adjusted_clv,
+        s.finance_unknown_reason
     from grouped as g
+    cross join status as s
     left join portfolio_dso as d using (dimension, dimension_value)
 )
 

@@ -32,9 +32,15 @@ def aging_buckets_sum_to_total_open(warehouse: Warehouse) -> dg.AssetCheckResult
 def aging_reconciles_with_ledger(
     context: dg.AssetCheckExecutionContext, warehouse: Warehouse
 ) -> dg.AssetCheckResult:
-    """Total open = invoices and credit notes - payments on them, all known by the as-of date."""
+    """Total open = invoices and credit notes - payments on them, all known by the as-of date.
+
+    With no payment known the aging publishes no total to reconcile (see
+    ``aging_amounts_unknown_only_with_a_reason``)."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run.run_id)
+        reason = con.sql("select finance_unknown_reason from marts.finance_status").fetchall()
+        if reason and reason[0][0]:
+            return dg.AssetCheckResult(passed=True, metadata={"finance_unknown": reason[0][0]})
         aging, ledger = con.execute(
             """select
                    (select coalesce(sum(total_open), 0) from marts.receivables_aging),
@@ -60,6 +66,19 @@ def aging_buckets_have_the_right_sign(warehouse: Warehouse) -> dg.AssetCheckResu
               or unapplied_credit > 0""",
     )
     return dg.AssetCheckResult(passed=broken == 0, metadata={"customers_with_wrong_sign": broken})
+
+
+@dg.asset_check(asset=AGING, blocking=True, pool=DUCKDB_POOL)
+def aging_amounts_unknown_only_with_a_reason(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """An amount is NULL exactly where a reason says why (no payment known): never a number
+    made of "everything unpaid", never a silent gap."""
+    broken = _count(
+        warehouse,
+        """select count(*) from marts.receivables_aging
+           where (finance_unknown_reason is null) = (total_open is null)
+              or (finance_unknown_reason is not null and max_days_past_due is not null)""",
+    )
+    return dg.AssetCheckResult(passed=broken == 0, metadata={"rows_without_reason": broken})
 
 
 @dg.asset_check(asset=SCORES, blocking=True, pool=DUCKDB_POOL)
@@ -89,6 +108,21 @@ def exposure_and_loss_are_sane(warehouse: Warehouse) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=broken == 0, metadata={"bad_rows": broken})
 
 
+@dg.asset_check(asset=CUSTOMER_RISK, blocking=True, pool=DUCKDB_POOL)
+def exposure_unknown_only_with_a_reason(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """Exposure is NULL exactly where a reason says why; then arrears, DSO, expected loss and
+    risk-adjusted CLV are NULL too, not figures of a ledger without payments."""
+    broken = _count(
+        warehouse,
+        """select count(*) from marts.customer_risk
+           where (finance_unknown_reason is null) = (open_exposure is null)
+              or (finance_unknown_reason is not null
+                  and coalesce(overdue, max_days_past_due, dso_days, expected_loss,
+                               risk_adjusted_clv) is not null)""",
+    )
+    return dg.AssetCheckResult(passed=broken == 0, metadata={"rows_without_reason": broken})
+
+
 @dg.asset_check(asset=CUSTOMER_RISK, pool=DUCKDB_POOL)
 def every_exposure_is_scored(warehouse: Warehouse) -> dg.AssetCheckResult:
     """A customer we are owed money by has a delinquency probability (warns otherwise)."""
@@ -106,12 +140,13 @@ def every_exposure_is_scored(warehouse: Warehouse) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=PORTFOLIO, blocking=True, pool=DUCKDB_POOL)
 def portfolio_dimensions_add_up(warehouse: Warehouse) -> dg.AssetCheckResult:
-    """Every dimension splits the same total exposure, equal to the customers' exposure."""
+    """Every dimension splits the same total exposure, equal to the customers' exposure (all
+    NULL when exposure is unknown)."""
     with warehouse.connect() as con:
         totals = con.sql(
             """select dimension, sum(exposure) from marts.portfolio_risk group by dimension
                union all
-               select 'customers', coalesce(sum(open_exposure), 0) from marts.customer_risk"""
+               select 'customers', sum(open_exposure) from marts.customer_risk"""
         ).fetchall()
     distinct = {total for _, total in totals}
     return dg.AssetCheckResult(
