@@ -49,8 +49,32 @@ _DELIMITERS = (",", ";", "\t", "|")
 CUSTOMER_KEYED_TABLES = frozenset({"invoices"})
 
 
+# Longest piece of a file's content an error message or failure record quotes: a broken quote
+# in a 3 MB export must not put the rest of the file on stderr and into ops.run_failures.
+EXCERPT_CHARS = 200
+# Longest whole message: several refused files are named in one error.
+_MESSAGE_CHARS = 4000
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, cut to about ``limit`` characters (its start and its end)."""
+    text = text.replace("\r", "").replace("\n", "\\n")
+    if len(text) <= limit:
+        return text
+    head, tail = text[: limit * 3 // 4], text[-(limit // 4) :]
+    return f"{head} … [{len(text) - len(head) - len(tail):,} characters left out] … {tail}"
+
+
 class InboxError(ValueError):
-    """A whole input file cannot be used; the message names the file (and column)."""
+    """A whole input file cannot be used; the message names the file (and column).
+
+    Messages are capped, so no error quotes more than a short piece of an export.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            excerpt(message, _MESSAGE_CHARS) if len(message) > _MESSAGE_CHARS else message
+        )
 
 
 class RejectThresholdError(InboxError):
@@ -82,6 +106,10 @@ class StagingResult:
     duplicate_files: tuple[str, ...] = ()
     skipped_rules: tuple[str, ...] = ()
     validations: dict[str, dict] = field(default_factory=dict)
+    # What the run must say about its files: sheets left out, amounts rounded, files refused.
+    warnings: tuple[str, ...] = ()
+    # Loaded files no longer in the inbox whose rows are still staged: (file, load id, rows).
+    gone_files: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def present(self) -> bool:
@@ -93,6 +121,29 @@ class InboxFile:
     path: Path
     relative: str
     mapping: Mapping
+    # Where a link in the inbox leads when that is outside the inbox: such a file is refused.
+    outside_target: Path | None = None
+
+
+@dataclass
+class LoadNotes:
+    """What a loaded file's record and the run's warnings say beyond its row count."""
+
+    sheets: dict[str, int] = field(default_factory=dict)  # sheet loaded -> rows
+    sheets_not_loaded: dict[str, str] = field(default_factory=dict)  # sheet -> why
+    rounded: dict[str, int] = field(default_factory=dict)  # decimal column -> values rounded
+    warnings: list[str] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """The notes as they go into the file's validation report (``ops.loaded_files``)."""
+        notes: dict = {}
+        if self.sheets:
+            notes["sheets"] = self.sheets
+        if self.sheets_not_loaded:
+            notes["sheets_not_loaded"] = self.sheets_not_loaded
+        if self.rounded:
+            notes["rounded_to_cent"] = self.rounded
+        return notes
 
 
 # --- finding files -------------------------------------------------------------------------
@@ -112,12 +163,31 @@ def discover_files(
     """Files of a group, in path order: those a mapping claims, and those named after the group.
 
     A file claimed by a mapping of another group is that group's, even if its name starts with
-    this group's prefix.
+    this group's prefix. A link to a file outside the inbox is not among them (see
+    :func:`files_outside_inbox`).
     """
+    return [f for f in _group_files(inbox, contract, mappings) if f.outside_target is None]
+
+
+def files_outside_inbox(
+    inbox: Path, contract: Contract, mappings: list[Mapping] | None = None
+) -> list[InboxFile]:
+    """Links in the inbox, named as a group's files, that lead outside it: refused, never read.
+
+    The inbox is the boundary of what a run may read; a link to a file elsewhere (another
+    system's data, a password file) would otherwise be loaded, and quoted in error messages.
+    """
+    return [f for f in _group_files(inbox, contract, mappings) if f.outside_target is not None]
+
+
+def _group_files(
+    inbox: Path, contract: Contract, mappings: list[Mapping] | None
+) -> list[InboxFile]:
     if not inbox.is_dir():
         return []
     mappings = mappings if mappings is not None else load_mappings(inbox / INBOX_MAPPINGS_FOLDER)
     canonical = canonical_mapping(contract.group)
+    boundary = inbox.resolve()
     found = []
     for path in sorted(inbox.rglob("*")):
         relative = _relative(path, inbox)
@@ -131,7 +201,9 @@ def discover_files(
         if mapping is None and relative.startswith(contract.group):
             mapping = canonical
         if mapping is not None and mapping.group == contract.group:
-            found.append(InboxFile(path, relative, mapping))
+            target = path.resolve()
+            outside = None if target.is_relative_to(boundary) else target
+            found.append(InboxFile(path, relative, mapping, outside))
     return found
 
 
@@ -183,14 +255,53 @@ def _check_last_line(file: InboxFile, delimiter: str, encoding: str, header_fiel
 
 
 def _unreadable(file: InboxFile, error: Exception) -> InboxError:
+    """The reader's error as a file error quoting a short excerpt of it.
+
+    Raise it ``from None``: a run failure reports the innermost cause of an error, and the
+    reader's own message may hold the rest of the file.
+    """
     kind = file.path.suffix.lower().lstrip(".")
-    message = str(error)
+    # the reader's message may quote rows of the file (a broken quote: the rest of the file)
+    message = excerpt(str(error))
     if kind == "csv" and ("utf" in message.lower() or "invalid" in message.lower()):
         message = f"not valid {file.mapping.encoding} text or not a CSV: {message}"
     return InboxError(f"{file.relative}: cannot be read as {kind}: {message}")
 
 
-def _read_csv(file: InboxFile) -> pl.LazyFrame:
+def _header_key(header: str) -> str:
+    return header.strip().lstrip("\ufeff").lower()
+
+
+def _column_targets(
+    file: InboxFile, headers: list[str], contract: Contract, where: str = ""
+) -> dict[str, str]:
+    """Export header -> the canonical column it feeds (headers that feed none are left out).
+
+    Two headers feeding one column (``amount`` twice, or ``Amount`` and ``Amount Incl. VAT``
+    through a mapping) fail the file: which one holds the value cannot be told, and keeping
+    either would drop the other without a word.
+    """
+    feeding: dict[str, list[tuple[int, str]]] = {}
+    for position, header in enumerate(headers, start=1):
+        key = _header_key(header)
+        target = file.mapping.columns.get(key, key if key in contract.column_names else None)
+        if target is not None:
+            feeding.setdefault(target, []).append((position, header))
+    clashes = [
+        f"{target} ({' and '.join(f'{excerpt(h, 60)!r} in column {n}' for n, h in found)})"
+        for target, found in feeding.items()
+        if len(found) > 1
+    ]
+    if clashes:
+        raise InboxError(
+            f"{file.relative}{where}: duplicate column {'; '.join(clashes)} "
+            f"(mapping '{file.mapping.name}'): one value per column, so the file is not "
+            "loaded; remove the extra column or map it to another name"
+        )
+    return {found[0][1]: target for target, found in feeding.items()}
+
+
+def _read_csv(file: InboxFile, contract: Contract) -> pl.LazyFrame:
     """A CSV export as text columns, scanned lazily: the rows are parsed while streamed."""
     mapping = file.mapping
     encoding = mapping.encoding.lower().replace("_", "-")
@@ -203,8 +314,10 @@ def _read_csv(file: InboxFile) -> pl.LazyFrame:
             "set encoding in the file's mapping"
         ) from error
     delimiter = mapping.delimiter or _sniff_delimiter(header)
-    header_fields = len(next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter)))
-    _check_last_line(file, delimiter, encoding, header_fields)
+    headers = next(csv.reader([header.rstrip("\r\n")], delimiter=delimiter), [])
+    # the reader renames a repeated header (amount_duplicated_0): judge the header as written
+    _column_targets(file, headers, contract)
+    _check_last_line(file, delimiter, encoding, len(headers))
     try:
         if encoding in ("utf-8", "utf8"):
             return pl.scan_csv(file.path, infer_schema=False, separator=delimiter, encoding="utf8")
@@ -217,7 +330,7 @@ def _read_csv(file: InboxFile) -> pl.LazyFrame:
             "set encoding in the file's mapping"
         ) from error
     except Exception as error:
-        raise _unreadable(file, error) from error
+        raise _unreadable(file, error) from None
 
 
 def _as_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
@@ -235,25 +348,110 @@ def _as_text(frame: pl.DataFrame, mapping: Mapping) -> pl.DataFrame:
     return frame.select(columns)
 
 
-def _read_any(file: InboxFile) -> pl.LazyFrame:
+def _sheet_headers(file: InboxFile) -> dict[str, list[str]]:
+    """Each sheet's first row as written (the XLSX reader renames a repeated header)."""
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(file.path, read_only=True)
+    except Exception as error:
+        raise _unreadable(file, error) from None
+    try:
+        return {
+            sheet.title: [
+                "" if value is None else str(value)
+                for value in next(sheet.iter_rows(max_row=1, values_only=True), ())
+            ]
+            for sheet in book.worksheets
+        }
+    finally:
+        book.close()
+
+
+def _read_workbook(
+    file: InboxFile, contract: Contract, notes: LoadNotes
+) -> list[tuple[str, pl.LazyFrame]]:
+    """The sheets of an XLSX export: the one its mapping names, or else every sheet.
+
+    Every sheet is loaded unless the mapping names one, so no sheet's rows vanish unseen; the
+    sheets must then have the same columns. Sheets left out are in ``notes`` (a warning and the
+    file's record); blank ones only in the record.
+    """
+    headers = _sheet_headers(file)
+    named = file.mapping.sheet
+    written = {sheet: found for sheet, found in headers.items() if any(h.strip() for h in found)}
+    if named is not None:
+        if named not in headers:
+            raise InboxError(
+                f"{file.relative}: no sheet '{named}' (named by mapping '{file.mapping.name}'); "
+                f"sheets: {', '.join(repr(s) for s in headers)}"
+            )
+        chosen = [named]
+        why = f"mapping '{file.mapping.name}' names sheet '{named}'"
+    else:
+        chosen = list(written)
+        why = ""
+        if not chosen:
+            raise InboxError(f"{file.relative}: no sheet has a header row (empty workbook)")
+    for sheet in headers:
+        if sheet not in chosen:
+            notes.sheets_not_loaded[sheet] = why if sheet in written else "blank"
+    first = chosen[0]
+    expected = {_header_key(h) for h in headers[first] if h.strip()}
+    for sheet in chosen:
+        where = f" sheet '{sheet}'"
+        _column_targets(file, headers[sheet], contract, where)
+        found = {_header_key(h) for h in headers[sheet] if h.strip()}
+        if found != expected:
+            missing, extra = sorted(expected - found), sorted(found - expected)
+            differences = [f"no column {', '.join(missing)}"] if missing else []
+            differences += [f"extra column {', '.join(extra)}"] if extra else []
+            raise InboxError(
+                f"{file.relative}{where}: other columns than sheet '{first}' "
+                f"({'; '.join(differences)}): every sheet of a workbook is loaded, so all must "
+                f"have the same columns; or name the one to load in a mapping (sheet = "
+                f'"{first}")'
+            )
+    try:
+        frames = pl.read_excel(
+            file.path,
+            engine="openpyxl",
+            sheet_name=chosen,
+            infer_schema_length=10_000,
+            raise_if_empty=False,
+        )
+    except Exception as error:
+        raise _unreadable(file, error) from None
+    parts = []
+    for sheet in chosen:
+        notes.sheets[sheet] = frames[sheet].height
+        # rows of several sheets are told apart by the sheet in their source_file
+        label = f"{file.relative}[{sheet}]" if len(chosen) > 1 else file.relative
+        parts.append((label, _as_text(frames[sheet], file.mapping).lazy()))
+    left_out = {s: w for s, w in notes.sheets_not_loaded.items() if w != "blank"}
+    if left_out:
+        notes.warnings.append(
+            f"{file.relative}: sheet(s) {', '.join(repr(s) for s in left_out)} not loaded ({why})"
+        )
+    return parts
+
+
+def _read_any(
+    file: InboxFile, contract: Contract, notes: LoadNotes
+) -> list[tuple[str, pl.LazyFrame]]:
+    """The export's parts (one per loaded XLSX sheet), each with the name its rows carry."""
     suffix = file.path.suffix.lower()
     if file.path.stat().st_size == 0:
         raise InboxError(f"{file.relative}: empty file (0 bytes)")
     if suffix == ".csv":
-        return _read_csv(file)
+        return [(file.relative, _read_csv(file, contract))]
+    if suffix == ".xlsx":
+        return _read_workbook(file, contract, notes)
     try:
-        if suffix == ".parquet":
-            frame = pl.read_parquet(file.path)
-        else:
-            frame = pl.read_excel(
-                file.path,
-                engine="openpyxl",
-                sheet_name=file.mapping.sheet,
-                infer_schema_length=10_000,
-            )
+        frame = pl.read_parquet(file.path)
     except Exception as error:
-        raise InboxError(f"{file.relative}: cannot be read as {suffix[1:]}: {error}") from error
-    return _as_text(frame, file.mapping).lazy()
+        raise _unreadable(file, error) from None
+    return [(file.relative, _as_text(frame, file.mapping).lazy())]
 
 
 def _canonical_frame(frame: pl.LazyFrame, file: InboxFile, contract: Contract) -> pl.LazyFrame:
@@ -262,13 +460,8 @@ def _canonical_frame(frame: pl.LazyFrame, file: InboxFile, contract: Contract) -
     try:
         headers = frame.collect_schema().names()
     except pl.exceptions.PolarsError as error:
-        raise _unreadable(file, error) from error
-    renames: dict[str, str] = {}
-    for header in headers:
-        key = header.strip().lstrip("\ufeff").lower()
-        target = mapping.columns.get(key, key if key in contract.column_names else None)
-        if target is not None and target not in renames.values():
-            renames[header] = target
+        raise _unreadable(file, error) from None
+    renames = _column_targets(file, headers, contract)
     missing = [name for name in contract.required_columns if name not in renames.values()]
     if missing:
         hints = []
@@ -285,7 +478,7 @@ def _canonical_frame(frame: pl.LazyFrame, file: InboxFile, contract: Contract) -
             hints.append(f"'{name}'{hint}")
         raise InboxError(
             f"{file.relative}: missing required column(s) {', '.join(hints)} for "
-            f"{contract.group} (mapping '{mapping.name}'); found {', '.join(headers)}"
+            f"{contract.group} (mapping '{mapping.name}'); found {excerpt(', '.join(headers))}"
         )
     frame = frame.select([pl.col(h).alias(c) for h, c in renames.items()])
     columns = []
@@ -300,19 +493,27 @@ def _canonical_frame(frame: pl.LazyFrame, file: InboxFile, contract: Contract) -
     return frame.select(columns)
 
 
-def read_raw_file(file: InboxFile, contract: Contract, load_id: str) -> pl.LazyFrame:
+def read_raw_file(
+    file: InboxFile, contract: Contract, load_id: str, notes: LoadNotes | None = None
+) -> pl.LazyFrame:
     """One export as canonical text columns plus lineage (load id, path, 1-based line).
 
-    Lazy: the header is checked now, the rows are read when the frame is streamed.
+    Lazy: the header is checked now, the rows are read when the frame is streamed. A workbook's
+    sheets follow each other; each row's line is its row in its own sheet.
     """
-    frame = _canonical_frame(_read_any(file), file, contract)
-    # the row index counts rows in file order, header = line 1
-    return frame.with_row_index("line_number", offset=2).select(
-        pl.lit(load_id).alias("load_id"),
-        pl.lit(file.relative).alias("source_file"),
-        pl.col("line_number").cast(pl.Int64),
-        *contract.column_names,
-    )
+    parts = []
+    for label, part in _read_any(file, contract, notes if notes is not None else LoadNotes()):
+        frame = _canonical_frame(part, file, contract)
+        # the row index counts rows in file order, header = line 1
+        parts.append(
+            frame.with_row_index("line_number", offset=2).select(
+                pl.lit(load_id).alias("load_id"),
+                pl.lit(label).alias("source_file"),
+                pl.col("line_number").cast(pl.Int64),
+                *contract.column_names,
+            )
+        )
+    return parts[0] if len(parts) == 1 else pl.concat(parts)
 
 
 def _append_raw(
@@ -328,7 +529,7 @@ def _append_raw(
         try:
             frame.sink_parquet(rows_file, compression="lz4")
         except pl.exceptions.PolarsError as error:
-            raise _unreadable(file, error) from error
+            raise _unreadable(file, error) from None
         return con.execute(
             f"insert into raw.{table} by name select * from read_parquet({_quote(str(rows_file))})"
         ).fetchall()[0][0]
@@ -373,18 +574,61 @@ def _record_file(con: duckdb.DuckDBPyConnection, values: dict) -> None:
     con.execute(f"insert into ops.loaded_files ({columns}) values ({marks})", list(values.values()))
 
 
+def _rounded_to_cent(
+    con: duckdb.DuckDBPyConnection, file: InboxFile, contract: Contract, load_id: str
+) -> tuple[dict[str, int], list[str]]:
+    """Decimal values of a loaded file with more than two decimals: counts and a warning each.
+
+    Amounts are stored as DECIMAL(18, 2), so settlement and aging work to the exact cent (an
+    open residual below a cent would keep an invoice open, and past due, for ever). A value
+    like ``1.234`` is therefore rounded to the cent, half away from zero, and said so.
+    """
+    columns = [c for c in contract.columns if c.type == "decimal"]
+    if not columns:
+        return {}, []
+    aggregates = []
+    for column in columns:
+        stored = _typed_expression(column, file.mapping.decimal)
+        delivered = _typed_expression(column, file.mapping.decimal, sql_type="decimal(38, 10)")
+        rounded = f"{stored} <> {delivered}"
+        aggregates += [
+            f"count(*) filter (where {rounded})",
+            f"arg_min(line_number, line_number) filter (where {rounded})",
+            f"arg_min({column.name}, line_number) filter (where {rounded})",
+            f"arg_min({stored}, line_number) filter (where {rounded})",
+        ]
+    found = con.execute(
+        f"select {', '.join(aggregates)} from raw.{contract.table} where load_id = ?", [load_id]
+    ).fetchall()[0]
+    counts: dict[str, int] = {}
+    warnings = []
+    for index, column in enumerate(columns):
+        count, line, delivered_text, stored_value = found[4 * index : 4 * index + 4]
+        if count:
+            counts[column.name] = count
+            warnings.append(
+                f"{file.relative}: {count} {column.name} value(s) with more than two decimals "
+                f"rounded to the cent (half away from zero), e.g. line {line}: "
+                f"{excerpt(delivered_text.strip(), 40)} stored as {stored_value}"
+            )
+    return counts, warnings
+
+
 def load_new_files(
     con: duckdb.DuckDBPyConnection,
     files: list[InboxFile],
     contract: Contract,
     run_id: str,
     options: IngestOptions,
+    notes: dict[str, LoadNotes] | None = None,
 ) -> tuple[list[InboxFile], list[InboxFile]]:
     """Append the rows of files not loaded before to ``raw.<table>``; returns (new, duplicates).
 
     Each file is streamed into raw as it is read (never held whole in memory); a bad file
     raises, and the caller's transaction (see :func:`ingest_group`) then loads nothing.
+    ``notes`` collects, per new file, what its record and the run's warnings must say.
     """
+    notes = notes if notes is not None else {}
     _ensure_raw_table(con, contract)
     loaded = {
         row[0]: row[1]
@@ -414,9 +658,13 @@ def load_new_files(
                     | {"detail": f"same content as {first}, loaded once"},
                 )
             continue
-        rows = _append_raw(con, read_raw_file(file, contract, digest), file, contract.table)
+        file_notes = notes.setdefault(file.relative, LoadNotes())
+        frame = read_raw_file(file, contract, digest, file_notes)
+        rows = _append_raw(con, frame, file, contract.table)
         if file.path.stat().st_size != size:
             raise InboxError(f"{file.relative}: changed while being read; still being written")
+        file_notes.rounded, rounded_warnings = _rounded_to_cent(con, file, contract, digest)
+        file_notes.warnings += rounded_warnings
         incoming[digest] = file
         record = _file_record(file, contract, digest, size, run_id, rows, "loaded")
         _record_file(con, record | {"load_sequence": next_sequence})
@@ -428,7 +676,7 @@ def _file_record(
     file: InboxFile,
     contract: Contract,
     digest: str,
-    size: int,
+    size: int | None,
     run_id: str,
     rows: int,
     outcome: str,
@@ -469,7 +717,9 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _typed_expression(column: Column, decimal: str = ".", date_format: str | None = None) -> str:
+def _typed_expression(
+    column: Column, decimal: str = ".", date_format: str | None = None, sql_type: str | None = None
+) -> str:
     text = f"nullif(trim({column.name}), '')"
     if column.type == "string":
         return f"lower({text})" if column.allowed else text
@@ -485,7 +735,7 @@ def _typed_expression(column: Column, decimal: str = ".", date_format: str | Non
             f"case when regexp_full_match({text}, {_quote(_COMMA_NUMBER)}) then "
             f"replace(replace({text}, '.', ''), ',', '.') end"
         )
-    return f"try_cast({text} as {_SQL_TYPES[column.type]})"
+    return f"try_cast({text} as {sql_type or _SQL_TYPES[column.type]})"
 
 
 def _problem_expressions(column: Column, decimal: str, date_format: str | None) -> list[str]:
@@ -833,6 +1083,7 @@ def _reject_gate(
     contract: Contract,
     new_files: list[InboxFile],
     options: IngestOptions,
+    notes: dict[str, LoadNotes] | None = None,
 ) -> tuple[dict[str, dict], list[str]]:
     """Validate each new file (GX suite + exact rejected share); returns reports, refusals."""
     reports: dict[str, dict] = {}
@@ -860,6 +1111,7 @@ def _reject_gate(
             "rejected_share": share,
             "reasons": dict(reasons.most_common()),
         }
+        report |= (notes or {}).get(file.relative, LoadNotes()).record()
         if options.validate and rows:
             from features.validation import validate_batch  # GX imports slowly: only when used
 
@@ -904,17 +1156,21 @@ def ingest_group(
     The whole step is one transaction: a file refused by the gate leaves raw, staging and
     quarantine as they were; ``ops.loaded_files`` then records it as ``refused``.
     """
-    files = discover_files(inbox, contract, inbox_mappings(inbox, options))
+    mappings = inbox_mappings(inbox, options)
+    files = discover_files(inbox, contract, mappings)
+    outside = _refuse_outside(con, files_outside_inbox(inbox, contract, mappings), contract, run_id)
     if not files and contract.required_source and not _has_rows(con, contract.table):
+        refused = f" ({'; '.join(outside)})" if outside else ""
         raise InboxError(
-            f"no {contract.group}* file (.csv, .parquet or .xlsx) in inbox {inbox}: "
+            f"no {contract.group}* file (.csv, .parquet or .xlsx) in inbox {inbox}{refused}: "
             "invoices are the one indispensable source"
         )
+    notes: dict[str, LoadNotes] = {}
     con.begin()
     try:
-        new_files, duplicates = load_new_files(con, files, contract, run_id, options)
+        new_files, duplicates = load_new_files(con, files, contract, run_id, options, notes)
         counts, skipped = build_staging(con, contract, options)
-        reports, refusals = _reject_gate(con, contract, new_files, options)
+        reports, refusals = _reject_gate(con, contract, new_files, options, notes)
     except BaseException:
         con.rollback()
         raise
@@ -943,4 +1199,58 @@ def ingest_group(
         duplicate_files=tuple(f.relative for f in duplicates),
         skipped_rules=tuple(skipped),
         validations=reports,
+        warnings=tuple(outside) + tuple(w for f in new_files for w in notes[f.relative].warnings),
+        gone_files=_gone_files(con, contract, files),
+    )
+
+
+def _refuse_outside(
+    con: duckdb.DuckDBPyConnection, files: list[InboxFile], contract: Contract, run_id: str
+) -> list[str]:
+    """Record links that lead outside the inbox as ``refused`` (never read); their reasons."""
+    reasons = []
+    for file in files:
+        reason = (
+            f"{file.relative}: refused, not loaded: it is a link to {file.outside_target}, "
+            "outside the inbox; copy the export into the inbox instead"
+        )
+        # content_hash: the file is not read, so it has none; the record names the link
+        record = _file_record(
+            file, contract, "not read: outside the inbox", None, run_id, 0, "refused"
+        )
+        _record_file(con, record | {"detail": reason})
+        reasons.append(reason)
+    return reasons
+
+
+def _gone_files(
+    con: duckdb.DuckDBPyConnection, contract: Contract, present: list[InboxFile]
+) -> tuple[tuple[str, str, int], ...]:
+    """Loads whose file is no longer in the inbox (under any name) and whose rows are staged.
+
+    Deliveries never delete, so such rows stay; the run says where they come from.
+    """
+    if not _has_rows(con, contract.table):
+        return ()
+    rows = con.execute(
+        f"""
+        with names as (
+            select content_hash, list(source_file) as names from ops.loaded_files
+            where file_group = ? and outcome in ('loaded', 'duplicate') group by all
+        )
+        select f.source_file, f.content_hash, count(*) as staged_rows, any_value(n.names)
+        from staging.{contract.table} s
+        join ops.loaded_files f
+          on f.content_hash = s.load_id and f.file_group = ? and f.outcome = 'loaded'
+        join names n on n.content_hash = f.content_hash
+        group by f.source_file, f.content_hash, f.load_sequence
+        order by f.load_sequence
+        """,
+        [contract.group, contract.group],
+    ).fetchall()
+    present_names = {file.relative for file in present}
+    return tuple(
+        (source_file, load_id, staged)
+        for source_file, load_id, staged, names in rows
+        if present_names.isdisjoint(names)
     )

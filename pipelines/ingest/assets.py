@@ -46,7 +46,22 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                 )
             except InboxError as error:
                 raise dg.Failure(description=str(error), allow_retries=False) from error
-        if not result.present and contract.quiet_when_absent:
+        gone = [
+            f"{source_file} (load {load_id[:12]}, {rows} row(s))"
+            for source_file, load_id, rows in result.gone_files
+        ]
+        if not result.present and result.staged_rows:
+            context.log.warning(
+                f"no {contract.group}* file in the inbox now: staging.{contract.table} keeps "
+                f"{result.staged_rows} row(s) of earlier loads of files no longer there: "
+                f"{', '.join(gone) or 'none'}"
+            )
+        elif gone:
+            context.log.info(
+                f"no longer in the inbox, rows still staged (deliveries never delete): "
+                f"{', '.join(gone)}"
+            )
+        elif not result.present and contract.quiet_when_absent:
             context.log.info(
                 f"no {contract.group}* file in the inbox: staging.{contract.table} is empty; "
                 "only rows that need it are affected (and quarantined)"
@@ -61,6 +76,8 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                 f"{result.reasons['unknown_currency']} {contract.group} row(s) in a currency "
                 f"with no FX rate to {config.base_currency} quarantined as unknown_currency"
             )
+        for warning in result.warnings:
+            context.log.warning(warning)
         for skipped in result.skipped_rules:
             context.log.warning(f"rule skipped for {contract.group}: {skipped}")
         if result.duplicate_files:
@@ -83,6 +100,13 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                 "quarantine_reasons": dg.MetadataValue.json(result.reasons),
                 "skipped_rules": dg.MetadataValue.json(list(result.skipped_rules)),
                 "validation": dg.MetadataValue.json(result.validations),
+                "file_warnings": dg.MetadataValue.json(list(result.warnings)),
+                "files_gone": dg.MetadataValue.json(
+                    [
+                        {"source_file": f, "load_id": load_id, "staged_rows": rows}
+                        for f, load_id, rows in result.gone_files
+                    ]
+                ),
             }
         )
 
