@@ -150,7 +150,9 @@ def main() -> None:
         evaluation = _timed(
             "holdout evaluation (fit + grade)",
             timings,
-            lambda: evaluate_holdout(history, cutoffs[-1:], args.horizon_days, ChurnModel()),
+            lambda: evaluate_holdout(
+                history, history, cutoffs[-1:], args.horizon_days, args.horizon_days, ChurnModel()
+            ),
         )
         model = _timed("fit on all labelled cutoffs", timings, lambda: ChurnModel().fit(history))
         scores = _score(con, model, as_of, timings)

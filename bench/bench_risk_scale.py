@@ -281,7 +281,9 @@ def train(con: duckdb.DuckDBPyConnection, config: RiskSettings) -> DelinquencyMo
         timings,
         lambda: evaluate_holdout(
             snapshots,
-            cutoffs[-1],
+            snapshots,
+            cutoffs[-1:],
+            config.label_horizon_days,
             config.label_horizon_days,
             DelinquencyModel(calibration=config.calibration),
         ),

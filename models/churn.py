@@ -25,7 +25,7 @@ from models.selection import (
     SUPERVISED,
     Evaluation,
     Ranking,
-    evaluate_candidates,
+    evaluate_or_fall_back,
     uncalibrated_probability,
 )
 
@@ -352,20 +352,21 @@ ROBUST = (BASELINE, "recency_days")
 
 def evaluate_holdout(
     history: pl.DataFrame,
+    current: pl.DataFrame,
     holdout_cutoffs: list[date],
-    horizon_days: int,
-    model: ChurnModel | None,
+    label_horizon_days: int,
+    configured_horizon_days: int,
+    model: ChurnModel,
 ) -> Evaluation:
-    """Every churn candidate on the holdout cutoffs (``selection.evaluate_candidates``).
-
-    ``model`` None when the labels are at a shorter horizon than the configured one: a
-    supervised model trained on them would forecast the wrong horizon, so it is no candidate.
-    """
+    """Every churn candidate on the holdout cutoffs, one chosen
+    (``selection.evaluate_or_fall_back``)."""
     _validate_columns(history, ["customer_id", "cutoff_date", LABEL])
-    return evaluate_candidates(
+    return evaluate_or_fall_back(
         history,
+        current,
         holdout_cutoffs,
-        horizon_days,
+        label_horizon_days,
+        configured_horizon_days,
         label=LABEL,
         model=model,
         rankings=RANKINGS,

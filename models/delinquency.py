@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from models.scorecard import CalibratedScorecard, ScorecardSpec
-from models.selection import Evaluation, Ranking, evaluate_candidates
+from models.selection import Evaluation, Ranking, evaluate_or_fall_back
 
 LABEL = "delinquent"
 
@@ -224,15 +224,23 @@ def delinquency_class(score: np.ndarray, cut_points: list[int]) -> np.ndarray:
 
 
 def evaluate_holdout(
-    history: pl.DataFrame, holdout_cutoff: date, horizon_days: int, model: DelinquencyModel
+    history: pl.DataFrame,
+    current: pl.DataFrame,
+    holdout_cutoffs: list[date],
+    label_horizon_days: int,
+    configured_horizon_days: int,
+    model: DelinquencyModel,
 ) -> Evaluation:
-    """Every delinquency candidate at ``holdout_cutoff`` (``selection.evaluate_candidates``):
-    the scorecard fitted on cutoffs whose label window had closed by then, the bureau score
-    alone and the customer's own late-payment record, column by column."""
-    return evaluate_candidates(
+    """Every delinquency candidate at the holdout cutoffs, one chosen
+    (``selection.evaluate_or_fall_back``): the scorecard fitted on cutoffs whose label window
+    had closed by then, the bureau score alone and the customer's own late-payment record,
+    column by column."""
+    return evaluate_or_fall_back(
         history,
-        [holdout_cutoff],
-        horizon_days,
+        current,
+        holdout_cutoffs,
+        label_horizon_days,
+        configured_horizon_days,
         label=LABEL,
         model=model,
         rankings=RANKINGS,

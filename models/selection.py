@@ -391,6 +391,7 @@ def evaluate_candidates(
                 ],
                 robust=choice.chosen,
                 min_positives=min_positives,
+                resamples=200,  # read, not chosen by: a coarser interval will do
             ).summary.with_columns(
                 population=pl.lit(name),
                 chosen=pl.col("scorer") == choice.chosen,
@@ -414,6 +415,58 @@ def evaluate_candidates(
         choice=choice,
         notes=notes,
     )
+
+
+def evaluate_or_fall_back(
+    history: pl.DataFrame,
+    current: pl.DataFrame,
+    holdout_cutoffs: list,
+    label_horizon_days: int,
+    configured_horizon_days: int,
+    *,
+    label: str,
+    model: CalibratedScorecard,
+    rankings: tuple[Ranking, ...],
+    robust: tuple[str, ...],
+    populations: dict[str, pl.Expr] | None = None,
+) -> Evaluation:
+    """``evaluate_candidates`` as a nightly run needs it, always with one chosen scorer.
+
+    The supervised ``model`` is a candidate only when the labels have the configured horizon (a
+    model trained on 60-day labels would forecast the wrong thing). With no labelled cutoff at
+    all nothing can be validated: the robust ranking ships, and the table says so. The summary
+    has ``EVALUATION_SCHEMA``'s columns and the reason says when the labels were shortened.
+    """
+    try:
+        if not holdout_cutoffs:
+            raise ValueError("no labelled cutoff: the history before the as-of date is too short")
+        evaluation = evaluate_candidates(
+            history,
+            holdout_cutoffs,
+            label_horizon_days,
+            label=label,
+            model=model if label_horizon_days == configured_horizon_days else None,
+            rankings=rankings,
+            robust=robust,
+            populations=populations,
+        )
+        summary, reliability, notes = evaluation.summary, evaluation.reliability, evaluation.notes
+        chosen, reason = evaluation.chosen, evaluation.choice.reason
+        too_few = evaluation.choice.too_few_positives
+    except ValueError as error:
+        chosen = robust_ranking(current, robust)
+        reason = f"nothing could be validated ({error}); the robust ranking {chosen} ships"
+        kind = next(r.kind for r in rankings if r.column == chosen)
+        summary = pl.DataFrame({"scorer": [chosen], "kind": [kind], "population": ["all"]})
+        summary = summary.with_columns(chosen=pl.lit(True), choice_reason=pl.lit(reason))
+        reliability, notes, too_few = empty_reliability(), {}, True
+    if label_horizon_days != configured_horizon_days:
+        reason += f"; validated on {label_horizon_days}-day labels, not {configured_horizon_days}"
+        summary = summary.with_columns(
+            choice_reason=pl.when("chosen").then(pl.lit(reason)).otherwise("choice_reason")
+        )
+    summary = conform(summary, EVALUATION_SCHEMA)
+    return Evaluation(summary, reliability, Choice(summary, chosen, reason, too_few), notes)
 
 
 def _choose_on_every_cutoff(

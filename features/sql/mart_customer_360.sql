@@ -75,6 +75,8 @@ final as (
         credit_risk.delinquency_score,
         credit_risk.delinquency_class,
         credit_risk.delinquency_reasons,
+        credit_risk.delinquency_scorer,
+        credit_risk.delinquency_unknown_reason,
         credit_risk.expected_loss,
         credit_risk.risk_adjusted_clv,
         credit_risk.finance_unknown_reason,

@@ -9,6 +9,9 @@
 --                       + dso_days / 365 x clv_12m); the second term is the share of next
 --                       year's CLV revenue that will be outstanding on average. dso_days falls
 --                       back to the portfolio DSO for a customer with nothing open today.
+--   delinquency_scorer, delinquency_unknown_reason  which scorer the holdout chose, or why
+--                       there is no delinquency probability (then expected loss and
+--                       risk-adjusted CLV are NULL too: unknown, never guessed)
 --   finance_unknown_reason  why exposure, arrears, DSO, expected loss and risk-adjusted CLV are
 --                       NULL (marts.finance_status: no payment known by $as_of, so nothing
 --                       tells a paid invoice from an unpaid one); NULL when they are known.
@@ -78,6 +81,8 @@ joined as (
         s.delinquency_score,
         s.delinquency_class,
         s.delinquency_reasons,
+        s.delinquency_scorer,
+        s.delinquency_unknown_reason,
         clv.clv_12m,
         case when st.finance_unknown_reason is null then coalesce(d.dso_days, p.dso_days)
         end as dso_days_for_clv
@@ -114,6 +119,8 @@ final as (
         delinquency_score,
         delinquency_class,
         delinquency_reasons,
+        delinquency_scorer,
+        delinquency_unknown_reason,
         open_exposure::double * delinquency_probability * $lgd::double as expected_loss,
         clv_12m,
         dso_days_for_clv / 365.0 * clv_12m as expected_credit_exposure_12m,

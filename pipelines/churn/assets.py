@@ -5,25 +5,19 @@ import numpy as np
 import polars as pl
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
-from features.point_in_time import MIN_LABEL_HORIZON_DAYS, first_invoice_date, labelled_cutoffs
+from features.point_in_time import first_invoice_date, labelled_cutoffs
 from features.receivables import customers_invoiced
 from features.warehouse import fingerprint, record_model_run, write_frame
 from models.churn import (
-    ROBUST,
     SCORE_SCHEMA,
     ChurnModel,
     evaluate_holdout,
-    ranking,
     score_customers,
 )
 from models.scorecard import NotEnoughEvidence
 from models.selection import (
-    EVALUATION_SCHEMA,
     candidate_metrics,
-    conform,
-    empty_reliability,
     fit_shipped,
-    robust_ranking,
 )
 from pipelines.common import asset_step, preview, run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
@@ -148,43 +142,22 @@ def churn_evaluation(
         history = training_frame(con)
         current = scoring_frame(con, as_of)
         holdout = cutoffs[-config.holdout_cutoffs :]
-        # a model trained on shorter labels would forecast the wrong horizon: no candidate
-        model = (
-            _model(config, _missing_groups(con)) if label_horizon == config.horizon_days else None
+        evaluation = evaluate_holdout(
+            history,
+            current,
+            holdout,
+            label_horizon,
+            config.horizon_days,
+            _model(config, _missing_groups(con)),
         )
-        try:
-            if not holdout:
-                raise ValueError(
-                    f"no labelled cutoff: the history before {as_of} is shorter than "
-                    f"{config.min_history_days} + {MIN_LABEL_HORIZON_DAYS} days"
-                )
-            evaluation = evaluate_holdout(history, holdout, label_horizon, model)
-            summary, notes = evaluation.summary, evaluation.notes
-            chosen, reason = evaluation.chosen, evaluation.choice.reason
-            reliability = evaluation.reliability
-        except ValueError as error:
-            # nothing can be validated: the most robust ranking ships, and the table says so
-            chosen = robust_ranking(current, ROBUST)
-            reason = f"nothing could be validated ({error}); the robust ranking {chosen} ships"
-            notes = {}
-            summary = pl.DataFrame(
-                {"scorer": [chosen], "kind": [ranking(chosen).kind], "population": ["all"]}
-            ).with_columns(chosen=pl.lit(True), choice_reason=pl.lit(reason))
-            reliability = empty_reliability()
-        if label_horizon != config.horizon_days:
-            reason += f"; validated on {label_horizon}-day labels, not {config.horizon_days}"
-            summary = summary.with_columns(
-                choice_reason=pl.when("chosen").then(pl.lit(reason)).otherwise("choice_reason")
-            )
-        summary = conform(summary, EVALUATION_SCHEMA).with_columns(
-            pl.lit(as_of).alias("as_of_date")
-        )
+        chosen, reason = evaluation.chosen, evaluation.choice.reason
+        summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
         write_frame(con, "models.churn_evaluation", summary)
         # written also when empty (nothing graded), so no bins of an earlier run linger
         write_frame(
             con,
             "models.churn_reliability",
-            reliability.with_columns(pl.lit(as_of).alias("as_of_date")),
+            evaluation.reliability.with_columns(pl.lit(as_of).alias("as_of_date")),
         )
         data = fingerprint(con, LABELS_QUERY)
         metrics = candidate_metrics(summary)
@@ -198,7 +171,7 @@ def churn_evaluation(
                 "reason": reason,
                 "holdout_cutoffs": holdout,
                 "label_horizon_days": label_horizon,
-                "not_candidates": notes,
+                "not_candidates": evaluation.notes,
                 "settings": config.model_dump(),
             },
             metrics=metrics,
@@ -212,7 +185,7 @@ def churn_evaluation(
             "choice_reason": reason,
             "holdout_cutoffs": [c.isoformat() for c in holdout],
             "label_horizon_days": label_horizon,
-            "not_candidates": dg.MetadataValue.json(notes),
+            "not_candidates": dg.MetadataValue.json(evaluation.notes),
             "comparison": preview(summary.drop("as_of_date")),
         }
     )

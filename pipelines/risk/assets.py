@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from features.point_in_time import training_cutoffs
+from features.point_in_time import first_invoice_date, labelled_cutoffs
 from features.receivables import (
     build_delinquency_labels,
     build_dso,
@@ -31,6 +31,11 @@ from models.delinquency import (
     delinquency_score,
     evaluate_holdout,
 )
+from models.scorecard import NotEnoughEvidence
+from models.selection import (
+    candidate_metrics,
+    fit_shipped,
+)
 from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import RiskSettings
@@ -49,8 +54,15 @@ def _model(config: RiskSettings) -> DelinquencyModel:
     return DelinquencyModel(calibration=config.calibration)
 
 
-def _cutoffs(config: RiskSettings, as_of) -> list:
-    return training_cutoffs(as_of, config.label_horizon_days, count=config.training_cutoffs)
+def _label_plan(con, config: RiskSettings, as_of) -> tuple[int, list]:
+    """The labels' horizon and cutoffs: the configured horizon unless the history is too short."""
+    return labelled_cutoffs(
+        as_of,
+        config.label_horizon_days,
+        first_invoice_date(con, as_of),
+        count=config.training_cutoffs,
+        min_history_days=config.min_history_days,
+    )
 
 
 @dg.asset(
@@ -203,25 +215,31 @@ def delinquency_training(
     """Point-in-time snapshots at past cutoffs with the delinquency label of the window after."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        cutoffs = _cutoffs(config, as_of)
+        label_horizon, cutoffs = _label_plan(con, config, as_of)
         customers = con.sql("select count(distinct customer_id) from staging.invoices").fetchall()
         sample_fraction = min(1.0, config.max_training_customers / max(customers[0][0], 1))
         # settlement rebuilt as of each cutoff: no payment or credit note dated later is seen
+        # (no cutoff: empty tables, so the evaluation says nothing could be validated)
         build_payment_behaviour(
             con,
             "features.payment_behaviour_history",
-            cutoffs,
+            cutoffs or [as_of],
             default_payment_terms_days=config.default_payment_terms_days,
             settlement_tolerance=config.settlement_tolerance,
             sample_fraction=sample_fraction,
         )
-        build_delinquency_labels(
-            con, cutoffs, config.label_horizon_days, config.label_days_past_due, as_of
-        )
+        if not cutoffs:
+            con.execute("delete from features.payment_behaviour_history")
+        build_delinquency_labels(con, cutoffs, label_horizon, config.label_days_past_due, as_of)
         rates = con.sql(
             "select cutoff_date::varchar, count(*), avg(delinquent::int) "
             "from features.delinquency_labels group by 1 order by 1"
         ).fetchall()
+    if label_horizon != config.label_horizon_days:
+        context.log.warning(
+            f"delinquency labels over {label_horizon} days, not {config.label_horizon_days}: "
+            "the history before the as-of date is too short for the configured horizon"
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": sum(n for _, n, _ in rates),
@@ -231,14 +249,15 @@ def delinquency_training(
                 {cutoff: round(rate or 0.0, 4) for cutoff, _, rate in rates}
             ),
             "label": f"an invoice more than {config.label_days_past_due} days past due on some "
-            f"day within {config.label_horizon_days} days after the cutoff",
+            f"day within {label_horizon} days after the cutoff",
+            "label_horizon_days": label_horizon,
         }
     )
 
 
 @dg.asset(
     key=["models", "delinquency_evaluation"],
-    deps=[delinquency_training],
+    deps=[delinquency_training, payment_behaviour],
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
@@ -247,41 +266,59 @@ def delinquency_training(
 def delinquency_evaluation(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """Backtest on the latest cutoff: our model vs the bureau score alone vs "ever 30+ late"."""
+    """Every delinquency scorer graded on the latest labelled cutoff (the scorecard, the bureau
+    score alone, share paid late, days late, days past due); the best one is chosen."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
+        label_horizon, cutoffs = _label_plan(con, config, as_of)
         snapshots = training_snapshots(con)
-        holdout = _cutoffs(config, as_of)[-1]
-        try:
-            evaluation = evaluate_holdout(
-                snapshots, holdout, config.label_horizon_days, _model(config)
-            )
-        except ValueError as error:
-            context.log.warning(f"delinquency backtest skipped: {error}")
-            return dg.MaterializeResult(metadata={"skipped": str(error)})
-        summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
-        reliability = evaluation.reliability.with_columns(
-            pl.lit(as_of).alias("as_of_date"), pl.lit(holdout).alias("holdout_cutoff")
+        current = con.sql("select * from features.payment_behaviour").pl()
+        evaluation = evaluate_holdout(
+            snapshots,
+            current,
+            cutoffs[-1:],
+            label_horizon,
+            config.label_horizon_days,
+            _model(config),
         )
+        chosen, reason, notes = evaluation.chosen, evaluation.choice.reason, evaluation.notes
+        summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
         write_frame(con, "models.delinquency_evaluation", summary)
-        write_frame(con, "models.delinquency_reliability", reliability)
-        metrics = {
-            f"{row['population']}/{row['scorer']}": {"auc": row["auc"], "brier": row["brier"]}
-            for row in summary.iter_rows(named=True)
-        }
+        # written also when empty (nothing graded), so no bins of an earlier run linger
+        write_frame(
+            con,
+            "models.delinquency_reliability",
+            evaluation.reliability.with_columns(
+                pl.lit(as_of).alias("as_of_date"),
+                pl.lit(cutoffs[-1] if cutoffs else None, pl.Date).alias("holdout_cutoff"),
+            ),
+        )
+        metrics = candidate_metrics(summary)
         record_model_run(
             con,
             run_id=context.run_id,
-            model="delinquency_backtest",
+            model="delinquency_choice",
             as_of_date=as_of,
-            parameters={"holdout_cutoff": holdout, "settings": config.model_dump()},
+            parameters={
+                "chosen": chosen,
+                "reason": reason,
+                "holdout_cutoff": cutoffs[-1] if cutoffs else None,
+                "label_horizon_days": label_horizon,
+                "not_candidates": notes,
+                "settings": config.model_dump(),
+            },
             metrics=metrics,
             data_fingerprint=fingerprint(con, "select * from features.delinquency_labels"),
         )
+    context.log.info(f"delinquency scorer: {chosen}: {reason}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": summary.height,
-            "holdout_cutoff": str(holdout),
+            "chosen": chosen,
+            "choice_reason": reason,
+            "holdout_cutoff": str(cutoffs[-1]) if cutoffs else None,
+            "label_horizon_days": label_horizon,
+            "not_candidates": dg.MetadataValue.json(notes),
             "metrics": dg.MetadataValue.json(metrics),
             "summary": preview(summary.drop("as_of_date")),
         }
@@ -290,7 +327,7 @@ def delinquency_evaluation(
 
 @dg.asset(
     key=["models", "delinquency_scores"],
-    deps=[delinquency_training, payment_behaviour],
+    deps=[delinquency_evaluation, payment_behaviour],
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
@@ -299,34 +336,52 @@ def delinquency_evaluation(
 def delinquency_scores(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """Probability of going 30+ days past due in 90 days, score 1-100, class A-E, reasons."""
+    """Probability of going 30+ days past due in 90 days, score 1-100, class A-E, reasons, from
+    the scorer the holdout chose, fitted on every labelled cutoff."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
+        label_horizon, _ = _label_plan(con, config, as_of)
         snapshots = training_snapshots(con)
         current = con.sql("select * from features.payment_behaviour").pl()
-        try:
-            model = _model(config).fit(snapshots)
-        except ValueError as error:
-            # Too little history (or one class only): finance still gets aging and exposure.
-            context.log.warning(f"delinquency model not fitted, no scores today: {error}")
-            con.execute(
-                "create or replace table models.delinquency_scores (customer_id varchar, "
-                "as_of_date date, delinquency_probability double, delinquency_score bigint, "
-                "delinquency_class varchar, delinquency_reasons varchar)"
-            )
-            return dg.MaterializeResult(metadata={"dagster/row_count": 0, "skipped": str(error)})
-        probability = model.predict_proba(current)
-        score = delinquency_score(probability)
+        chosen = con.sql(
+            "select scorer from models.delinquency_evaluation where chosen and population = 'all'"
+        ).fetchall()[0][0]
+        unknown = missing_payments_reason(con, as_of)
+        model: DelinquencyModel | None = None
+        if unknown is None and label_horizon != config.label_horizon_days:
+            unknown = f"no labels at the {config.label_horizon_days}-day horizon yet"
+        if unknown is None:
+            try:
+                model = fit_shipped(chosen, snapshots, _model(config))
+            except NotEnoughEvidence as error:
+                unknown = str(error)
+        if model is None:
+            # a ranking without a calibrated level is no probability: unknown, with the reason
+            context.log.warning(f"no delinquency probability today: {unknown}")
+            probability = np.full(current.height, np.nan)
+            reasons = pl.repeat(None, current.height, dtype=pl.String, eager=True)
+        else:
+            probability, reasons = model.predict_with_reasons(current, min_contribution=0.2)
+        known = ~np.isnan(probability)
+        score = delinquency_score(np.where(known, probability, 0.5))  # unknown: masked below
         scores = pl.DataFrame(
             {
                 "customer_id": current["customer_id"],
                 "as_of_date": [as_of] * current.height,
-                "delinquency_probability": probability,
-                "delinquency_score": score,
-                "delinquency_class": delinquency_class(score, config.class_cut_points),
-                "delinquency_reasons": model.reasons(current),
+                "delinquency_probability": pl.Series(probability).fill_nan(None),
+                "delinquency_score": pl.Series(score).set(pl.Series(~known), None),
+                "delinquency_class": pl.Series(
+                    delinquency_class(score, config.class_cut_points)
+                ).set(pl.Series(~known), None),
+                "delinquency_reasons": reasons,
+                "delinquency_scorer": [chosen if model is not None else None] * current.height,
+                "delinquency_unknown_reason": [unknown] * current.height,
             },
-            schema_overrides={"as_of_date": pl.Date},
+            schema_overrides={
+                "as_of_date": pl.Date,
+                "delinquency_scorer": pl.String,
+                "delinquency_unknown_reason": pl.String,
+            },
         )
         write_frame(con, "models.delinquency_scores", scores)
         record_model_run(
@@ -335,25 +390,35 @@ def delinquency_scores(
             model="delinquency",
             as_of_date=as_of,
             parameters={
-                "coefficients": model.coefficients_,
-                "features": model.features_,
-                "bureau_used": model.bureau_used_,
+                "chosen": chosen,
+                "unknown_reason": unknown,
+                "coefficients": model.coefficients_ if model else {},
+                "features": model.feature_names_ if model else [],
+                "bureau_used": getattr(model, "bureau_used_", False),
+                "regularization": model.regularization_ if model else None,
                 "settings": config.model_dump(),
             },
-            metrics={"training_rows": model.training_rows_, "base_rate": model.base_rate_},
+            metrics={
+                "training_rows": model.training_rows_ if model else 0,
+                "events": model.events_ if model else 0,
+                "base_rate": model.base_rate_ if model else None,
+            },
             data_fingerprint=fingerprint(con, "select * from features.delinquency_labels"),
         )
-    if not model.bureau_used_:
+    bureau_used = bool(getattr(model, "bureau_used_", False))
+    if model is not None and not bureau_used:
         context.log.warning(f"delinquency model: bureau features {NO_BUREAU}")
     classes = scores.group_by("delinquency_class").len().sort("delinquency_class")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": scores.height,
-            "bureau_features": "used" if model.bureau_used_ else NO_BUREAU,
-            "training_rows": model.training_rows_,
-            "base_rate": model.base_rate_,
-            "mean_probability": float(np.mean(probability)) if len(probability) else 0.0,
-            "classes": dg.MetadataValue.json(dict(classes.iter_rows())),
+            "chosen": chosen,
+            "unknown_reason": unknown or "",
+            "bureau_features": "used" if bureau_used else NO_BUREAU,
+            "training_rows": model.training_rows_ if model else 0,
+            "base_rate": model.base_rate_ if model else 0.0,
+            "mean_probability": float(np.nanmean(probability)) if known.any() else 0.0,
+            "classes": dg.MetadataValue.json({str(k): v for k, v in classes.iter_rows()}),
         }
     )
 

@@ -83,11 +83,15 @@ def aging_amounts_unknown_only_with_a_reason(warehouse: Warehouse) -> dg.AssetCh
 
 @dg.asset_check(asset=SCORES, blocking=True, pool=DUCKDB_POOL)
 def delinquency_scores_in_range(warehouse: Warehouse) -> dg.AssetCheckResult:
-    """Probability in [0, 1], score 1-100 and class A-E for every scored customer."""
+    """Probability in [0, 1], score 1-100 and class A-E for every scored customer; a customer
+    without a probability has none of the three and a reason why."""
     broken = _count(
         warehouse,
         """select count(*) from models.delinquency_scores
-           where delinquency_probability is null or not isfinite(delinquency_probability)
+           where (delinquency_probability is null
+                  and (delinquency_unknown_reason is null or delinquency_score is not null
+                       or delinquency_class is not null))
+              or not isfinite(delinquency_probability)
               or delinquency_probability < 0 or delinquency_probability > 1
               or delinquency_score not between 1 and 100
               or delinquency_class not in ('A', 'B', 'C', 'D', 'E')""",
