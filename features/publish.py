@@ -1,4 +1,4 @@
-"""Publishing: a complete read-only copy of the warehouse, swapped in by one atomic rename.
+"""Publishing: what leaves the working warehouse, and how.
 
 DuckDB lets one process write a file, or many processes read it, never both. Readers therefore
 never open the working warehouse: they open the published snapshot, a separate file that no
@@ -6,30 +6,91 @@ process ever writes in place. Publishing writes a new file next to it and rename
 old one (``os.replace`` is atomic on POSIX and Windows), so a reader opens either the previous
 snapshot or the new one, whole, and never meets a lock.
 
-The copy is the working file itself, taken right after a CHECKPOINT: a checkpoint writes every
-committed change into the file and empties the write-ahead log, and the publishing connection
-is the only one open on it (one writer, the DuckDB pool). Measured against DuckDB's own
-``COPY FROM DATABASE`` it is 100x faster (see BENCHMARKS.md); the copy is then opened
-read-only and its tables and row counts compared with the working warehouse before it is
+The snapshot holds what readers need and nothing else (``PUBLISHED_TABLES``, the one list):
+marts, scores, evaluations, segment and history tables, and the bookkeeping ``crm-intel status``
+reads. Raw, staging and quarantined rows stay in the working warehouse; of the contacts only
+those who gave marketing consent leave it, and tax ids leave it nowhere. The selected tables are
+written into a new DuckDB file (``create table ... as select``), never copied as file bytes: a
+copy with tables dropped afterwards would still carry their old blocks. The new file is then
+opened read-only and its tables and row counts compared with the selection before it is
 swapped in, so a bad copy fails the run instead of reaching readers.
+
+Exports of segment lists (``write_export``) are the other way data leaves: CSV cells that a
+spreadsheet would evaluate as formulas are neutralised there.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from datetime import date, datetime
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 PUBLISHED_FOLDER = "published"
 TEMP_MARKER = ".tmp-"
+SNAPSHOT_ALIAS = "published_snapshot"
 
 
 class PublishError(RuntimeError):
     """The snapshot could not be written or did not match the working warehouse."""
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """One rule of the published selection: which tables, rows and columns leave, and for whom.
+
+    ``pattern`` is ``schema.table`` in the working warehouse (``*`` matches any part of a name);
+    the first rule that matches a table decides it. Without ``columns`` every column leaves
+    except ``WITHHELD_COLUMNS``; ``rows`` is a SQL condition on the rows that leave.
+    """
+
+    pattern: str
+    reader: str
+    columns: tuple[str, ...] | None = None
+    rows: str | None = None
+    published_as: str | None = None
+
+
+# The published snapshot, table by table. Everything not listed stays in the working warehouse:
+# raw.* and staging.* (every delivered row, contacts without consent included), quarantine
+# contents, feature tables, ops.loaded_files and ops.source_files (validation samples of
+# delivered values).
+PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
+    PublishedTable(
+        "staging.contacts",
+        "`crm-intel segments export`: the campaign list, consenting contacts only",
+        columns=("contact_id", "customer_id", "email", "phone", "role", "consent_updated_at"),
+        rows="marketing_consent",
+        published_as="marts.consenting_contacts",
+    ),
+    PublishedTable(
+        "marts.*",
+        "everyone: customer 360, segments, receivables, portfolio risk, alerts, and the history "
+        "tables keyed by as-of date (customer_360_history, segment_migration, segment_moves)",
+    ),
+    PublishedTable("models.*_scores", "analysts: every customer's RFM, CLV, churn, risk scores"),
+    PublishedTable("models.*_evaluation", "analysts: how each scorer did on the holdout"),
+    PublishedTable("models.*_reliability", "analysts: predicted against observed rates"),
+    PublishedTable("models.clv_*", "analysts: the CLV backtest and its tracking"),
+    PublishedTable("models.model_runs", "analysts, notebooks: every fit's parameters, metrics"),
+    PublishedTable("ops.runs", "readers and `status`: which run and as-of date a snapshot is"),
+    PublishedTable("ops.publications", "readers and `status`: what was published when"),
+    PublishedTable("ops.run_failures", "`status`: recent failed runs"),
+    PublishedTable("features.invoice_settlement_state", "`status`: how settlement was refreshed"),
+    PublishedTable(
+        "quarantine.rejected_rows",
+        "`status` while a run writes: rejected rows per table and reason, never their content",
+        columns=("run_id", "staging_table", "reason", "rejected_at"),
+    ),
+)
+
+# Identifiers no reader needs: every published table joins on customer_id, and tax ids only
+# serve to match bureau reports to accounts, which happens inside the run.
+WITHHELD_COLUMNS = frozenset({"tax_id"})
 
 
 @dataclass(frozen=True)
@@ -47,15 +108,60 @@ def default_snapshot_path(warehouse: Path) -> Path:
     return warehouse.parent / PUBLISHED_FOLDER / warehouse.name
 
 
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _tables(con: duckdb.DuckDBPyConnection, database: str) -> list[str]:
+    return [
+        f"{schema}.{table}"
+        for schema, table in con.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "where database_name = ? and not internal order by 1, 2",
+            [database],
+        ).fetchall()
+    ]
+
+
 def _table_row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    tables = con.sql(
-        "select schema_name, table_name from duckdb_tables() "
-        "where database_name = current_database() and not internal order by 1, 2"
-    ).fetchall()
-    return {
-        f"{schema}.{table}": con.sql(f'select count(*) from {schema}."{table}"').fetchall()[0][0]
-        for schema, table in tables
-    }
+    counts = {}
+    for name in _tables(con, con.sql("select current_database()").fetchall()[0][0]):
+        schema, table = name.split(".", 1)
+        counts[name] = con.sql(f"select count(*) from {schema}.{_quote(table)}").fetchall()[0][0]
+    return counts
+
+
+def published_selection(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The snapshot's tables, each with the query over the working warehouse that fills it."""
+    database = con.sql("select current_database()").fetchall()[0][0]
+    selection: dict[str, str] = {}
+    for name in _tables(con, database):
+        rule = next((r for r in PUBLISHED_TABLES if fnmatchcase(name, r.pattern)), None)
+        if rule is None:
+            continue
+        schema, table = name.split(".", 1)
+        source = f"{_quote(database)}.{schema}.{_quote(table)}"
+        present = [
+            row[0]
+            for row in con.execute(
+                "select column_name from duckdb_columns() where database_name = ? "
+                "and schema_name = ? and table_name = ? order by column_index",
+                [database, schema, table],
+            ).fetchall()
+        ]
+        if rule.columns is not None:
+            missing = [column for column in rule.columns if column not in present]
+            if missing:
+                raise PublishError(f"{name} has no column {', '.join(missing)} to publish")
+            columns = list(rule.columns)
+        else:
+            columns = [column for column in present if column not in WITHHELD_COLUMNS]
+        published_as = rule.published_as or name
+        if published_as in selection:
+            raise PublishError(f"two tables would be published as {published_as}")
+        query = f"select {', '.join(map(_quote, columns))} from {source}"
+        selection[published_as] = query + (f" where {rule.rows}" if rule.rows else "")
+    return selection
 
 
 def _fsync(path: Path) -> None:
@@ -74,6 +180,25 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     return stale
 
 
+def _write_selection(
+    con: duckdb.DuckDBPyConnection, selection: dict[str, str], temporary: Path
+) -> None:
+    """Fill a new DuckDB file with the selected rows, checkpointed and closed."""
+    path = str(temporary).replace("'", "''")
+    con.execute(f"attach '{path}' as {SNAPSHOT_ALIAS}").fetchall()
+    try:
+        for schema in sorted({name.split(".", 1)[0] for name in selection}):
+            con.execute(f"create schema {SNAPSHOT_ALIAS}.{schema}").fetchall()
+        for name, query in selection.items():
+            schema, table = name.split(".", 1)
+            con.execute(
+                f"create table {SNAPSHOT_ALIAS}.{schema}.{_quote(table)} as {query}"
+            ).fetchall()
+        con.execute(f"checkpoint {SNAPSHOT_ALIAS}").fetchall()
+    finally:
+        con.execute(f"detach database if exists {SNAPSHOT_ALIAS}").fetchall()
+
+
 def publish_snapshot(
     con: duckdb.DuckDBPyConnection,
     warehouse: Path,
@@ -82,11 +207,13 @@ def publish_snapshot(
     run_id: str,
     as_of_date: date,
 ) -> Publication:
-    """Copy the working warehouse (open on ``con``) to ``target`` atomically.
+    """Write the published selection of the working warehouse (open on ``con``) to ``target``.
 
     The publication is recorded in ``ops.publications`` before the copy, so the snapshot carries
     its own record: a reader can tell which run and as-of date it is looking at.
     """
+    if target.resolve() == warehouse.resolve():
+        raise PublishError(f"the snapshot path {target} is the working warehouse itself")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     temporary = target.with_name(f"{target.name}{TEMP_MARKER}{run_id}")
@@ -97,15 +224,14 @@ def publish_snapshot(
         [run_id, as_of_date, str(target), published_at],
     ).fetchall()
     try:
-        con.execute("checkpoint").fetchall()
-        wal = Path(f"{warehouse}.wal")
-        if wal.exists() and wal.stat().st_size > 0:
-            raise PublishError(
-                f"{wal} still holds changes after CHECKPOINT: another connection is writing the "
-                "working warehouse, so a file copy would miss them"
-            )
-        expected = _table_row_counts(con)
-        shutil.copyfile(warehouse, temporary)
+        selection = published_selection(con)
+        expected = {
+            name: con.sql(f"select count(*) from ({query})").fetchall()[0][0]
+            for name, query in selection.items()
+        }
+        _write_selection(con, selection, temporary)
+        if Path(f"{temporary}.wal").exists():
+            raise PublishError(f"{temporary}.wal is left after the checkpoint: the copy is open")
         _fsync(temporary)
         with duckdb.connect(str(temporary), read_only=True) as snapshot:
             copied = _table_row_counts(snapshot)
@@ -115,12 +241,13 @@ def publish_snapshot(
                 for name in expected.keys() | copied.keys()
                 if expected.get(name) != copied.get(name)
             )
-            raise PublishError(f"snapshot differs from the working warehouse in {differing[:5]}")
+            raise PublishError(f"snapshot differs from the published selection in {differing[:5]}")
         size = temporary.stat().st_size
         os.replace(temporary, target)
         _fsync(target.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
+        Path(f"{temporary}.wal").unlink(missing_ok=True)
         con.execute("delete from ops.publications where run_id = ?", [run_id]).fetchall()
         raise
     # size and table count go to the working record only: the snapshot is already sealed
@@ -141,3 +268,68 @@ def published_as_of(snapshot: Path) -> tuple[str, date, datetime] | None:
             "order by published_at desc limit 1"
         ).fetchall()
     return rows[0] if rows else None
+
+
+def newer_snapshot_reason(snapshot: Path, as_of_date: date) -> str | None:
+    """Why a run as of ``as_of_date`` must not replace ``snapshot``; None when it may.
+
+    Readers expect the newest as-of date: a rerun or backfill of an earlier date fills the
+    working warehouse and its history, and leaves the newer snapshot where it is. A file there
+    that is no snapshot (unreadable, or without a publication) may be replaced.
+    """
+    try:
+        published = published_as_of(snapshot)
+    except duckdb.Error:
+        return None
+    if published is None or published[1] <= as_of_date:
+        return None
+    run_id, published_date, _ = published
+    return (
+        f"not published: {snapshot} holds as of {published_date} (run {run_id}), newer than this "
+        f"run's {as_of_date}; readers keep {published_date}. `crm-intel run --publish` "
+        "(or [publish] replace_newer = true) replaces it"
+    )
+
+
+def is_duckdb_file(path: Path) -> bool:
+    """True when ``path`` is a DuckDB database (its header carries the magic bytes at 8)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(12)[8:12] == b"DUCK"
+    except OSError:
+        return False
+
+
+# A text cell starting with one of these is evaluated by Excel, LibreOffice or Google Sheets
+# (OWASP "CSV injection"); tab and carriage return hide a formula behind whitespace.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Prefix ``'`` to every text cell a spreadsheet would evaluate; numbers stay numbers."""
+    triggered = "^[" + "".join("\\" + c if c in "-\\]^" else c for c in FORMULA_TRIGGERS) + "]"
+    return frame.with_columns(
+        pl.when(pl.col(name).str.contains(triggered))
+        .then(pl.lit("'") + pl.col(name))
+        .otherwise(pl.col(name))
+        .alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
+    )
+
+
+def write_export(frame: pl.DataFrame, out: Path, file_format: str, sheet: str) -> None:
+    """Write a list for spreadsheets: CSV neutralised and text quoted, XLSX text as strings.
+
+    In XLSX a cell is a string or a formula by its type, so text is written as strings (never
+    formulas or links) and keeps its characters; CSV has no types, so the OWASP prefix is used.
+    """
+    import xlsxwriter  # only exports to XLSX need it
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if file_format == "csv":
+        neutralise_formulas(frame).write_csv(out, quote_style="non_numeric")
+        return
+    options = {"strings_to_formulas": False, "strings_to_urls": False}
+    with xlsxwriter.Workbook(str(out), options) as workbook:
+        frame.write_excel(workbook=workbook, worksheet=sheet[:31])

@@ -189,6 +189,11 @@ class PublishSettings(dg.Config):
         default=True,
         description="Publish at the end of the run (a backfill of past dates turns it off).",
     )
+    replace_newer: bool = Field(
+        default=False,
+        description="Publish even when the published snapshot holds a newer as-of date (a run "
+        "for an earlier date otherwise leaves it as it is; `crm-intel run --publish`).",
+    )
 
 
 class NightlySettings(dg.Config):

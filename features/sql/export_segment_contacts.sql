@@ -1,5 +1,7 @@
 -- The campaign list for one segment: one row per contact who gave marketing consent.
 -- Customers without such a contact are left out on purpose (consent is respected).
+-- Reads the published snapshot, whose marts.consenting_contacts holds only consenting contacts
+-- (features/publish.py PUBLISHED_TABLES): the others never leave the working warehouse.
 with members as (
     select customer_id, name as customer_name, rfm_segment, as_of_date, clv_12m, p_alive,
            recency_days, frequency, monetary
@@ -9,8 +11,7 @@ with members as (
 
 consenting_contacts as (
     select contact_id, customer_id, email, phone, role, consent_updated_at
-    from staging.contacts
-    where marketing_consent
+    from marts.consenting_contacts
 ),
 
 final as (

@@ -5,7 +5,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from features.publish import PublishError, default_snapshot_path, publish_snapshot
+from features.publish import (
+    PublishError,
+    default_snapshot_path,
+    newer_snapshot_reason,
+    publish_snapshot,
+)
 from pipelines.common import asset_step, run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import PublishSettings
@@ -35,13 +40,24 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
     def published_snapshot(
         context: dg.AssetExecutionContext, config: PublishSettings, warehouse: Warehouse
     ) -> dg.MaterializeResult:
-        """The read-only copy of the warehouse that exports, notebooks and reports read."""
+        """The read-only snapshot (features.publish.PUBLISHED_TABLES) that readers open."""
         target = snapshot_path(config, warehouse.path)
         if not config.enabled:
             context.log.info(f"publishing is off for this run: {target} stays as it was")
             return dg.MaterializeResult(metadata={"published": False, "snapshot": str(target)})
         with warehouse.connect() as con:
             as_of = run_as_of(con, context.run_id)
+            newer = None if config.replace_newer else newer_snapshot_reason(target, as_of)
+            if newer:
+                context.log.warning(newer)
+                return dg.MaterializeResult(
+                    metadata={
+                        "published": False,
+                        "snapshot": str(target),
+                        "as_of_date": str(as_of),
+                        "reason": newer,
+                    }
+                )
             try:
                 publication = publish_snapshot(
                     con, Path(warehouse.path), target, run_id=context.run_id, as_of_date=as_of
