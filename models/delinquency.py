@@ -78,13 +78,10 @@ def _when_positive(column: str, words: pl.Expr) -> pl.Expr:
 # which the feature raises risk (+1: higher is riskier). A feature is only ever given as a
 # reason when the fitted coefficient agrees with that direction: correlated features can take
 # odd signs, and "pays early" must never be read out as a reason for risk. Size alone (number
-# of invoices, amounts invoiced or open) is no reason: it has no words.
+# of invoices, amounts invoiced or open) and how recently the customer was invoiced are no
+# reason: they have no words.
 _REASONS: dict[str, tuple[int, pl.Expr]] = {
     "tenure_days": (-1, pl.format("customer for only {} days", _number("tenure_days"))),
-    "days_since_last_invoice": (
-        -1,
-        pl.format("new exposure: last invoiced {} days ago", _number("days_since_last_invoice")),
-    ),
     "avg_days_late": (
         1,
         pl.format("pays on average {} days after the due date", _number("avg_days_late")),

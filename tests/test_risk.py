@@ -223,6 +223,16 @@ def test_customer_360_carries_scores_classes_and_reasons(risk_run: Path) -> None
     assert risky.height > 0 and risky["delinquency_reasons"].str.len_chars().min() > 0
     # the riskiest customers' exposure is already past due; reasons say so in words
     assert risky["delinquency_reasons"].str.contains("days past due").mean() > 0.5
+    # reasons agree with the aging row: the days past due said are the customer's, nothing
+    # past due or overdue is said to a customer with nothing past due, and size is no reason
+    said = scored.with_columns(
+        days=pl.col("delinquency_reasons").str.extract(r"an invoice is (\d+) days past due")
+    ).filter(pl.col("days").is_not_null())
+    assert said.height > 0
+    assert (said["days"].cast(pl.Int64) == said["max_days_past_due"]).all()
+    current = scored.filter(pl.col("max_days_past_due") == 0)["delinquency_reasons"]
+    assert current.len() > 100 and not current.str.contains(r"an invoice is|\d overdue").any()
+    assert not scored["delinquency_reasons"].str.contains("invoiced|\\d open").any()
     lgd = 0.45
     expected = (
         scored["open_exposure"].cast(pl.Float64) * scored["delinquency_probability"] * lgd
