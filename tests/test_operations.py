@@ -179,8 +179,9 @@ def test_killed_run_leaves_the_published_snapshot_as_it_was(
     assert reached_models and run.returncode == -signal.SIGKILL
     assert sha256(snapshot) == before
     assert not list(snapshot.parent.glob("*.tmp-*"))
-    # the next run recovers the working warehouse and publishes
-    run_cli(ops_inbox, published, "--as-of", "2025-09-30", "--config", str(ops_config))
+    # the next run recovers the working warehouse and publishes (an earlier date than the
+    # snapshot's: asked for with --publish)
+    run_cli(ops_inbox, published, "--as-of", "2025-09-30", "--config", str(ops_config), "--publish")
     with duckdb.connect(str(snapshot), read_only=True) as con:
         assert con.sql("select distinct as_of_date from marts.customer_360").fetchall() == [
             (date(2025, 9, 30),)
