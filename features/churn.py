@@ -73,10 +73,9 @@ def missing_feature_groups(con: duckdb.DuckDBPyConnection, as_of: date) -> dict[
 
 
 def _bg_nbd_history(
-    con: duckdb.DuckDBPyConnection, cutoffs: list[date], horizon_days: dict[date, int]
+    con: duckdb.DuckDBPyConnection, cutoffs: list[date], horizon_days: int
 ) -> dict[str, str]:
-    """BG/NBD refitted at each cutoff: P(alive), expected purchases and P(no purchase in H),
-    H = ``horizon_days[cutoff]`` (the labels' horizon at past cutoffs, the scoring one today).
+    """BG/NBD refitted at each cutoff: P(alive), expected purchases and P(no purchase in H).
 
     Returns the cutoffs where the fit was impossible (too few repeat buyers), with the reason;
     their BG/NBD columns stay null.
@@ -98,7 +97,7 @@ def _bg_nbd_history(
         except (InsufficientDataError, ValueError) as error:
             failures[cutoff.isoformat()] = str(error)
             continue
-        horizon = horizon_days[cutoff] / TIME_UNIT_DAYS
+        horizon = horizon_days / TIME_UNIT_DAYS
         x, t_x, T = (
             model_input[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency", "T")
         )
@@ -144,9 +143,10 @@ def build_churn_snapshots(
     """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``) and
     ``features.churn_labels`` (training cutoffs only, labelled over ``horizon_days``).
 
-    ``scoring_horizon_days`` (default ``horizon_days``) is the horizon of the ``as_of``
-    snapshot's BG/NBD P(no purchase): the configured one, also when a short history only lets
-    the labels use a shorter one.
+    ``scoring_horizon_days`` (default ``horizon_days``) is the horizon of BG/NBD's P(no
+    purchase) and expected purchases at every cutoff: the configured one, also when a short
+    history only lets the labels use a shorter one, so the holdout grades the very quantity
+    that would ship.
 
     ``sample_fraction`` keeps a deterministic share of customers in the training cutoffs (the
     ``as_of`` snapshot is always whole), to bound the fit on very large ledgers.
@@ -169,8 +169,7 @@ def build_churn_snapshots(
         sample_fraction=sample_fraction,
         whole_ledger_at=as_of,
     )
-    horizons = {c: horizon_days for c in cutoffs} | {as_of: scoring_horizon_days or horizon_days}
-    failures = _bg_nbd_history(con, cutoffs, horizons)
+    failures = _bg_nbd_history(con, cutoffs, scoring_horizon_days or horizon_days)
     snapshots = materialize_sql(con, "features.churn_snapshots", "feat_churn_snapshots")
     labelled = materialize_sql(
         con, "features.churn_labels", "feat_churn_labels", as_of=as_of, horizon_days=horizon_days
