@@ -1,10 +1,18 @@
-"""Warehouse layout: schemas, the shared bookkeeping tables, and the SQL-file runner."""
+"""Warehouse layout: schemas, the shared bookkeeping tables, the SQL-file runner, and the
+run lock that lets one run at a time write a warehouse."""
 
 from __future__ import annotations
 
+import fcntl
 import json
-from collections.abc import Iterator
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +94,17 @@ BOOKKEEPING_DDL = (
         failed_steps varchar,
         reason varchar,
         failed_at timestamp not null
+    )""",
+    # every run that opened the warehouse: 'running' until it ends; a run whose process died
+    # (killed, out of memory, reboot) is marked 'killed' by the next run (see begin_run)
+    """
+    create table if not exists ops.run_status (
+        run_id varchar primary key,
+        status varchar not null,
+        pid bigint,
+        started_at timestamp not null,
+        ended_at timestamp,
+        detail varchar
     )""",
 )
 
@@ -240,3 +259,271 @@ def fingerprint(con: duckdb.DuckDBPyConnection, query: str) -> str:
     """A cheap, order-independent fingerprint of a query's rows, to tie a fit to its data."""
     rows = con.sql(f"select count(*), sum(hash(q))::varchar from ({query}) q").fetchall()[0]
     return f"{rows[0]}:{rows[1]}"
+
+
+# --- one run per warehouse ---------------------------------------------------------------------
+
+RUN_LOCK_SUFFIX = ".run.lock"
+# Tables whose rows of a killed run stay: they describe files whose rows were committed (the rows
+# stay, so their record does too), or a failure that was reported.
+RUN_RECORDS_KEPT = frozenset(
+    {
+        "ops.run_status",
+        "ops.run_failures",
+        "ops.loaded_files",
+        "ops.source_files",
+        "quarantine.rejected_rows",
+    }
+)
+
+
+def run_lock_path(warehouse: str | Path) -> Path:
+    """``<warehouse>.run.lock`` beside the warehouse file: every process names the same file."""
+    path = Path(warehouse).resolve()
+    return path.with_name(path.name + RUN_LOCK_SUFFIX)
+
+
+@dataclass(frozen=True)
+class RunLockHolder:
+    """Who holds a warehouse's run lock, as the holder wrote it into the lock file."""
+
+    run_id: str
+    pid: int
+    host: str
+    started_by: str
+    started_at: str
+
+    def describe(self) -> str:
+        return (
+            f"run {self.run_id} (pid {self.pid} on {self.host}, {self.started_by}, "
+            f"started {self.started_at})"
+        )
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another run holds the warehouse's run lock."""
+
+    def __init__(
+        self, warehouse: str | Path, holder: RunLockHolder | None, waited_seconds: float = 0.0
+    ) -> None:
+        self.warehouse = str(warehouse)
+        self.holder = holder
+        who = holder.describe() if holder else "another run that is just starting"
+        waited = f" (still after waiting {waited_seconds:.0f}s)" if waited_seconds else ""
+        super().__init__(
+            f"warehouse {warehouse} is in use by {who}{waited}: one run per warehouse at a time"
+        )
+
+
+def read_run_lock_holder(warehouse: str | Path) -> RunLockHolder | None:
+    """What the last holder wrote into the lock file; None if nothing readable is there.
+
+    Only meaningful while the lock is held: a released lock file is emptied, a killed holder's
+    text stays until the next run takes the lock.
+    """
+    try:
+        text = run_lock_path(warehouse).read_text()
+        return RunLockHolder(**json.loads(text))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<warehouse>.run.lock``, held by this process for one run.
+
+    The kernel drops a flock when the last descriptor of its open file closes, which happens
+    when the process ends however it ends (SIGKILL and out-of-memory kills included): a dead
+    run never leaves the warehouse locked, and no stale-lock cleanup is needed. Taken again in
+    the same process for the same run (the CLI takes it before Dagster starts the run, the
+    Warehouse resource inside the run) it is counted, not locked twice: a second open file of
+    the same process would be refused by flock.
+    """
+
+    def __init__(self, path: Path, descriptor: int, holder: RunLockHolder) -> None:
+        self.path = path
+        self.holder = holder
+        self._descriptor = descriptor
+        self._depth = 1
+
+    def release(self) -> None:
+        with _HELD_GUARD:
+            self._depth -= 1
+            if self._depth > 0:
+                return
+            _HELD.pop(self.path, None)
+        os.ftruncate(self._descriptor, 0)
+        os.close(self._descriptor)  # closing drops the flock
+
+
+_HELD: dict[Path, RunLock] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def _describe_process() -> str:
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]]) if sys.argv else "python"
+
+
+def _holder_of_busy_lock(warehouse: str | Path) -> RunLockHolder | None:
+    # the holder writes right after locking: an empty file means it is between the two
+    for _ in range(5):
+        holder = read_run_lock_holder(warehouse)
+        if holder is not None:
+            return holder
+        time.sleep(0.1)
+    return None
+
+
+def acquire_run_lock(
+    warehouse: str | Path,
+    run_id: str,
+    *,
+    started_by: str | None = None,
+    wait_seconds: float = 0.0,
+    on_wait: Callable[[RunLockHolder | None], None] | None = None,
+    poll_seconds: float = 0.5,
+) -> RunLock:
+    """Take the warehouse's run lock for ``run_id``, or raise WarehouseBusyError naming its holder.
+
+    With ``wait_seconds`` the lock is tried again every ``poll_seconds`` until then;
+    ``on_wait`` is told once who is being waited for.
+    """
+    path = run_lock_path(warehouse)
+    with _HELD_GUARD:
+        held = _HELD.get(path)
+        if held is not None:
+            if held.holder.run_id != run_id:
+                raise WarehouseBusyError(warehouse, held.holder)
+            held._depth += 1
+            return held
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_seconds
+    told = False
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = _holder_of_busy_lock(warehouse)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.close(descriptor)
+                raise WarehouseBusyError(warehouse, holder, wait_seconds) from None
+            if on_wait is not None and not told:
+                on_wait(holder)
+                told = True
+            time.sleep(min(poll_seconds, remaining))
+    holder = RunLockHolder(
+        run_id=run_id,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started_by=started_by or _describe_process(),
+        started_at=datetime.now().isoformat(sep=" ", timespec="seconds"),
+    )
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, json.dumps(asdict(holder)).encode(), 0)
+    lock = RunLock(path, descriptor, holder)
+    with _HELD_GUARD:
+        _HELD[path] = lock
+    return lock
+
+
+def holds_run_lock(warehouse: str | Path, run_id: str) -> bool:
+    """Whether this process holds the warehouse's run lock for ``run_id``."""
+    with _HELD_GUARD:
+        held = _HELD.get(run_lock_path(warehouse))
+    return held is not None and held.holder.run_id == run_id
+
+
+@contextmanager
+def hold_run_lock(
+    warehouse: str | Path,
+    run_id: str,
+    *,
+    started_by: str | None = None,
+    wait_seconds: float = 0.0,
+    on_wait: Callable[[RunLockHolder | None], None] | None = None,
+) -> Iterator[RunLock]:
+    """The run lock for the duration of a ``with`` block (see acquire_run_lock)."""
+    lock = acquire_run_lock(
+        warehouse, run_id, started_by=started_by, wait_seconds=wait_seconds, on_wait=on_wait
+    )
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def begin_run(con: duckdb.DuckDBPyConnection, run_id: str, pid: int) -> list[str]:
+    """Record ``run_id`` as running; mark runs that never ended as killed. Returns those runs.
+
+    Only the holder of the run lock calls this, so no other run is alive: another run still
+    'running' is a process that died before it could end. Its rows in run-keyed tables (as-of
+    date, model fits, an unfinished publication, history rows) are deleted, so a half run never
+    passes for a finished one; what it loaded stays with the rows it committed
+    (RUN_RECORDS_KEPT). A run that died after it published keeps its rows: readers have them.
+    """
+    now = datetime.now()
+    with transaction(con):
+        orphans = [
+            row[0]
+            for row in con.execute(
+                "select run_id from ops.run_status where status = 'running' and run_id <> ? "
+                "order by started_at",
+                [run_id],
+            ).fetchall()
+        ]
+        published = {
+            row[0]
+            for row in con.execute(
+                "select run_id from ops.publications where size_bytes is not null"
+            ).fetchall()
+        }
+        unfinished = [orphan for orphan in orphans if orphan not in published]
+        if unfinished:
+            for table in _run_keyed_tables(con):
+                if table not in RUN_RECORDS_KEPT:
+                    con.execute(
+                        f"delete from {table} where list_contains(?, run_id)", [unfinished]
+                    ).fetchall()
+        for orphan in orphans:
+            detail = (
+                "stopped after publishing; its results stand"
+                if orphan in published
+                else "stopped before it ended; its run-keyed rows were removed at the next run"
+            )
+            con.execute(
+                "update ops.run_status set status = 'killed', ended_at = ?, detail = ? "
+                "where run_id = ?",
+                [now, detail, orphan],
+            ).fetchall()
+        con.execute(
+            "insert or replace into ops.run_status values (?, 'running', ?, ?, null, null)",
+            [run_id, pid, now],
+        ).fetchall()
+    return orphans
+
+
+def end_run(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """The run ended in its own process (succeeded or failed): it is no orphan."""
+    con.execute(
+        "update ops.run_status set status = 'ended', ended_at = ? "
+        "where run_id = ? and status = 'running'",
+        [datetime.now(), run_id],
+    ).fetchall()
+
+
+def _run_keyed_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [
+        row[0]
+        for row in con.sql(
+            """select c.table_schema || '.' || c.table_name
+               from information_schema.columns c
+               join information_schema.tables t
+                 on t.table_catalog = c.table_catalog and t.table_schema = c.table_schema
+                and t.table_name = c.table_name
+               where c.column_name = 'run_id' and t.table_type = 'BASE TABLE'
+                 and c.table_catalog = current_database()
+               order by 1"""
+        ).fetchall()
+    ]

@@ -1,20 +1,34 @@
 """Resources, from one place. Paths come from environment variables with local defaults."""
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+from pydantic import PrivateAttr
 
-from features.warehouse import ensure_layout
+from features.warehouse import (
+    RunLock,
+    begin_run,
+    end_run,
+    ensure_layout,
+    hold_run_lock,
+    holds_run_lock,
+)
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_INBOX = "data/inbox"
 # Every asset that opens the DuckDB file shares this pool (limit 1 in dagster.yaml): DuckDB
 # allows one writing process, so two steps must never race for the file lock.
 DUCKDB_POOL = "duckdb"
+# The run's end is recorded after its last step; a reader (`crm-intel status`, the inbox sensor)
+# may hold the file for a moment, so wait a little (doubling) before leaving the run 'running'.
+END_RUN_WAITS_SECONDS = (0.5, 1.0, 2.0, 4.0)
+# what Dagster runs tag with how they were started (pipelines.ops.automation sets it)
+TRIGGER_TAG = "crm-intel/trigger"
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -29,12 +43,22 @@ class Warehouse(dg.ConfigurableResource):
     the process holds that memory until it ends, so it is off unless set.
     Insertion order is not preserved: every table whose order matters is written with an ORDER
     BY, and without the guarantee DuckDB writes large tables from both threads at once.
+
+    A run of the job holds the warehouse's run lock (the `run_lock` resource below). The first
+    time such a run opens the file it records itself in `ops.run_status` and marks runs that
+    never ended as killed (features.warehouse.begin_run).
     """
 
     path: str = DEFAULT_WAREHOUSE
     memory_limit: str | None = None
     temp_directory: str | None = None
     retained_memory: str | None = None
+
+    _run_id: str | None = PrivateAttr(default=None)
+    _run_recorded: bool = PrivateAttr(default=False)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run_id  # None for a sensor reading the file
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -49,9 +73,70 @@ class Warehouse(dg.ConfigurableResource):
         con = duckdb.connect(self.path, config=config)
         try:
             ensure_layout(con)
+            if self._run_id and not self._run_recorded and holds_run_lock(self.path, self._run_id):
+                # the first step to open the file: a locked file here is retried like any step's
+                killed_runs = begin_run(con, self._run_id, os.getpid())
+                self._run_recorded = True
+                for killed in killed_runs:
+                    dg.get_dagster_logger().warning(
+                        f"run {killed} never ended (its process died): marked killed in "
+                        "ops.run_status, which says what of it was removed or kept"
+                    )
             yield con
         finally:
             con.close()
+
+
+@dg.resource(
+    required_resource_keys={"warehouse"},
+    config_schema={
+        "wait_seconds": dg.Field(
+            float, default_value=0.0, description="Wait this long for another run (0: fail)."
+        )
+    },
+    description="The warehouse's run lock, held by the run from before its first step until "
+    "after its last (publishing included).",
+)
+def run_lock(context: dg.InitResourceContext) -> Iterator[RunLock | None]:
+    """One run per warehouse, whatever started it (the CLI, the schedule, the sensor, the UI).
+
+    With the in-process executor this resource lives for the whole run, in the run's process:
+    the flock (features.warehouse.RunLock) dies with that process, so a killed run never
+    leaves the warehouse locked. A second run fails here, before any step, naming the holder
+    (or waits up to `wait_seconds`). At the end the run records that it ended in
+    `ops.run_status`, which tells the next run it was no orphan. `crm-intel run` takes the lock
+    before Dagster starts; here it is then taken again for the same run id (counted).
+    """
+    warehouse: Warehouse = context.resources.warehouse
+    run = context.dagster_run
+    if run is None:  # a sensor or a test building resources outside a run
+        yield None
+        return
+    trigger = run.tags.get(TRIGGER_TAG)
+    with hold_run_lock(
+        warehouse.path,
+        run.run_id,
+        started_by=f"Dagster run of {run.job_name}" + (f" ({trigger})" if trigger else ""),
+        wait_seconds=context.resource_config["wait_seconds"],
+    ) as lock:
+        try:
+            yield lock
+        finally:
+            _record_end(warehouse, run.run_id, context)
+
+
+def _record_end(warehouse: Warehouse, run_id: str, context: dg.InitResourceContext) -> None:
+    for wait in (*END_RUN_WAITS_SECONDS, None):
+        try:
+            with warehouse.connect() as con:
+                end_run(con, run_id)
+            return
+        except duckdb.IOException as error:
+            if wait is None or "lock" not in str(error).lower():
+                # the next run takes this one for killed and removes its run-keyed rows
+                context.log.warning(f"could not record the end of run {run_id}: {error}")
+                return
+            time.sleep(wait)
 
 
 def _retained_memory_settings(size: str) -> dict[str, str]:
@@ -83,8 +168,9 @@ def warehouse_config(path: str | None = None) -> dict[str, str]:
     return config
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource]:
+def default_resources() -> dict[str, dg.ConfigurableResource | dg.ResourceDefinition]:
     return {
         "warehouse": Warehouse(**warehouse_config()),
         "inbox": Inbox(path=os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX)),
+        "run_lock": run_lock,
     }
