@@ -12,18 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import duckdb
 
 from features.contracts import CONTRACTS
-from features.ingest import discover_files, inbox_mappings
+from features.ingest import content_hash, discover_files, inbox_mappings
+from features.warehouse import table_exists
+from pipelines.common import is_lock_error
 from pipelines.ingest.assets import ingest_options
 from pipelines.ops.alerts import RunFailure, handle_failure, warehouse_of_run
-from pipelines.resources import Inbox, Warehouse
+from pipelines.resources import TRIGGER_TAG, Inbox, Warehouse, warehouse_config
 from pipelines.settings import NightlySettings, Settings, load_settings
 
 SCHEDULE_NAME = "crm_intel_nightly_schedule"
 INBOX_SENSOR_NAME = "crm_intel_inbox_sensor"
 FAILURE_SENSOR_NAME = "crm_intel_failure_alerts"
-TRIGGER_TAG = "crm-intel/trigger"
 
 RunConfigFor = Callable[[Settings], dict[str, Any]]
 # what dg.define_asset_job returns; dagster does not export the class
@@ -45,6 +47,37 @@ def files_fingerprint(files: dict[str, list[int]]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
+def files_not_loaded(inbox: Path, files: dict[str, list[int]], warehouse: Path) -> list[str] | None:
+    """The inbox files no run has recorded in ``ops.loaded_files``; None if the file is busy.
+
+    A file counts as seen when a record has its path, size and content hash, whatever its
+    outcome (loaded, duplicate, refused): a run would do the same with it again. Only files
+    whose path and size match a record are hashed.
+    """
+    if not warehouse.is_file():
+        return sorted(files)
+    try:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            if not table_exists(con, "ops.loaded_files"):
+                return sorted(files)
+            recorded = con.sql(
+                "select source_file, size_bytes, list(distinct content_hash) "
+                "from ops.loaded_files group by all"
+            ).fetchall()
+    except duckdb.ConnectionException:
+        return None  # this process (the daemon's failure sensor) has it open to write
+    except duckdb.IOException as error:
+        if is_lock_error(error):
+            return None  # a run in another process is writing it
+        raise
+    hashes = {(path, size): set(digests) for path, size, digests in recorded}
+    return sorted(
+        path
+        for path, (size, _) in files.items()
+        if (path, size) not in hashes or content_hash(inbox / path) not in hashes[(path, size)]
+    )
+
+
 def _pending_runs(instance: dg.DagsterInstance, job_name: str) -> int:
     """Runs of the job that have not started yet: they will read the inbox as it is now."""
     return len(
@@ -58,13 +91,19 @@ def _pending_runs(instance: dg.DagsterInstance, job_name: str) -> int:
 
 
 def build_inbox_sensor(
-    job: AssetJob, poll_seconds: int, run_config_for: RunConfigFor
+    job: AssetJob,
+    poll_seconds: int,
+    run_config_for: RunConfigFor,
+    warehouse: str | Path | None = None,
 ) -> dg.SensorDefinition:
     """Start a run when files land in the inbox, once none of them is still being written.
 
     A file counts as written once its size and modification time are the same on two looks in
     a row (the debounce); until every file has settled the sensor waits. The cursor keeps the
-    last look and the fingerprint of the files the last run was requested for.
+    last look and the fingerprint of the files the last run was requested for. Settled files
+    that the warehouse (``warehouse``, else the runs' default, $CRM_INTEL_WAREHOUSE) has
+    already loaded start nothing: a fresh sensor cursor (a new Dagster home, `make dev` after
+    `make demo`) must not rerun the night that is already there.
     """
 
     @dg.sensor(
@@ -96,6 +135,17 @@ def build_inbox_sensor(
         if pending:
             return dg.SkipReason(
                 f"{pending} run(s) of {job.name} queued: they will load these files"
+            )
+        loaded_into = Path(warehouse or warehouse_config()["path"])
+        new_files = files_not_loaded(Path(inbox.path), files, loaded_into)
+        if new_files is None:
+            return dg.SkipReason(f"{loaded_into} is being written; looking again next time")
+        if not new_files:
+            # remembered as requested: the next looks skip without opening the warehouse
+            context.update_cursor(json.dumps({"seen": files, "requested": fingerprint}))
+            return dg.SkipReason(
+                f"every file in {inbox.path} is already loaded in {loaded_into} "
+                "(ops.loaded_files): nothing new to run for"
             )
         context.update_cursor(json.dumps({"seen": files, "requested": fingerprint}))
         return dg.RunRequest(
@@ -143,6 +193,11 @@ def failure_from_context(context: dg.RunFailureSensorContext, default_warehouse:
         for event in steps
         if event.event_specific_data is not None and event.event_specific_data.error is not None
     ]
+    if not reasons:
+        # failed before any step, e.g. refused because another run holds the warehouse: the
+        # run failure's own error says why (and names the holder)
+        error = getattr(context.failure_event.event_specific_data, "error", None)
+        reasons = [_root_cause(error)] if error is not None else []
     return RunFailure(
         run_id=context.dagster_run.run_id,
         job_name=context.dagster_run.job_name,
