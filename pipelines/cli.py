@@ -2,6 +2,7 @@
 
 import os
 import time
+import uuid
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,24 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show every Dagster event.")
     ] = False,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish",
+            help="Publish even if the published snapshot holds a newer as-of date (a run for "
+            "an earlier date otherwise fills the warehouse and history only).",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="If another run holds the warehouse, wait for it to end instead of failing.",
+        ),
+    ] = False,
+    wait_timeout: Annotated[
+        int, typer.Option("--wait-timeout", min=0, help="Seconds to wait at most with --wait.")
+    ] = 3600,
 ) -> None:
     """Materialize every asset in-process (the same job the Dagster UI runs)."""
     if as_of:
@@ -58,20 +77,62 @@ def run(
         except ValueError:
             raise _fail(f"--as-of must be YYYY-MM-DD, got {as_of!r}") from None
     try:
-        settings = load_settings(config, overrides={"run": {"as_of": as_of}} if as_of else None)
+        overrides: dict[str, dict] = {"run": {"as_of": as_of}} if as_of else {}
+        if publish:
+            overrides["publish"] = {"enabled": True, "replace_newer": True}
+        settings = load_settings(config, overrides=overrides)
     except SettingsError as error:
         raise _fail(str(error)) from None
     inbox_path = inbox or Path(os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX))
     if not inbox_path.is_dir():
         raise _fail(f"inbox folder {inbox_path} does not exist")
     warehouse_path = _warehouse_path(warehouse)
-    elapsed = _execute_run(settings, inbox_path, warehouse_path, verbose)
+    elapsed = _execute_run(
+        settings, inbox_path, warehouse_path, verbose, wait_seconds=wait_timeout if wait else 0
+    )
     _print_summary(warehouse_path, elapsed)
-    if settings.publish.enabled:
-        typer.echo(f"published: {_published_path(warehouse_path, settings)}")
+    typer.echo(_publication_outcome(warehouse_path, settings))
 
 
-def _execute_run(settings, inbox_path: Path, warehouse_path: Path, verbose: bool) -> float:
+def _execute_run(
+    settings, inbox_path: Path, warehouse_path: Path, verbose: bool, wait_seconds: float = 0
+) -> float:
+    """Run the nightly job holding the warehouse's run lock; exit 1 if another run holds it.
+
+    The lock is taken before Dagster is even imported, so a second run fails (or starts
+    waiting) at once, before any step. The job's warehouse resource takes it again for the same
+    run id (counted, not locked twice), as it does in runs the schedule, the sensor or the UI
+    start; it is released after the last step and the failure record.
+    """
+    from features.warehouse import WarehouseBusyError, acquire_run_lock
+
+    def tell_waiting(holder) -> None:
+        who = holder.describe() if holder else "another run"
+        typer.secho(
+            f"waiting up to {wait_seconds:.0f}s for {who} to finish with {warehouse_path}",
+            fg="yellow",
+            err=True,
+        )
+
+    run_id = str(uuid.uuid4())  # Dagster's own format: the lock file names the run from the start
+    try:
+        lock = acquire_run_lock(
+            warehouse_path,
+            run_id,
+            started_by="crm-intel run",
+            wait_seconds=wait_seconds,
+            on_wait=tell_waiting,
+        )
+    except WarehouseBusyError as busy:
+        hint = "" if wait_seconds else "; wait for it with `crm-intel run --wait`"
+        raise _fail(f"{busy}{hint}") from None
+    try:
+        return _run_job(settings, inbox_path, warehouse_path, verbose, run_id)
+    finally:
+        lock.release()
+
+
+def _run_job(settings, inbox_path: Path, warehouse_path: Path, verbose: bool, run_id: str) -> float:
     """Run the nightly job in-process; on failure record it, page, and exit 1. Returns seconds."""
     import dagster as dg
 
@@ -88,7 +149,7 @@ def _execute_run(settings, inbox_path: Path, warehouse_path: Path, verbose: bool
     )
     started = time.perf_counter()
     result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False
+        run_config=run_config, instance=instance, raise_on_error=False, run_id=run_id
     )
     elapsed = time.perf_counter() - started
     if not verbose:
@@ -172,6 +233,7 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
             "where churn_risk_band is not null group by 1 "
             "order by list_position(['low', 'medium', 'high', 'closed'], churn_risk_band)"
         ).fetchall()
+        scorers = [_scorer_line(con, kind) for kind in ("churn", "delinquency")]
     typer.echo(f"crm-intel run finished in {elapsed:.1f}s — as of {as_of}")
     typer.echo(f"customers: {customers:,} ({purchasers:,} with purchases)")
     typer.echo(f"total 12-month CLV: {clv_total or 0:,.2f}")
@@ -202,6 +264,8 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
             "churn risk: "
             + ", ".join(f"{band} {count:,} (CLV {clv:,.0f})" for band, count, clv in churn_bands)
         )
+    for line in filter(None, scorers):
+        typer.echo(line)
     if quarantined:
         typer.echo(f"quarantined rows: {quarantined:,} (see quarantine.rejected_rows)")
     typer.echo(
@@ -209,6 +273,36 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
         "marts.segment_members, marts.receivables_aging, marts.portfolio_risk, "
         "marts.customer_equity, marts.risk_alerts, models.model_runs"
     )
+
+
+def _scorer_line(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
+    """Which scorer ships and on what evidence, next to the best plain one-column ranking."""
+    table = f"models.{kind}_evaluation"
+    if not con.sql(
+        "select count(*) from duckdb_tables() where schema_name || '.' || table_name = $t",
+        params={"t": table},
+    ).fetchall()[0][0]:
+        return None
+    rows = con.sql(
+        f"select scorer, kind, roc_auc, roc_auc_low, roc_auc_high, positives, too_few_positives, "
+        f"chosen, choice_reason from {table} where population = 'all' "
+        "order by chosen desc, roc_auc desc nulls last"
+    ).fetchall()
+    if not rows:
+        return None
+    scorer, _, auc, low, high, positives, too_few, _, reason = rows[0]
+    if auc is None:
+        return f"{kind} scorer: {scorer} ({reason})"
+    line = (
+        f"{kind} scorer: {scorer}, holdout ROC AUC {auc:.3f} [{low:.3f}-{high:.3f}] "
+        f"on {positives:,} positives"
+    )
+    ranking = next((r for r in rows[1:] if r[1] == "one_column" and r[2] is not None), None)
+    if ranking:
+        line += f"; best one-column ranking {ranking[0]} {ranking[2]:.3f}"
+    if too_few:
+        line += f" — {reason}"
+    return line
 
 
 @app.command("demo-data")
@@ -264,6 +358,23 @@ def _published_path(warehouse_path: Path, settings=None) -> Path:
     return snapshot_path(settings.publish, warehouse_path)
 
 
+def _publication_outcome(warehouse_path: Path, settings) -> str:
+    """Whether the run just finished was published and, if not, why: said plainly."""
+    from features.publish import newer_snapshot_reason, published_as_of
+
+    target = _published_path(warehouse_path, settings)
+    if not settings.publish.enabled:
+        return f"not published: [publish] enabled = false; {target} stays as it was"
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        run_id, as_of = con.sql(
+            "select run_id, as_of_date from ops.runs order by started_at desc limit 1"
+        ).fetchall()[0]
+    published = published_as_of(target)
+    if published and published[0] == run_id:
+        return f"published: {target}"
+    return newer_snapshot_reason(target, as_of) or f"not published: {target} is as it was"
+
+
 def _read_only(warehouse: Path | None) -> duckdb.DuckDBPyConnection:
     """The published snapshot: never locked by a run, never half a run."""
     path = _published_path(_warehouse_path(warehouse))
@@ -271,7 +382,30 @@ def _read_only(warehouse: Path | None) -> duckdb.DuckDBPyConnection:
         raise _fail(
             f"nothing published at {path} yet: `crm-intel run` publishes it when a run succeeds"
         )
-    return duckdb.connect(str(path), read_only=True)
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as error:
+        raise _fail(
+            f"{path} is not a readable snapshot ({error}); the next `crm-intel run` publishes it "
+            "again"
+        ) from None
+
+
+def _refuse_to_overwrite(out: Path, warehouse: Path | None) -> None:
+    """An export never replaces the working warehouse, the published snapshot or any database."""
+    from features.publish import is_duckdb_file
+
+    working = _warehouse_path(warehouse)
+    protected = {
+        "the working warehouse": working,
+        "the published snapshot": _published_path(working),
+    }
+    for what, path in protected.items():
+        for file in (path, Path(f"{path}.wal")):
+            if out.resolve() == file.resolve():
+                raise _fail(f"--out {out} is {what}; choose another file for the export")
+    if is_duckdb_file(out):
+        raise _fail(f"--out {out} is a DuckDB database; choose another file for the export")
 
 
 @segments_app.command("list")
@@ -294,9 +428,12 @@ def segments_export(
     file_format: Annotated[str, typer.Option("--format", help="csv or xlsx.")] = "csv",
     warehouse: WarehouseOption = None,
 ) -> None:
-    """Write one segment's consenting contacts to CSV or XLSX."""
+    """Write one segment's consenting contacts to CSV or XLSX (formulas neutralised)."""
+    from features.publish import write_export
+
     if file_format not in ("csv", "xlsx"):
         raise _fail(f"--format must be csv or xlsx, got {file_format!r}")
+    _refuse_to_overwrite(out, warehouse)
     with _read_only(warehouse) as con:
         known = [
             row[0] for row in con.sql("select rfm_segment from marts.segment_summary").fetchall()
@@ -309,11 +446,7 @@ def segments_export(
             [name],
         ).fetchall()[0]
         contacts = con.sql(sql_text("export_segment_contacts"), params={"segment": name}).pl()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if file_format == "csv":
-        contacts.write_csv(out)
-    else:
-        contacts.write_excel(out, worksheet=name[:31])
+    write_export(contacts, out, file_format, sheet=name)
     typer.echo(
         f"{name}: {members[0]:,} customers, {members[1]:,} with a consenting contact; "
         f"wrote {contacts.height:,} contacts to {out} "
