@@ -397,11 +397,13 @@ def bench_dataset(
     args: argparse.Namespace,
     timings: list[str],
 ) -> list[Block]:
-    """Every as-of date of one inbox: run, label, grade; ``dates`` None = last invoice - horizon."""
+    """Every as-of date of one inbox: run, label, grade; ``dates`` None = the last invoice minus
+    the longer of the churn and delinquency horizons, so both outcomes are observed."""
     ledger = duckdb.connect()
     has_payments = load_ledger(ledger, inbox)
     _, last = ledger_span(ledger)
-    dates = dates or [last - timedelta(days=args.horizon_days)]
+    window = max(args.horizon_days, DELINQUENCY_HORIZON_DAYS if has_payments else 0)
+    dates = dates or [last - timedelta(days=window)]
     config = write_config(work / f"{name}.toml", args.horizon_days, base_currency)
     blocks = []
     for as_of in dates:
