@@ -36,6 +36,7 @@ import duckdb
 import polars as pl
 
 from features.contracts import CONTRACTS_BY_TABLE, Column, Contract
+from features.erasure import ERASED_REASON, has_tombstones, tombstoned_lines_sql
 from features.mappings import INBOX_MAPPINGS_FOLDER, Mapping, canonical_mapping, load_mappings
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".xlsx")
@@ -506,7 +507,7 @@ def read_raw_file(
 
 
 def _append_raw(
-    con: duckdb.DuckDBPyConnection, frame: pl.LazyFrame, file: InboxFile, table: str
+    con: duckdb.DuckDBPyConnection, frame: pl.LazyFrame, file: InboxFile, table: str, run_id: str
 ) -> int:
     """Stream one export's rows into ``raw.<table>``; returns how many rows it had.
 
@@ -519,9 +520,46 @@ def _append_raw(
             frame.sink_parquet(rows_file, compression="lz4")
         except pl.exceptions.PolarsError as error:
             raise _unreadable(file, error) from None
-        return con.execute(
-            f"insert into raw.{table} by name select * from read_parquet({_quote(str(rows_file))})"
+        source = f"read_parquet({_quote(str(rows_file))})"
+        tombstoned = (
+            tombstoned_lines_sql(CONTRACTS_BY_TABLE[table].column_names, source)
+            if has_tombstones(con)
+            else None
+        )
+        if tombstoned is None:
+            return con.execute(
+                f"insert into raw.{table} by name select * from {source}"
+            ).fetchall()[0][0]
+        return _append_raw_without_erased(con, source, tombstoned, table, run_id)
+
+
+def _append_raw_without_erased(
+    con: duckdb.DuckDBPyConnection, source: str, tombstoned: str, table: str, run_id: str
+) -> int:
+    """Append the rows no tombstone matches; quarantine the others as ``erased``, redacted.
+
+    An erased person's rows never reach raw, so no rebuild can stage them again; their
+    quarantine rows keep the line, not the content, and survive rebuilds of staging.
+    """
+    con.execute(f"create or replace temp table tombstoned_lines as {tombstoned}")
+    try:
+        kept = con.execute(
+            f"insert into raw.{table} by name select * from {source} "
+            "anti join tombstoned_lines using (load_id, source_file, line_number)"
         ).fetchall()[0][0]
+        erased = con.execute(
+            f"""insert into quarantine.rejected_rows
+                (run_id, staging_table, source_file, line_number, reason, detail, raw_record,
+                 rejected_at, load_id)
+            select ?, ?, source_file, line_number, '{ERASED_REASON}',
+                   'matches an erasure tombstone on ' || matched || '; content not kept',
+                   '{{"redacted": true}}'::json, now()::timestamp, load_id
+            from tombstoned_lines""",
+            [run_id, table],
+        ).fetchall()[0][0]
+    finally:
+        con.execute("drop table if exists tombstoned_lines")
+    return kept + erased
 
 
 # --- raw: accumulate newly delivered files -------------------------------------------------
@@ -656,7 +694,7 @@ def load_new_files(
             continue
         file_notes = notes.setdefault(file.relative, LoadNotes())
         frame = read_raw_file(file, contract, digest, file_notes)
-        rows = _append_raw(con, frame, file, contract.table)
+        rows = _append_raw(con, frame, file, contract.table, run_id)
         if file.path.stat().st_size != size:
             raise InboxError(f"{file.relative}: changed while being read; still being written")
         file_notes.rounded, rounded_warnings = _rounded_to_cent(con, file, contract, digest)
@@ -970,7 +1008,11 @@ def build_staging(
         """,
         [contract.group],
     )
-    con.execute("delete from quarantine.rejected_rows where staging_table = ?", [table])
+    # rows an erasure kept out of raw are not rebuilt from it: their quarantine rows stay
+    con.execute(
+        "delete from quarantine.rejected_rows where staging_table = ? and reason <> ?",
+        [table, ERASED_REASON],
+    )
     # Run and time of the load that brought the row, so a rebuild writes identical rows.
     con.execute(
         f"""
@@ -1093,9 +1135,10 @@ def _reject_gate(
         reasons = Counter(
             dict(
                 con.execute(
+                    # erased rows are no fault of the file: they never count against it
                     "select reason, count(*) from quarantine.rejected_rows "
-                    "where load_id = ? and staging_table = ? group by reason",
-                    [load_id, contract.table],
+                    "where load_id = ? and staging_table = ? and reason <> ? group by reason",
+                    [load_id, contract.table, ERASED_REASON],
                 ).fetchall()
             )
         )

@@ -106,6 +106,22 @@ BOOKKEEPING_DDL = (
         ended_at timestamp,
         detail varchar
     )""",
+    # erased customers and contacts (features/erasure.py): the tombstones that keep a
+    # re-delivered file from bringing them back; identifiers only as SHA-256 in erasure_keys
+    """
+    create table if not exists ops.erasures (
+        erasure_id varchar primary key,
+        kind varchar not null,
+        subject_id varchar not null,
+        erased_at timestamp not null,
+        rows_removed json
+    )""",
+    """
+    create table if not exists ops.erasure_keys (
+        erasure_id varchar not null,
+        key_column varchar not null,
+        key_sha256 varchar not null
+    )""",
 )
 
 

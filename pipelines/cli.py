@@ -508,6 +508,100 @@ def backfill(
     )
 
 
+def _split_ids(values: list[str] | None) -> list[str]:
+    """Ids given repeated (``--customer A --customer B``) or comma-separated, in order, once."""
+    ids = [part.strip() for value in values or [] for part in value.split(",")]
+    return list(dict.fromkeys(part for part in ids if part))
+
+
+@app.command()
+def erase(
+    customer: Annotated[
+        list[str] | None,
+        typer.Option("--customer", help="Customer id to erase (repeatable or comma-separated)."),
+    ] = None,
+    contact: Annotated[
+        list[str] | None,
+        typer.Option("--contact", help="Contact id to erase (repeatable or comma-separated)."),
+    ] = None,
+    inbox: Annotated[
+        Path | None, typer.Option(help=f"Input folder (default: {DEFAULT_INBOX}).")
+    ] = None,
+    warehouse: WarehouseOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Erase customers or contacts from every schema and the published snapshot, for good.
+
+    Holds the run lock, so no run interleaves; records tombstones so a re-delivered file cannot
+    bring them back; republishes the snapshot from the cleaned warehouse.
+    """
+    from features.erasure import erase as erase_subjects
+    from features.warehouse import WarehouseBusyError, acquire_run_lock
+
+    customers, contacts = _split_ids(customer), _split_ids(contact)
+    if not customers and not contacts:
+        raise _fail("name at least one --customer or --contact to erase")
+    try:
+        settings = load_settings(config)
+    except SettingsError as error:
+        raise _fail(str(error)) from None
+    warehouse_path = _warehouse_path(warehouse)
+    if not warehouse_path.is_file():
+        raise _fail(f"no warehouse at {warehouse_path}")
+    inbox_path = inbox or Path(os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX))
+    try:
+        lock = acquire_run_lock(
+            warehouse_path, f"erase-{uuid.uuid4()}", started_by="crm-intel erase"
+        )
+    except WarehouseBusyError as busy:
+        raise _fail(f"{busy}; erase when it has ended") from None
+    try:
+        with duckdb.connect(str(warehouse_path)) as con:
+            erasures = erase_subjects(con, customers, contacts)
+            snapshot = _republish_after_erasure(con, warehouse_path, settings)
+    finally:
+        lock.release()
+    for erasure in erasures:
+        typer.echo(f"erased {erasure.kind} {erasure.subject_id} (erasure {erasure.erasure_id}):")
+        if not erasure.rows_removed:
+            typer.echo("  no rows held; the tombstone keeps future deliveries out")
+        for table, rows in erasure.rows_removed.items():
+            typer.echo(f"  {table:<40}{rows:>10,}")
+        for column, rows in erasure.redacted.items():
+            typer.echo(f"  {'redacted ' + column:<40}{rows:>10,}")
+    typer.echo(
+        "tombstones recorded in ops.erasures: rows of them in a re-delivered file are "
+        "quarantined as erased, never staged"
+    )
+    typer.echo(snapshot)
+    still_there = sorted(
+        {f for erasure in erasures for f in erasure.source_files if (inbox_path / f).is_file()}
+    )
+    if still_there:
+        typer.echo(
+            f"inbox files in {inbox_path} that still hold them (replace or delete them at the "
+            f"source; loaded already, they are not read again): {', '.join(still_there)}"
+        )
+
+
+def _republish_after_erasure(con: duckdb.DuckDBPyConnection, warehouse_path: Path, settings) -> str:
+    """Replace the published snapshot, if there is one, with the cleaned warehouse's selection."""
+    from features.publish import publish_snapshot, published_as_of
+
+    target = _published_path(warehouse_path, settings)
+    if published_as_of(target) is None:
+        return f"no published snapshot at {target}: nothing to republish"
+    latest = con.sql(
+        "select run_id, as_of_date from ops.runs order by started_at desc limit 1"
+    ).fetchall()
+    if not latest:
+        target.unlink()
+        return f"snapshot {target} removed: the warehouse holds no run to republish"
+    run_id, as_of = latest[0]
+    publish_snapshot(con, warehouse_path, target, run_id=run_id, as_of_date=as_of)
+    return f"snapshot republished without them: {target} (run {run_id}, as of {as_of})"
+
+
 @app.command()
 def status(warehouse: WarehouseOption = None) -> None:
     """The last run, its as-of date, what is published, failures and quarantined rows."""
