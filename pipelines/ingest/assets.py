@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from features.contracts import CONTRACTS, Contract
+from features.erasure import ERASED_REASON
 from features.ingest import InboxError, IngestOptions, ingest_group
 from pipelines.common import asset_step
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
@@ -96,6 +97,8 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                 "raw_rows": result.raw_rows,
                 "dagster/row_count": result.staged_rows,
                 "quarantined_rows": result.quarantined_rows,
+                # rows of erased customers or contacts kept out by their tombstones
+                "erased_rows": result.reasons.get(ERASED_REASON, 0),
                 "superseded_rows": result.superseded_rows,
                 "quarantine_reasons": dg.MetadataValue.json(result.reasons),
                 "skipped_rules": dg.MetadataValue.json(list(result.skipped_rules)),
