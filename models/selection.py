@@ -35,6 +35,28 @@ SUPERVISED = "supervised"
 KIND_ORDER = {"one_column": 0, "baseline": 1, "supervised": 2}
 
 
+# The evaluation tables' columns (models.churn_evaluation, models.delinquency_evaluation).
+EVALUATION_SCHEMA = {
+    "scorer": pl.String,
+    "kind": pl.String,
+    "population": pl.String,
+    "holdout_cutoffs": pl.String,
+    "horizon_days": pl.Int64,
+    "customers": pl.Int64,
+    "positives": pl.Int64,
+    "training_rows": pl.Int64,
+    "roc_auc": pl.Float64,
+    "roc_auc_low": pl.Float64,
+    "roc_auc_high": pl.Float64,
+    "pr_auc": pl.Float64,
+    "brier": pl.Float64,
+    "top_decile_lift": pl.Float64,
+    "too_few_positives": pl.Boolean,
+    "chosen": pl.Boolean,
+    "choice_reason": pl.String,
+}
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A scorer graded on the holdout: higher ``predicted`` = more at risk."""
@@ -158,22 +180,9 @@ def choose_scorer(
                 "top_decile_lift": top_decile_lift(observed, predicted) if positives else None,
             }
         )
-    summary = pl.DataFrame(
-        rows,
-        schema={
-            "scorer": pl.String,
-            "kind": pl.String,
-            "customers": pl.Int64,
-            "positives": pl.Int64,
-            "training_rows": pl.Int64,
-            "roc_auc": pl.Float64,
-            "roc_auc_low": pl.Float64,
-            "roc_auc_high": pl.Float64,
-            "pr_auc": pl.Float64,
-            "brier": pl.Float64,
-            "top_decile_lift": pl.Float64,
-        },
-    )
+    columns = ("scorer", "kind", "customers", "positives", "training_rows", "roc_auc")
+    columns += ("roc_auc_low", "roc_auc_high", "pr_auc", "brier", "top_decile_lift")
+    summary = pl.DataFrame(rows, schema={c: EVALUATION_SCHEMA[c] for c in columns})
     too_few = events < min_positives
     names = [c.name for c in candidates]
     if robust not in names:
@@ -531,28 +540,6 @@ def uncalibrated_probability(
         return np.full(current.height, np.nan)
     values = current[chosen.column].cast(pl.Float64).fill_null(np.nan).to_numpy()
     return rank_mapped(values * chosen.direction, current[reference].to_numpy())
-
-
-# The evaluation tables' columns (models.churn_evaluation, models.delinquency_evaluation).
-EVALUATION_SCHEMA = {
-    "scorer": pl.String,
-    "kind": pl.String,
-    "population": pl.String,
-    "holdout_cutoffs": pl.String,
-    "horizon_days": pl.Int64,
-    "customers": pl.Int64,
-    "positives": pl.Int64,
-    "training_rows": pl.Int64,
-    "roc_auc": pl.Float64,
-    "roc_auc_low": pl.Float64,
-    "roc_auc_high": pl.Float64,
-    "pr_auc": pl.Float64,
-    "brier": pl.Float64,
-    "top_decile_lift": pl.Float64,
-    "too_few_positives": pl.Boolean,
-    "chosen": pl.Boolean,
-    "choice_reason": pl.String,
-}
 
 
 def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:

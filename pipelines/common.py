@@ -10,6 +10,9 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from features.warehouse import fingerprint, record_model_run, write_frame
+from models.selection import Evaluation, candidate_metrics
+
 Params = ParamSpec("Params")
 
 
@@ -69,3 +72,61 @@ def asset_step(
         return result._replace(metadata={**(result.metadata or {}), "duration_seconds": seconds})
 
     return compute_step
+
+
+def write_scorer_choice(
+    context: dg.AssetExecutionContext,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    target: str,
+    evaluation: Evaluation,
+    as_of: date,
+    holdout_cutoffs: list[date],
+    label_horizon_days: int,
+    settings: dict[str, Any],
+    labels_query: str,
+) -> dg.MaterializeResult:
+    """Write ``models.<target>_evaluation`` and ``_reliability`` (also when empty, so no bins of
+    an earlier run linger), record the choice with every candidate's metrics in
+    ``models.model_runs`` and return the step's metadata: one story for churn and delinquency."""
+    chosen, reason, notes = evaluation.chosen, evaluation.choice.reason, evaluation.notes
+    summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
+    write_frame(con, f"models.{target}_evaluation", summary)
+    last = max(holdout_cutoffs) if holdout_cutoffs else None
+    write_frame(
+        con,
+        f"models.{target}_reliability",
+        evaluation.reliability.with_columns(
+            pl.lit(as_of).alias("as_of_date"), pl.lit(last, pl.Date).alias("holdout_cutoff")
+        ),
+    )
+    metrics = candidate_metrics(summary)
+    record_model_run(
+        con,
+        run_id=context.run_id,
+        model=f"{target}_choice",
+        as_of_date=as_of,
+        parameters={
+            "chosen": chosen,
+            "reason": reason,
+            "holdout_cutoffs": holdout_cutoffs,
+            "label_horizon_days": label_horizon_days,
+            "not_candidates": notes,
+            "settings": settings,
+        },
+        metrics=metrics,
+        data_fingerprint=fingerprint(con, labels_query),
+    )
+    context.log.info(f"{target} scorer: {chosen}: {reason}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": summary.height,
+            "chosen": chosen,
+            "choice_reason": reason,
+            "holdout_cutoffs": [c.isoformat() for c in holdout_cutoffs],
+            "label_horizon_days": label_horizon_days,
+            "not_candidates": dg.MetadataValue.json(notes),
+            "metrics": dg.MetadataValue.json(metrics),
+            "comparison": preview(summary.drop("as_of_date")),
+        }
+    )

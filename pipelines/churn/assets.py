@@ -16,10 +16,9 @@ from models.churn import (
 )
 from models.scorecard import NotEnoughEvidence
 from models.selection import (
-    candidate_metrics,
     fit_shipped,
 )
-from pipelines.common import asset_step, preview, run_as_of
+from pipelines.common import asset_step, preview, run_as_of, write_scorer_choice
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import ChurnSettings
 
@@ -150,45 +149,17 @@ def churn_evaluation(
             config.horizon_days,
             _model(config, _missing_groups(con)),
         )
-        chosen, reason = evaluation.chosen, evaluation.choice.reason
-        summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
-        write_frame(con, "models.churn_evaluation", summary)
-        # written also when empty (nothing graded), so no bins of an earlier run linger
-        write_frame(
+        return write_scorer_choice(
+            context,
             con,
-            "models.churn_reliability",
-            evaluation.reliability.with_columns(pl.lit(as_of).alias("as_of_date")),
+            target="churn",
+            evaluation=evaluation,
+            as_of=as_of,
+            holdout_cutoffs=holdout,
+            label_horizon_days=label_horizon,
+            settings=config.model_dump(),
+            labels_query=LABELS_QUERY,
         )
-        data = fingerprint(con, LABELS_QUERY)
-        metrics = candidate_metrics(summary)
-        record_model_run(
-            con,
-            run_id=context.run_id,
-            model="churn_choice",
-            as_of_date=as_of,
-            parameters={
-                "chosen": chosen,
-                "reason": reason,
-                "holdout_cutoffs": holdout,
-                "label_horizon_days": label_horizon,
-                "not_candidates": evaluation.notes,
-                "settings": config.model_dump(),
-            },
-            metrics=metrics,
-            data_fingerprint=data,
-        )
-    context.log.info(f"churn scorer: {chosen}: {reason}")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": summary.height,
-            "chosen": chosen,
-            "choice_reason": reason,
-            "holdout_cutoffs": [c.isoformat() for c in holdout],
-            "label_horizon_days": label_horizon,
-            "not_candidates": dg.MetadataValue.json(evaluation.notes),
-            "comparison": preview(summary.drop("as_of_date")),
-        }
-    )
 
 
 @dg.asset(

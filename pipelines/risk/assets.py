@@ -33,10 +33,9 @@ from models.delinquency import (
 )
 from models.scorecard import NotEnoughEvidence
 from models.selection import (
-    candidate_metrics,
     fit_shipped,
 )
-from pipelines.common import asset_step, preview, run_as_of, table_metadata
+from pipelines.common import asset_step, preview, run_as_of, table_metadata, write_scorer_choice
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import RiskSettings
 
@@ -281,48 +280,17 @@ def delinquency_evaluation(
             config.label_horizon_days,
             _model(config),
         )
-        chosen, reason, notes = evaluation.chosen, evaluation.choice.reason, evaluation.notes
-        summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
-        write_frame(con, "models.delinquency_evaluation", summary)
-        # written also when empty (nothing graded), so no bins of an earlier run linger
-        write_frame(
+        return write_scorer_choice(
+            context,
             con,
-            "models.delinquency_reliability",
-            evaluation.reliability.with_columns(
-                pl.lit(as_of).alias("as_of_date"),
-                pl.lit(cutoffs[-1] if cutoffs else None, pl.Date).alias("holdout_cutoff"),
-            ),
+            target="delinquency",
+            evaluation=evaluation,
+            as_of=as_of,
+            holdout_cutoffs=cutoffs[-1:],
+            label_horizon_days=label_horizon,
+            settings=config.model_dump(),
+            labels_query="select * from features.delinquency_labels",
         )
-        metrics = candidate_metrics(summary)
-        record_model_run(
-            con,
-            run_id=context.run_id,
-            model="delinquency_choice",
-            as_of_date=as_of,
-            parameters={
-                "chosen": chosen,
-                "reason": reason,
-                "holdout_cutoff": cutoffs[-1] if cutoffs else None,
-                "label_horizon_days": label_horizon,
-                "not_candidates": notes,
-                "settings": config.model_dump(),
-            },
-            metrics=metrics,
-            data_fingerprint=fingerprint(con, "select * from features.delinquency_labels"),
-        )
-    context.log.info(f"delinquency scorer: {chosen}: {reason}")
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": summary.height,
-            "chosen": chosen,
-            "choice_reason": reason,
-            "holdout_cutoff": str(cutoffs[-1]) if cutoffs else None,
-            "label_horizon_days": label_horizon,
-            "not_candidates": dg.MetadataValue.json(notes),
-            "metrics": dg.MetadataValue.json(metrics),
-            "summary": preview(summary.drop("as_of_date")),
-        }
-    )
 
 
 @dg.asset(
