@@ -165,10 +165,12 @@ def main() -> None:
         f"{len(model.feature_names_)} model columns, {scores.height:,d} customers scored"
     )
     for row in evaluation.summary.iter_rows(named=True):
+        brier = "" if row["brier"] is None else f"  Brier {row['brier']:.4f}"
         print(
-            f"holdout {row['scorer']:16s} ROC AUC {row['roc_auc']:.4f}  PR AUC "
-            f"{row['pr_auc']:.4f}  Brier {row['brier']:.4f}  top-decile lift "
-            f"{row['top_decile_lift']:.2f}"
+            f"holdout {row['scorer']:26s} ROC AUC {row['roc_auc']:.4f} "
+            f"[{row['roc_auc_low']:.4f}, {row['roc_auc_high']:.4f}]  PR AUC {row['pr_auc']:.4f}"
+            f"{brier}  top-decile lift {row['top_decile_lift']:.2f}"
+            + ("  (chosen)" if row["chosen"] else "")
         )
 
 

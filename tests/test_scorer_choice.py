@@ -13,7 +13,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 
 from models.delinquency import BEHAVIOUR_FEATURES, DelinquencyModel
-from models.scorecard import NotEnoughEvidence
+from models.scorecard import NotEnoughEvidence, grouped_folds
 from models.selection import Candidate, bootstrap_auc, choose_scorer, rank_mapped
 from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapshots
 from pipelines.customer_value.assets import run_as_of_date
@@ -122,17 +122,18 @@ def _ledger_snapshots(customers: int, late_customers: int, seed: int = 0) -> pl.
 
 
 def test_the_scorecard_is_a_scikit_learn_estimator_sized_to_its_events() -> None:
-    many = _ledger_snapshots(3000, 600)
+    many = _ledger_snapshots(4000, 1200)
     model = DelinquencyModel()
     with pytest.raises(NotFittedError):
         model.predict_proba(many)
     fitted = clone(model).fit(many)
-    assert len(fitted.feature_names_) == len(BEHAVIOUR_FEATURES)  # 600 events allow them all
-    assert fitted.regularization_ in (0.01, 0.1, 1.0, 10.0)
+    assert len(fitted.feature_names_) == len(BEHAVIOUR_FEATURES)  # 1,200 events allow them all
+    assert fitted.regularization_ == 1.0  # 75 events a column: abundant, no search
     few = _ledger_snapshots(3000, 25)
     small = clone(model).fit(few)
     # 25 events: two columns at ten events each, the strongest alone
     assert len(small.feature_names_) == 2 and "share_paid_late" in small.feature_names_
+    assert small.regularization_ in (0.01, 0.1, 1.0, 10.0)  # 12 events a column: searched
     assert roc_auc_score(few["delinquent"], small.predict_proba(few)) > 0.9
     with pytest.raises(NotEnoughEvidence, match="only 6"):
         clone(model).fit(_ledger_snapshots(3000, 6))
@@ -300,3 +301,16 @@ def test_a_short_history_says_what_it_could_validate_and_guesses_nothing(
     assert delinquency[:2] == (0, 0) and "no labels at the 90-day horizon" in delinquency[2]
     # five months of purchases still leave dropout in the CLV model: P(alive) is not 1 for all
     assert p_alive[0][0] > 100
+
+
+def test_folds_never_split_a_customer_and_share_out_the_events() -> None:
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 500, 5000)
+    labels = (rng.random(5000) < 0.02).astype(int)
+    folds = grouped_folds(labels, groups, 3)
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(5000))
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+        assert labels[test].sum() > 0 and labels[train].sum() > 0
+    with_event = [len(set(groups[test][labels[test] == 1])) for _, test in folds]
+    assert max(with_event) - min(with_event) <= 1
