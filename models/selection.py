@@ -78,11 +78,6 @@ class Choice:
     too_few_positives: bool
 
 
-def rank_auc(observed: np.ndarray, predicted: np.ndarray) -> float:
-    """ROC AUC by ranks (Mann-Whitney), ties counted half; equals scikit-learn's."""
-    return float(bootstrap_auc(observed, predicted, resamples=0)[0])
-
-
 def bootstrap_auc(
     observed: np.ndarray,
     predicted: np.ndarray,
