@@ -45,7 +45,7 @@ dev: venv
 
 # Re-resolve the pinned lock from pyproject.toml (needs network to PyPI).
 lock: venv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra notebooks --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb data/published data/exports
