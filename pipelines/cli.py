@@ -10,34 +10,24 @@ from typing import Annotated
 import duckdb
 import typer
 
-from features.warehouse import sql_text
-from pipelines.resources import DEFAULT_INBOX, DEFAULT_WAREHOUSE
+from pipelines.cli_common import (
+    ConfigOption,
+    WarehouseOption,
+    fail,
+    publication_outcome,
+    published_path,
+    warehouse_path_of,
+)
+from pipelines.cli_finance import finance_app
+from pipelines.cli_segments import segments_app
+from pipelines.resources import DEFAULT_INBOX
 from pipelines.settings import SettingsError, load_settings
 
 app = typer.Typer(help="Analytical CRM pipeline: RFM, CLV, churn and credit risk per customer.")
-segments_app = typer.Typer(help="Segment lists for campaigns (marketing consent respected).")
 config_app = typer.Typer(help="Settings.")
 app.add_typer(segments_app, name="segments")
+app.add_typer(finance_app, name="finance")
 app.add_typer(config_app, name="config")
-
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="Settings TOML (default: ./crm-intel.toml).")
-]
-WarehouseOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--warehouse", help=f"DuckDB file (default: $CRM_INTEL_WAREHOUSE or {DEFAULT_WAREHOUSE})."
-    ),
-]
-
-
-def _warehouse_path(option: Path | None) -> Path:
-    return option or Path(os.environ.get("CRM_INTEL_WAREHOUSE", DEFAULT_WAREHOUSE))
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
 
 
 @app.command()
@@ -75,23 +65,23 @@ def run(
         try:
             date.fromisoformat(as_of)
         except ValueError:
-            raise _fail(f"--as-of must be YYYY-MM-DD, got {as_of!r}") from None
+            raise fail(f"--as-of must be YYYY-MM-DD, got {as_of!r}") from None
     try:
         overrides: dict[str, dict] = {"run": {"as_of": as_of}} if as_of else {}
         if publish:
             overrides["publish"] = {"enabled": True, "replace_newer": True}
         settings = load_settings(config, overrides=overrides)
     except SettingsError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     inbox_path = inbox or Path(os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX))
     if not inbox_path.is_dir():
-        raise _fail(f"inbox folder {inbox_path} does not exist")
-    warehouse_path = _warehouse_path(warehouse)
+        raise fail(f"inbox folder {inbox_path} does not exist")
+    warehouse_path = warehouse_path_of(warehouse)
     elapsed = _execute_run(
         settings, inbox_path, warehouse_path, verbose, wait_seconds=wait_timeout if wait else 0
     )
     _print_summary(warehouse_path, elapsed)
-    typer.echo(_publication_outcome(warehouse_path, settings))
+    typer.echo(publication_outcome(warehouse_path, settings))
 
 
 def _execute_run(
@@ -125,7 +115,7 @@ def _execute_run(
         )
     except WarehouseBusyError as busy:
         hint = "" if wait_seconds else "; wait for it with `crm-intel run --wait`"
-        raise _fail(f"{busy}{hint}") from None
+        raise fail(f"{busy}{hint}") from None
     try:
         return _run_job(settings, inbox_path, warehouse_path, verbose, run_id)
     finally:
@@ -171,7 +161,7 @@ def _run_job(settings, inbox_path: Path, warehouse_path: Path, verbose: bool, ru
         ]
         detail = "\n  ".join(failures + [f"check failed: {c}" for c in failed_checks])
         _page_failure(result.run_id, failed_steps, failures, warehouse_path, settings)
-        raise _fail(f"run {result.run_id} failed after {elapsed:.1f}s:\n  {detail}")
+        raise fail(f"run {result.run_id} failed after {elapsed:.1f}s:\n  {detail}")
     return elapsed
 
 
@@ -327,7 +317,7 @@ def demo_data(
     from synthetic import REGIMES, generate_demo_data
 
     if regime not in REGIMES:
-        raise _fail(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
+        raise fail(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
     started = time.perf_counter()
     summary = generate_demo_data(
         out,
@@ -343,114 +333,6 @@ def demo_data(
         f"{summary.payments:,} payments, {summary.credit_reports:,} credit reports, "
         f"{summary.activities:,} activities to {out} in {time.perf_counter() - started:.1f}s "
         f"({summary.start_date} to {summary.end_date}; truth in {out / 'truth'})"
-    )
-
-
-def _published_path(warehouse_path: Path, settings=None) -> Path:
-    """Where the read-only snapshot of this warehouse is published ([publish] path)."""
-    from pipelines.ops.publish import snapshot_path
-
-    if settings is None:
-        try:
-            settings = load_settings()
-        except SettingsError as error:
-            raise _fail(str(error)) from None
-    return snapshot_path(settings.publish, warehouse_path)
-
-
-def _publication_outcome(warehouse_path: Path, settings) -> str:
-    """Whether the run just finished was published and, if not, why: said plainly."""
-    from features.publish import newer_snapshot_reason, published_as_of
-
-    target = _published_path(warehouse_path, settings)
-    if not settings.publish.enabled:
-        return f"not published: [publish] enabled = false; {target} stays as it was"
-    with duckdb.connect(str(warehouse_path), read_only=True) as con:
-        run_id, as_of = con.sql(
-            "select run_id, as_of_date from ops.runs order by started_at desc limit 1"
-        ).fetchall()[0]
-    published = published_as_of(target)
-    if published and published[0] == run_id:
-        return f"published: {target}"
-    return newer_snapshot_reason(target, as_of) or f"not published: {target} is as it was"
-
-
-def _read_only(warehouse: Path | None) -> duckdb.DuckDBPyConnection:
-    """The published snapshot: never locked by a run, never half a run."""
-    path = _published_path(_warehouse_path(warehouse))
-    if not path.is_file():
-        raise _fail(
-            f"nothing published at {path} yet: `crm-intel run` publishes it when a run succeeds"
-        )
-    try:
-        return duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as error:
-        raise _fail(
-            f"{path} is not a readable snapshot ({error}); the next `crm-intel run` publishes it "
-            "again"
-        ) from None
-
-
-def _refuse_to_overwrite(out: Path, warehouse: Path | None) -> None:
-    """An export never replaces the working warehouse, the published snapshot or any database."""
-    from features.publish import is_duckdb_file
-
-    working = _warehouse_path(warehouse)
-    protected = {
-        "the working warehouse": working,
-        "the published snapshot": _published_path(working),
-    }
-    for what, path in protected.items():
-        for file in (path, Path(f"{path}.wal")):
-            if out.resolve() == file.resolve():
-                raise _fail(f"--out {out} is {what}; choose another file for the export")
-    if is_duckdb_file(out):
-        raise _fail(f"--out {out} is a DuckDB database; choose another file for the export")
-
-
-@segments_app.command("list")
-def segments_list(warehouse: WarehouseOption = None) -> None:
-    """Segments with their size, reach and value."""
-    with _read_only(warehouse) as con:
-        rows = con.sql(
-            "select rfm_segment, customers, contactable_customers, clv_12m_total, as_of_date "
-            "from marts.segment_summary order by clv_12m_total desc nulls last"
-        ).fetchall()
-    typer.echo(f"{'segment':<22}{'customers':>10}{'contactable':>13}{'CLV 12m':>16}  as of")
-    for name, count, contactable, clv, as_of in rows:
-        typer.echo(f"{name:<22}{count:>10,}{contactable:>13,}{clv or 0:>16,.2f}  {as_of}")
-
-
-@segments_app.command("export")
-def segments_export(
-    name: Annotated[str, typer.Argument(help="Segment name, e.g. 'At risk' (any case).")],
-    out: Annotated[Path, typer.Option(help="File to write.")],
-    file_format: Annotated[str, typer.Option("--format", help="csv or xlsx.")] = "csv",
-    warehouse: WarehouseOption = None,
-) -> None:
-    """Write one segment's consenting contacts to CSV or XLSX (formulas neutralised)."""
-    from features.publish import write_export
-
-    if file_format not in ("csv", "xlsx"):
-        raise _fail(f"--format must be csv or xlsx, got {file_format!r}")
-    _refuse_to_overwrite(out, warehouse)
-    with _read_only(warehouse) as con:
-        known = [
-            row[0] for row in con.sql("select rfm_segment from marts.segment_summary").fetchall()
-        ]
-        if name.lower() not in {k.lower() for k in known}:
-            raise _fail(f"unknown segment {name!r}; segments: {', '.join(sorted(known))}")
-        members = con.execute(
-            "select count(*), count(*) filter (where contactable) from marts.segment_members "
-            "where lower(rfm_segment) = lower(?)",
-            [name],
-        ).fetchall()[0]
-        contacts = con.sql(sql_text("export_segment_contacts"), params={"segment": name}).pl()
-    write_export(contacts, out, file_format, sheet=name)
-    typer.echo(
-        f"{name}: {members[0]:,} customers, {members[1]:,} with a consenting contact; "
-        f"wrote {contacts.height:,} contacts to {out} "
-        f"({members[0] - members[1]:,} customers left out: no marketing consent)"
     )
 
 
@@ -478,11 +360,11 @@ def backfill(
     try:
         dates = backfill_dates(date.fromisoformat(start), date.fromisoformat(end), every)
     except ValueError as error:
-        raise _fail(f"backfill: {error}") from None
+        raise fail(f"backfill: {error}") from None
     inbox_path = inbox or Path(os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX))
     if not inbox_path.is_dir():
-        raise _fail(f"inbox folder {inbox_path} does not exist")
-    warehouse_path = _warehouse_path(warehouse)
+        raise fail(f"inbox folder {inbox_path} does not exist")
+    warehouse_path = warehouse_path_of(warehouse)
     for number, as_of in enumerate(dates, start=1):
         try:
             settings = load_settings(
@@ -490,7 +372,7 @@ def backfill(
                 overrides={"run": {"as_of": as_of.isoformat()}, "publish": {"enabled": False}},
             )
         except SettingsError as error:
-            raise _fail(str(error)) from None
+            raise fail(str(error)) from None
         try:
             elapsed = _execute_run(settings, inbox_path, warehouse_path, verbose)
         except typer.Exit:
@@ -540,21 +422,21 @@ def erase(
 
     customers, contacts = _split_ids(customer), _split_ids(contact)
     if not customers and not contacts:
-        raise _fail("name at least one --customer or --contact to erase")
+        raise fail("name at least one --customer or --contact to erase")
     try:
         settings = load_settings(config)
     except SettingsError as error:
-        raise _fail(str(error)) from None
-    warehouse_path = _warehouse_path(warehouse)
+        raise fail(str(error)) from None
+    warehouse_path = warehouse_path_of(warehouse)
     if not warehouse_path.is_file():
-        raise _fail(f"no warehouse at {warehouse_path}")
+        raise fail(f"no warehouse at {warehouse_path}")
     inbox_path = inbox or Path(os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX))
     try:
         lock = acquire_run_lock(
             warehouse_path, f"erase-{uuid.uuid4()}", started_by="crm-intel erase"
         )
     except WarehouseBusyError as busy:
-        raise _fail(f"{busy}; erase when it has ended") from None
+        raise fail(f"{busy}; erase when it has ended") from None
     try:
         with duckdb.connect(str(warehouse_path)) as con:
             erasures = erase_subjects(con, customers, contacts)
@@ -588,7 +470,7 @@ def _republish_after_erasure(con: duckdb.DuckDBPyConnection, warehouse_path: Pat
     """Replace the published snapshot, if there is one, with the cleaned warehouse's selection."""
     from features.publish import publish_snapshot, published_as_of
 
-    target = _published_path(warehouse_path, settings)
+    target = published_path(warehouse_path, settings)
     if published_as_of(target) is None:
         return f"no published snapshot at {target}: nothing to republish"
     latest = con.sql(
@@ -607,21 +489,21 @@ def status(warehouse: WarehouseOption = None) -> None:
     """The last run, its as-of date, what is published, failures and quarantined rows."""
     from features.publish import published_as_of
 
-    warehouse_path = _warehouse_path(warehouse)
-    published = _published_path(warehouse_path)
+    warehouse_path = warehouse_path_of(warehouse)
+    published = published_path(warehouse_path)
     try:
         con = duckdb.connect(str(warehouse_path), read_only=True)
         source = f"working warehouse {warehouse_path}"
     except duckdb.IOException as error:
         if "lock" not in str(error).lower():
-            raise _fail(f"cannot read {warehouse_path}: {error}") from None
+            raise fail(f"cannot read {warehouse_path}: {error}") from None
         typer.echo(f"working warehouse {warehouse_path}: a run is writing it now (locked)")
         if not published.is_file():
-            raise _fail(f"nothing published at {published} yet") from None
+            raise fail(f"nothing published at {published} yet") from None
         con = duckdb.connect(str(published), read_only=True)
         source = f"published snapshot {published}"
     except duckdb.Error as error:
-        raise _fail(f"cannot read {warehouse_path}: {error}") from None
+        raise fail(f"cannot read {warehouse_path}: {error}") from None
     with con:
         tables = {
             row[0]
@@ -630,7 +512,7 @@ def status(warehouse: WarehouseOption = None) -> None:
             ).fetchall()
         }
         if "ops.runs" not in tables:
-            raise _fail(f"{warehouse_path} holds no run yet: run `crm-intel run` first")
+            raise fail(f"{warehouse_path} holds no run yet: run `crm-intel run` first")
         last = con.sql(
             """select r.run_id, r.as_of_date, r.as_of_source, r.started_at,
                       p.published_at, f.failed_steps, f.reason
@@ -692,7 +574,7 @@ def config_show(config: ConfigOption = None) -> None:
     try:
         settings = load_settings(config)
     except SettingsError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     typer.echo(f"# source: {settings.source or 'defaults (no crm-intel.toml found)'}")
     typer.echo(settings.to_toml())
 
