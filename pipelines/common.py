@@ -32,9 +32,47 @@ def preview(frame: pl.DataFrame, rows: int = 12) -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.head(rows).to_pandas().to_markdown(index=False))
 
 
+PREVIEW_ROWS = 5
+
+
 def table_metadata(con: duckdb.DuckDBPyConnection, table: str, **extra: Any) -> dict[str, Any]:
+    """Row count and column schema of a written table; marts also show their first rows.
+
+    The schema (DuckDB's own column types, and a column's comment where it has one) is what the
+    Dagster UI shows on the asset page, so a reader sees the columns without opening DuckDB.
+    The preview leaves out the columns that never leave the warehouse (``WITHHELD_COLUMNS``).
+    """
+    from features.publish import WITHHELD_COLUMNS
+
+    schema_name, table_name = table.split(".", 1)
+    columns = con.execute(
+        "select column_name, data_type, is_nullable, comment from duckdb_columns() "
+        "where database_name = current_database() and schema_name = ? and table_name = ? "
+        "order by column_index",
+        [schema_name, table_name],
+    ).fetchall()
     rows = con.sql(f"select count(*) from {table}").fetchall()[0][0]
-    return {"table": table, "dagster/row_count": rows, **extra}
+    metadata: dict[str, Any] = {
+        "table": table,
+        "dagster/row_count": rows,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[
+                dg.TableColumn(
+                    name,
+                    data_type,
+                    description=comment or None,
+                    constraints=dg.TableColumnConstraints(nullable=nullable),
+                )
+                for name, data_type, nullable, comment in columns
+            ]
+        ),
+    }
+    if schema_name == "marts":
+        shown = ", ".join(f'"{name}"' for name, *_ in columns if name not in WITHHELD_COLUMNS)
+        metadata["preview"] = preview(
+            con.sql(f"select {shown} from {table} limit {PREVIEW_ROWS}").pl(), PREVIEW_ROWS
+        )
+    return {**metadata, **extra}
 
 
 def is_lock_error(error: BaseException) -> bool:

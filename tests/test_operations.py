@@ -118,6 +118,18 @@ def test_every_asset_reports_duration_and_row_count(published: Path, nightly_hom
         assert not_tables.get(asset, "dagster/row_count") in metadata, asset
     assert materialized["marts/customer_360"]["purchasers"].value > 0
     assert materialized["marts/customer_360"]["clv_12m_total"].value > 0
+    # the marts carry their column schema (the UI's "Columns" tab) and their first rows
+    marts = [asset for asset in materialized if asset.startswith("marts/")]
+    assert len(marts) >= 8
+    for asset in marts:
+        assert materialized[asset]["dagster/column_schema"].value.columns, asset
+    schema_360 = materialized["marts/customer_360"]["dagster/column_schema"].value
+    with duckdb.connect(str(published), read_only=True) as con:
+        columns_360 = [row[0] for row in con.sql("describe marts.customer_360").fetchall()]
+    assert [column.name for column in schema_360.columns] == columns_360
+    for asset in marts:
+        preview = materialized[asset]["preview"].value
+        assert preview.startswith("|") and "tax_id" not in preview, asset
 
 
 def test_reader_never_meets_a_lock_or_a_mix_of_two_runs(
