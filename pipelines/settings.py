@@ -5,12 +5,17 @@ the Dagster UI launchpad means the same thing. Every key is optional; unknown ke
 that names them, because a silently ignored typo in a nightly job is worse than a failed start.
 """
 
+import itertools
 import tomllib
+import types
+import typing
+import zoneinfo
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_FILE = "crm-intel.toml"
 
@@ -23,28 +28,45 @@ class RunSettings(dg.Config):
         description="As-of date YYYY-MM-DD; default: the latest invoice issue date in staging.",
     )
 
+    @field_validator("as_of")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be a date YYYY-MM-DD") from None
+        return value
+
 
 class ClvSettings(dg.Config):
     """BG/NBD + Gamma-Gamma lifetime value."""
 
-    time_unit_days: float = Field(default=7.0, description="Model time unit in days (7 = weeks).")
-    horizon_days: int = Field(default=365, description="CLV horizon in days.")
-    annual_discount_rate: float = Field(default=0.10, description="Yearly discount rate for CLV.")
-    penalizer: float = Field(default=0.0, description="L2 penalizer of the BG/NBD fit.")
-    interval: float = Field(
-        default=0.80, description="Central interval width for clv_12m_low/high."
+    time_unit_days: float = Field(
+        default=7.0, gt=0, le=365, description="Model time unit in days (7 = weeks)."
     )
-    n_bootstrap: int = Field(default=200, description="Bootstrap draws for the CLV interval.")
+    horizon_days: int = Field(default=365, ge=1, description="CLV horizon in days.")
+    annual_discount_rate: float = Field(
+        default=0.10, ge=0, lt=1, description="Yearly discount rate for CLV."
+    )
+    penalizer: float = Field(default=0.0, ge=0, description="L2 penalizer of the BG/NBD fit.")
+    interval: float = Field(
+        default=0.80, gt=0, lt=1, description="Central interval width for clv_12m_low/high."
+    )
+    n_bootstrap: int = Field(default=200, ge=1, description="Bootstrap draws for the CLV interval.")
     min_repeat_customers: int = Field(
-        default=30, description="Fewer repeat buyers than this fails the CLV stage."
+        default=30, ge=1, description="Fewer repeat buyers than this fails the CLV stage."
     )
     holdout_days: int = Field(
         default=182,
+        ge=0,
         description="Backtest holdout: refit on data up to as-of minus this many days and "
         "compare predicted with actual purchases after it; 0 turns the backtest off.",
     )
     max_frequency_spend_correlation: float = Field(
         default=0.3,
+        ge=0,
+        le=1,
         description="Warn when |corr(frequency, spend)| of repeat buyers exceeds this: "
         "Gamma-Gamma assumes spend independent of purchase frequency.",
     )
@@ -59,7 +81,9 @@ class ChurnSettings(dg.Config):
     """Churn definition."""
 
     horizon_days: int = Field(
-        default=180, description="Churned = no purchase in this many days after the as-of date."
+        default=180,
+        ge=1,
+        description="Churned = no purchase in this many days after the as-of date.",
     )
     training_cutoffs: int = Field(
         default=12,
@@ -75,18 +99,39 @@ class ChurnSettings(dg.Config):
     )
     min_history_days: int = Field(
         default=90,
+        ge=0,
         description="A labelled cutoff needs this many days of invoices before it; with less "
         "history the labels use the longest horizon that fits, and say so.",
     )
     max_training_customers: int = Field(
         default=100_000,
+        ge=1,
         description="Above this many customers, training snapshots use a hash sample of them.",
     )
     band_cut_points: list[float] = Field(
         default=[0.3, 0.6],
         description="churn_risk_band: low below the first, medium below the second, else high.",
     )
-    calibration: str = Field(
+
+    @field_validator("band_cut_points")
+    @classmethod
+    def _two_increasing_probabilities(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or not 0 < value[0] < value[1] < 1:
+            raise ValueError(
+                "must be two increasing probabilities between 0 and 1, e.g. [0.3, 0.6]"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _training_left_after_holdout(self) -> "ChurnSettings":
+        if self.holdout_cutoffs >= self.training_cutoffs:
+            raise ValueError(
+                f"holdout_cutoffs = {self.holdout_cutoffs} must be less than training_cutoffs = "
+                f"{self.training_cutoffs}: the model needs cutoffs left to learn from"
+            )
+        return self
+
+    calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
     )
 
@@ -96,53 +141,82 @@ class RiskSettings(dg.Config):
 
     lgd: float = Field(
         default=0.45,
+        ge=0,
+        le=1,
         description="Loss given default; 45% is the Basel foundation-IRB value for senior "
         "unsecured claims.",
     )
     default_payment_terms_days: int = Field(
-        default=30, description="Due date of an invoice exported without one: issue date + this."
+        default=30,
+        ge=0,
+        description="Due date of an invoice exported without one: issue date + this.",
     )
     settlement_tolerance: float = Field(
         default=1.0,
+        ge=0,
         description="An invoice counts as settled when less than this amount is left unpaid.",
     )
     settlement_full_rebuild_days: int = Field(
         default=7,
+        ge=0,
         description="Invoice settlement is refreshed for changed customers only, and rebuilt for "
         "everyone when its last full build is this many days before the as-of date.",
     )
     label_days_past_due: int = Field(
-        default=30, description="Delinquent = an invoice more than this many days past due ..."
+        default=30,
+        ge=1,
+        description="Delinquent = an invoice more than this many days past due ...",
     )
     label_horizon_days: int = Field(
-        default=90, description="... on some day within this many days after the cutoff."
+        default=90, ge=1, description="... on some day within this many days after the cutoff."
     )
     training_cutoffs: int = Field(
-        default=8, description="Past cutoffs (30 days apart) the delinquency model learns from."
+        default=8,
+        ge=2,
+        description="Past cutoffs (30 days apart) the delinquency model learns from.",
     )
     min_history_days: int = Field(
         default=90,
+        ge=0,
         description="A labelled cutoff needs this many days of invoices before it; with less "
         "history the labels use the longest horizon that fits, and say so.",
     )
     max_training_customers: int = Field(
         default=50_000,
+        ge=1,
         description="Above this many customers, training snapshots use a hash sample of them.",
     )
-    calibration: str = Field(
+    calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
     )
     class_cut_points: list[int] = Field(
         default=[70, 60, 50, 35],
         description="Delinquency score cut points A/B, B/C, C/D, D/E (score 1-100, higher safer).",
     )
-    dso_months: int = Field(default=12, description="Countback DSO looks back this many months.")
+    dso_months: int = Field(
+        default=12, ge=1, description="Countback DSO looks back this many months."
+    )
     alert_lookback_days: int = Field(
-        default=31, description="Alerts cover events from this many days before the as-of date."
+        default=31,
+        ge=1,
+        description="Alerts cover events from this many days before the as-of date.",
     )
     alert_failure_score_drop: int = Field(
-        default=15, description="Alert when the bureau failure score falls by this many points."
+        default=15,
+        ge=1,
+        le=99,
+        description="Alert when the bureau failure score falls by this many points.",
     )
+
+    @field_validator("class_cut_points")
+    @classmethod
+    def _four_decreasing_scores(cls, value: list[int]) -> list[int]:
+        if len(value) != 4 or not all(100 >= a > b >= 1 for a, b in itertools.pairwise(value)):
+            raise ValueError(
+                "must be four decreasing scores between 1 and 100 (A/B, B/C, C/D, D/E), "
+                "e.g. [70, 60, 50, 35]"
+            )
+        return value
 
 
 class IngestSettings(dg.Config):
@@ -155,7 +229,9 @@ class IngestSettings(dg.Config):
         description="A new file with a larger share of rejected rows is refused and fails the run.",
     )
     base_currency: str = Field(
-        default="EUR", description="Currency every amount is converted to (fx/rates* inputs)."
+        default="EUR",
+        pattern=r"^[A-Z]{3}$",
+        description="Currency every amount is converted to (fx/rates* inputs).",
     )
     mappings_dir: str | None = Field(
         default=None,
@@ -219,6 +295,26 @@ class NightlySettings(dg.Config):
         default=10.0, gt=0, description="Give up on the webhook or command after this long."
     )
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError('must be a cron expression of five fields, e.g. "0 2 * * *"')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                'must be an IANA timezone name, e.g. "UTC" or "Europe/Berlin"'
+            ) from None
+        return value
+
 
 SECTIONS: dict[str, type[dg.Config]] = {
     "run": RunSettings,
@@ -268,30 +364,117 @@ class Settings:
         return "\n".join(lines)
 
 
+def _kinds(annotation: Any) -> set[type]:
+    """The plain Python types a field takes (``int | None`` gives {int, NoneType})."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(arg) for arg in typing.get_args(annotation)))
+    if typing.get_origin(annotation) is Literal:
+        return {type(arg) for arg in typing.get_args(annotation)}
+    return {typing.get_origin(annotation) or annotation}
+
+
+def valid_values(config_class: type[dg.Config], key: str) -> str:
+    """What a key accepts, in words: its type, its range or its allowed values."""
+    field = config_class.model_fields[key]
+    annotation = field.annotation
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(f'"{arg}"' for arg in typing.get_args(annotation))
+    kinds = _kinds(annotation) - {type(None)}
+    what = (
+        "true or false" if kinds == {bool}
+        else "a whole number" if kinds == {int}
+        else "a number" if kinds == {float}
+        else "a list" if kinds == {list}
+        else "text"
+    )  # fmt: skip
+    bounds = []
+    for rule in field.metadata:
+        for name, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            if getattr(rule, name, None) is not None:
+                bounds.append(f"{sign} {getattr(rule, name)}")
+        if getattr(rule, "pattern", None):
+            what += f" matching {rule.pattern}"
+    if type(None) in _kinds(annotation):
+        what += " (or left out)"
+    return what + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _wrong_kind(config_class: type[dg.Config], key: str, value: Any) -> bool:
+    """TOML has types: a quoted number or a number for a flag is a mistake, not a conversion."""
+    kinds = _kinds(config_class.model_fields[key].annotation)
+    if value is None or kinds & {Any, object}:
+        return False
+    if isinstance(value, bool):
+        return bool not in kinds
+    if isinstance(value, int):
+        return not kinds & {int, float}
+    if isinstance(value, float):  # 365.0 for a whole number is refused too: integers stay integers
+        return float not in kinds
+    return not isinstance(value, tuple(k for k in kinds if isinstance(k, type)))
+
+
+def _shown(value: Any) -> str:
+    return (
+        f'"{value}"'
+        if isinstance(value, str)
+        else str(value).lower()
+        if isinstance(value, bool)
+        else str(value)
+    )
+
+
+def _section_problems(name: str, config_class: type[dg.Config], values: dict) -> list[str]:
+    """Each bad key of one section, with its value and what it accepts."""
+    known = ", ".join(config_class.model_fields)
+    unknown = sorted(set(values) - set(config_class.model_fields))
+    if unknown:
+        return [f"[{name}] has no key {', '.join(repr(k) for k in unknown)}; valid keys: {known}"]
+    problems = [
+        f"[{name}] {key} = {_shown(value)}: must be {valid_values(config_class, key)}"
+        for key, value in values.items()
+        if _wrong_kind(config_class, key, value)
+    ]
+    try:
+        config_class(**{k: v for k, v in values.items() if not _wrong_kind(config_class, k, v)})
+    except ValidationError as error:
+        for detail in error.errors():
+            key = str(detail["loc"][0]) if detail["loc"] else None
+            if key is None:  # a rule across keys names them itself
+                problems.append(f"[{name}] {detail['msg'].removeprefix('Value error, ')}")
+                continue
+            value = _shown(values.get(key, detail["input"]))
+            if detail["type"] == "value_error":
+                reason = detail["msg"].removeprefix("Value error, ")
+            else:
+                reason = f"must be {valid_values(config_class, key)}"
+            problems.append(f"[{name}] {key} = {value}: {reason}")
+    return problems
+
+
 def parse_settings(data: dict[str, Any], source: Path | None = None) -> Settings:
-    """Validate a settings mapping; unknown sections and keys are errors that name them."""
-    unknown_sections = sorted(set(data) - set(SECTIONS))
-    problems = [f"unknown section [{name}]" for name in unknown_sections]
+    """Validate a settings mapping: every section, key, type and range, all problems at once.
+
+    A bad value fails here, before a run starts, naming the file, section, key, value and what
+    the key accepts, instead of in the middle of a nightly run.
+    """
+    problems = [
+        f"unknown section [{name}]; valid sections: "
+        + ", ".join(f"[{known}]" for known in SECTIONS)
+        for name in sorted(set(data) - set(SECTIONS))
+    ]
     sections: dict[str, dg.Config] = {}
     for name, config_class in SECTIONS.items():
         values = data.get(name, {})
         if not isinstance(values, dict):
             problems.append(f"[{name}] must be a table, got {type(values).__name__}")
             continue
-        unknown_keys = sorted(set(values) - set(config_class.model_fields))
-        problems += [f"unknown key '{key}' in [{name}]" for key in unknown_keys]
-        if unknown_keys:
-            continue
-        try:
+        section_problems = _section_problems(name, config_class, values)
+        problems += section_problems
+        if not section_problems:
             sections[name] = config_class(**values)
-        except Exception as error:  # pydantic's message names the field and the bad value
-            problems.append(f"[{name}]: {error}")
-    where = f" in {source}" if source else ""
     if problems:
-        known = ", ".join(
-            f"[{name}] {', '.join(cls.model_fields)}" for name, cls in SECTIONS.items()
-        )
-        raise SettingsError(f"bad settings{where}: " + "; ".join(problems) + f". Known: {known}")
+        where = f"in {source}" if source else "(defaults and command-line options)"
+        raise SettingsError(f"bad settings {where}:\n  " + "\n  ".join(problems))
     return Settings(sections, source)
 
 
