@@ -188,7 +188,8 @@ def _write_bureau(con: duckdb.DuckDBPyConnection, report_day: date) -> None:
     """One account per customer and one bureau report each on ``report_day``, credit limit 0.01."""
     con.execute(
         "create or replace table staging.accounts as "
-        "select distinct customer_id, customer_id as tax_id from staging.invoices"
+        "select distinct customer_id, customer_id as tax_id, 'Firm ' || customer_id as name "
+        "from staging.invoices"
     )
     con.execute(
         "create or replace table staging.credit_reports as select tax_id, "

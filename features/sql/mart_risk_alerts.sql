@@ -14,8 +14,21 @@
 -- window-sized side, where a second aging would join every payment to every document.
 -- Reads features.invoice_settlement and features.credit_note_refunds as of $as_of too. With
 -- no payment known (marts.finance_status) there is no receivable item: no arrears or limit alert.
+-- Each alert carries the customer's name, open exposure (marts.receivables_aging's total_open
+-- floored at 0; NULL with finance_unknown_reason when no payment is known) and bureau credit
+-- limit on $as_of, and a severity, first rule that applies:
+--   critical  an invoice passed 60 days past due and the customer is over its credit limit;
+--             exposure at least 1.5 x the credit limit (over_credit_limit); the rating fell to
+--             C or D and something is open
+--   high      any other invoice passing 60 days past due; any other over_credit_limit; any other
+--             rating downgrade with something open
+--   medium    a rating fall to C or D with nothing open; a failure score drop with something open
+--   low       any other alert (nothing open)
+-- "Something open" is exposure > 0, or exposure unknown (no payments: unknown is not safe).
+-- severity_rank orders them (1 = critical .. 4 = low); alert_rank ranks every alert by severity,
+-- then open exposure (largest first), then the newest alert date.
 with accounts as (
-    select customer_id, tax_id from staging.accounts
+    select customer_id, tax_id, name from staging.accounts
 ),
 
 reports as (
@@ -212,17 +225,78 @@ limit_alerts as (
         and not coalesce(b.exposure > l.previous_credit_limit, false)
 ),
 
+alerts as (
+    select * from rating_alerts
+    union all
+    select * from score_alerts
+    union all
+    select * from overdue_alerts
+    union all
+    select * from limit_alerts
+),
+
+status as (
+    select finance_unknown_reason from marts.finance_status
+),
+
+-- a customer with no aging row has nothing open: a known 0 unless nothing is known
+customer_exposure as (
+    select
+        al.customer_id,
+        case when st.finance_unknown_reason is null then
+            greatest(coalesce(ag.total_open, 0), 0)::decimal(18, 2)
+        end as open_exposure,
+        st.finance_unknown_reason
+    from (select distinct customer_id from alerts) as al
+    cross join status as st
+    left join marts.receivables_aging as ag using (customer_id)
+),
+
+graded as (
+    select
+        al.*,
+        ac.name as customer_name,
+        e.open_exposure,
+        l.credit_limit,
+        case
+            when al.alert_type = 'days_past_due_60' then
+                case when e.open_exposure > l.credit_limit then 1 else 2 end
+            when al.alert_type = 'over_credit_limit' then
+                case when e.open_exposure >= 1.5 * l.credit_limit then 1 else 2 end
+            when al.alert_type = 'bureau_rating_downgrade' and al.current_value in ('C', 'D') then
+                case when coalesce(e.open_exposure > 0, true) then 1 else 3 end
+            when al.alert_type = 'bureau_rating_downgrade' then
+                case when coalesce(e.open_exposure > 0, true) then 2 else 4 end
+            else case when coalesce(e.open_exposure > 0, true) then 3 else 4 end
+        end as severity_rank,
+        e.finance_unknown_reason
+    from alerts as al
+    left join accounts as ac using (customer_id)
+    left join customer_exposure as e using (customer_id)
+    left join limits as l using (customer_id)
+),
+
 final as (
-    select customer_id, $as_of::date as as_of_date, * exclude (customer_id)
-    from (
-        select * from rating_alerts
-        union all
-        select * from score_alerts
-        union all
-        select * from overdue_alerts
-        union all
-        select * from limit_alerts
-    )
+    select
+        customer_id,
+        $as_of::date as as_of_date,
+        alert_type,
+        alert_date,
+        previous_value,
+        current_value,
+        change,
+        customer_name,
+        ['critical', 'high', 'medium', 'low'][severity_rank] as severity,
+        severity_rank,
+        row_number() over (
+            order by severity_rank, open_exposure desc nulls last, alert_date desc, customer_id,
+                alert_type, change
+        ) as alert_rank,
+        open_exposure,
+        credit_limit,
+        open_exposure::double / nullif(credit_limit, 0) as credit_limit_utilisation,
+        finance_unknown_reason
+    from graded
 )
 
-select * from final order by alert_date desc, customer_id, alert_type
+select * from final order by alert_rank
