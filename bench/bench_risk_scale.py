@@ -43,6 +43,7 @@ from features.receivables import (
     build_dso,
     build_invoice_settlement,
     build_payment_behaviour,
+    build_portfolio_risk,
     build_receivables,
     build_risk_alerts,
     refresh_invoice_settlement,
@@ -369,7 +370,7 @@ def portfolio_and_scoring(
     _timed(
         "portfolio risk",
         timings,
-        lambda: materialize_sql(con, "marts.portfolio_risk", "mart_portfolio_risk", as_of=AS_OF),
+        lambda: build_portfolio_risk(con, AS_OF),
     )
     _timed(
         "customer equity",

@@ -12,6 +12,7 @@ from features.warehouse import table_exists, transaction
 # Tables that hold many as-of dates (every other table with an as_of_date holds one: the run's).
 HISTORY_TABLES = (
     "marts.customer_360_history",
+    "marts.portfolio_risk_history",
     "features.segment_transitions",
     "marts.segment_migration",
     "marts.segment_moves",

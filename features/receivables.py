@@ -187,47 +187,78 @@ def build_risk_alerts(
     )
 
 
+DSO_BASIS = "features.receivables_dso_basis"
+
+
 def _countback_fragments(months: int) -> dict[str, str]:
-    """The month-by-month columns of ``feat_receivables_dso.sql``: one sales column per month
-    and the countback across them, a few expressions per month that refer to the previous
-    month's by name (DuckDB reuses select-list aliases)."""
+    """The month-by-month columns of countback DSO: one sales column per month in the basis
+    (``feat_receivables_dso_basis.sql``), their sums over a group of customers, and the
+    countback across them (``feat_receivables_dso.sql``, ``mart_portfolio_risk.sql``), a few
+    expressions per month that refer to the previous month's by name (DuckDB reuses select-list
+    aliases). The countback reads ``open_receivables`` and ``month_<k>_sales`` of its row."""
     sales = [
         f"sum(amount) filter (where month_number = {k}) as month_{k}_sales"
         for k in range(1, months + 1)
     ]
-    countback = ["r.open_receivables as left_1"]
+    group_sales = [f"sum(month_{k}_sales) as month_{k}_sales" for k in range(1, months + 1)]
+    countback = ["open_receivables as left_1"]
     for k in range(1, months + 1):
         if k > 1:
-            countback.append(f"left_{k - 1} - coalesce(s.month_{k - 1}_sales, 0) as left_{k}")
+            countback.append(f"left_{k - 1} - coalesce(month_{k - 1}_sales, 0) as left_{k}")
         countback.append(
             f"date_diff('day', $as_of::date - to_months({k}), $as_of::date - to_months({k - 1}))"
             f" * case when left_{k} <= 0 then 0"
-            f" when coalesce(s.month_{k}_sales, 0) >= left_{k}"
-            f" then left_{k}::double / s.month_{k}_sales::double else 1 end as days_{k}"
+            f" when coalesce(month_{k}_sales, 0) >= left_{k}"
+            f" then left_{k}::double / month_{k}_sales::double else 1 end as days_{k}"
         )
     countback.append(" + ".join(f"days_{k}" for k in range(1, months + 1)) + " as dso_days")
     return {
         "monthly_sales": ",\n        ".join(sales),
+        "group_sales": ",\n        ".join(group_sales),
         "countback_days": ",\n        ".join(countback),
     }
 
 
+def dso_months(con: duckdb.DuckDBPyConnection) -> int:
+    """How many months the DSO basis holds (build_dso's ``months``), read from its columns."""
+    return con.execute(
+        "select count(*) from information_schema.columns where table_schema = 'features' "
+        "and table_name = 'receivables_dso_basis' and column_name similar to 'month_[0-9]+_sales'"
+    ).fetchall()[0][0]
+
+
 def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, months: int = 12) -> float | None:
-    """Write ``features.receivables_dso`` (countback DSO); returns the portfolio DSO."""
+    """Write ``features.receivables_dso_basis`` (each customer's net open receivables and sales
+    per month, which the portfolio slices count back too) and ``features.receivables_dso``
+    (countback DSO per customer and for the portfolio); returns the portfolio DSO."""
     if months < 1:
         raise ValueError(f"countback DSO needs at least one month, got {months}")
+    fragments = _countback_fragments(months)
+    basis = {"monthly_sales": fragments.pop("monthly_sales")}
     materialize_sql(
-        con,
-        "features.receivables_dso",
-        "feat_receivables_dso",
-        fragments=_countback_fragments(months),
-        as_of=as_of,
+        con, DSO_BASIS, "feat_receivables_dso_basis", fragments=basis, as_of=as_of,
         dso_months=months,
+    )  # fmt: skip
+    materialize_sql(
+        con, "features.receivables_dso", "feat_receivables_dso", fragments=fragments, as_of=as_of
     )
     rows = con.sql(
         "select dso_days from features.receivables_dso where scope = 'portfolio'"
     ).fetchall()
     return rows[0][0] if rows else None
+
+
+def build_portfolio_risk(con: duckdb.DuckDBPyConnection, as_of: date) -> int:
+    """Write ``marts.portfolio_risk`` as of ``as_of``, DSO counted back for every slice from the
+    basis ``build_dso`` wrote (same months, same definition); returns its rows."""
+    months = dso_months(con)
+    if months < 1:
+        raise ValueError(f"no {DSO_BASIS} to count back: build_dso writes it")
+    fragments = _countback_fragments(months)
+    del fragments["monthly_sales"]  # the basis's
+    return materialize_sql(
+        con, "marts.portfolio_risk", "mart_portfolio_risk", fragments=fragments, as_of=as_of
+    )
 
 
 def build_invoice_settlement(

@@ -3,7 +3,13 @@
 -- delinquency_class and bureau_rating; customers with no value fall in '(unknown)'.
 -- Concentration inside each group: top10_exposure_share (the ten largest exposures over the
 -- group's exposure) and herfindahl_index (sum of squared exposure shares; 1 = one customer).
--- dso_days (countback) is given for the portfolio row.
+-- dso_days: countback DSO of the slice, the definition of features.receivables_dso applied to
+-- the slice's customers together: their net open receivables (credit balances included) floored
+-- at 0, counted back against their invoiced sales month by month, newest first, from
+-- features.receivables_dso_basis (build_portfolio_risk fills the month columns). The portfolio
+-- row equals features.receivables_dso's; a slice with nothing open has 0 days.
+-- overdue_over_90: open amounts more than 90 days past due (marts.receivables_aging's dpd_91_180
+-- and dpd_over_180).
 -- finance_unknown_reason (marts.finance_status): why exposure, overdue, expected loss, DSO and
 -- their shares are NULL (no payment known by $as_of); NULL when they are known.
 with risk as (
@@ -22,12 +28,24 @@ rfm as (
     select customer_id, rfm_segment from models.rfm_scores
 ),
 
+aging as (
+    select customer_id, dpd_91_180 + dpd_over_180 as overdue_over_90
+    from marts.receivables_aging
+),
+
+dso_basis as (
+    select * from features.receivables_dso_basis
+),
+
 customer_dimensions as (
     select
         r.customer_id,
         r.open_exposure,
         r.overdue,
         r.overdue_over_60,
+        -- a customer with no aging row has nothing open: a known 0 unless nothing is known
+        case when r.finance_unknown_reason is null then coalesce(g.overdue_over_90, 0)
+        end as overdue_over_90,
         r.expected_loss,
         r.delinquency_probability,
         r.over_credit_limit,
@@ -38,10 +56,13 @@ customer_dimensions as (
         coalesce(a.region, '(unknown)') as region,
         coalesce(f.rfm_segment, 'No purchase yet') as rfm_segment,
         coalesce(r.delinquency_class, '(unscored)') as delinquency_class,
-        coalesce(r.bureau_rating_class, '(no report)') as bureau_rating
+        coalesce(r.bureau_rating_class, '(no report)') as bureau_rating,
+        b.* exclude (customer_id)
     from risk as r
     left join accounts as a using (customer_id)
     left join rfm as f using (customer_id)
+    left join aging as g using (customer_id)
+    left join dso_basis as b using (customer_id)
 ),
 
 long as (
@@ -71,6 +92,7 @@ grouped as (
         sum(open_exposure) as exposure,
         sum(overdue) as overdue,
         sum(overdue_over_60) as overdue_over_60,
+        sum(overdue_over_90) as overdue_over_90,
         sum(expected_loss) as expected_loss,
         sum(open_exposure::double * delinquency_probability) / nullif(sum(open_exposure), 0)
             as exposure_weighted_probability,
@@ -86,10 +108,23 @@ grouped as (
     group by dimension, dimension_value
 ),
 
-portfolio_dso as (
-    select 'portfolio' as dimension, 'all' as dimension_value, dso_days
-    from features.receivables_dso
-    where scope = 'portfolio'
+-- each slice's customers together: net open receivables floored at 0 and sales per month
+slice_receivables as (
+    select
+        dimension,
+        dimension_value,
+        greatest(coalesce(sum(net_open), 0), 0) as open_receivables,
+        /*group_sales*/
+    from long
+    group by dimension, dimension_value
+),
+
+slice_dso as (
+    select
+        dimension,
+        dimension_value,
+        /*countback_days*/
+    from slice_receivables
 ),
 
 final as (
@@ -104,6 +139,7 @@ final as (
             as share_of_exposure,
         g.overdue::decimal(18, 2) as overdue,
         g.overdue_over_60::decimal(18, 2) as overdue_over_60,
+        g.overdue_over_90::decimal(18, 2) as overdue_over_90,
         g.expected_loss,
         g.expected_loss / nullif(g.exposure::double, 0) as expected_loss_rate,
         g.exposure_weighted_probability,
@@ -113,13 +149,13 @@ final as (
         end as exposure_over_credit_limit,
         g.top10_exposure_share,
         g.herfindahl_index,
-        d.dso_days,
+        case when s.finance_unknown_reason is null then d.dso_days end as dso_days,
         g.clv_12m,
         g.risk_adjusted_clv,
         s.finance_unknown_reason
     from grouped as g
     cross join status as s
-    left join portfolio_dso as d using (dimension, dimension_value)
+    left join slice_dso as d using (dimension, dimension_value)
 )
 
 select * from final

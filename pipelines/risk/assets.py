@@ -6,11 +6,13 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from features.history import append_history
 from features.point_in_time import first_invoice_date, labelled_cutoffs
 from features.receivables import (
     build_delinquency_labels,
     build_dso,
     build_payment_behaviour,
+    build_portfolio_risk,
     build_receivables,
     build_risk_alerts,
     bureau_reports_available,
@@ -432,22 +434,63 @@ def customer_risk(
 
 @dg.asset(
     key=["marts", "portfolio_risk"],
-    deps=[customer_risk, dg.AssetKey(["models", "rfm_scores"]), ACCOUNTS],
+    deps=[
+        customer_risk,
+        receivables_aging,
+        receivables_dso,
+        dg.AssetKey(["models", "rfm_scores"]),
+        ACCOUNTS,
+    ],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
 @asset_step
 def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Exposure, expected loss and concentration by sector, region, segment, class and rating."""
+    """Exposure, expected loss, concentration and DSO by sector, region, segment, class and
+    rating."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        materialize_sql(con, "marts.portfolio_risk", "mart_portfolio_risk", as_of=as_of)
+        build_portfolio_risk(con, as_of)
         metadata = table_metadata(con, "marts.portfolio_risk", as_of_date=str(as_of))
         total = con.sql(
             "select * exclude (as_of_date) from marts.portfolio_risk where dimension = 'portfolio'"
         ).pl()
     return dg.MaterializeResult(metadata={**metadata, "portfolio": preview(total)})
+
+
+# In the history stage with customer_360_history; defined here, next to the mart it keeps.
+@dg.asset(
+    key=["marts", "portfolio_risk_history"],
+    deps=[portfolio_risk],
+    group_name="history",
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+@asset_step
+def portfolio_risk_history(
+    context: dg.AssetExecutionContext, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """portfolio_risk as of every date run so far (a rerun of a date replaces it): the previous
+    as-of date's exposure, arrears, expected loss and DSO that the finance workbook compares."""
+    with warehouse.connect() as con:
+        as_of = run_as_of(con, context.run_id)
+        stored = append_history(
+            con,
+            "marts.portfolio_risk",
+            "marts.portfolio_risk_history",
+            as_of_date=as_of,
+            run_id=context.run_id,
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "as_of_date": str(as_of),
+            "rows_for_as_of_date": stored.rows,
+            "replaced_rows": stored.replaced_rows,
+            "added_columns": dg.MetadataValue.json(list(stored.added_columns)),
+            "as_of_dates": stored.as_of_dates,
+        }
+    )
 
 
 @dg.asset(
@@ -489,7 +532,8 @@ def customer_equity(
 def risk_alerts(
     context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """Bureau downgrades, invoices passing 60 days past due, exposure passing the credit limit."""
+    """Bureau downgrades, invoices passing 60 days past due, exposure passing the credit limit;
+    each with the customer's name, open exposure and a severity, ranked."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         window_start = as_of - timedelta(days=config.alert_lookback_days)
