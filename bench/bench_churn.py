@@ -26,7 +26,7 @@ import duckdb
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.point_in_time import training_cutoffs
 from features.warehouse import ensure_layout, table_exists
-from models.churn import ChurnModel, evaluate_holdout, score_customers
+from models.churn import ChurnModel, PurchaseBaseline, evaluate_holdout, score_customers
 from synthetic import generate_demo_data
 
 STAGING = {
@@ -141,7 +141,12 @@ def main() -> None:
                 "snapshots: 12 cutoffs + as-of (SQL, BG/NBD)",
                 timings,
                 lambda: build_churn_snapshots(
-                    con, cutoffs, as_of, args.horizon_days, sample_fraction=sample_fraction
+                    con,
+                    cutoffs,
+                    as_of,
+                    args.horizon_days,
+                    baseline=PurchaseBaseline(time_unit_days=7.0),
+                    sample_fraction=sample_fraction,
                 ),
             )
         else:

@@ -3,45 +3,39 @@
 Every feature at a cutoff is computed from facts dated on or before that cutoff, the payment
 ledger included: invoice settlement is rebuilt as of each cutoff (a credit note or payment dated
 later must not make an invoice look settled, or open, at the cutoff). The BG/NBD baseline is
-refitted at each cutoff on that cutoff's purchase history. Loops run over a handful of cutoffs,
-never over customers.
+refitted at each cutoff on that cutoff's purchase history; the model that does it is handed in
+(``CutoffBaseline``, ``models.churn.PurchaseBaseline`` in the pipeline), so features never import
+models. Loops run over a handful of cutoffs, never over customers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Protocol
 
 import duckdb
-import numpy as np
 import polars as pl
 
 from features.customer import lifetimes_summary
+from features.point_in_time import missing_feature_groups
 from features.receivables import build_payment_behaviour
 from features.warehouse import materialize_sql, write_frame
-from models.clv import ClvModel, InsufficientDataError, bg_nbd_p_alive
 
-# Which staging table feeds which feature group; invoices (purchases) are always there.
-SOURCES: dict[str, str] = {
-    "engagement": "staging.activities",
-    "opportunities": "staging.opportunities",
-    "payments": "staging.payments",
-    "bureau": "staging.credit_reports",
-    "firmographics": "staging.accounts",
-}
-SOURCE_WORDS: dict[str, str] = {
-    "engagement": "no CRM activities",
-    "opportunities": "no CRM opportunities",
-    "payments": "no payments",
-    "bureau": "no credit report joins a CRM account",
-    "firmographics": "no CRM accounts",
-}
 BG_NBD_COLUMNS = ("bg_nbd_p_alive", "bg_nbd_expected_purchases", "bg_nbd_churn_probability")
-# BG/NBD time unit: weeks, as in the CLV stage's default.
-TIME_UNIT_DAYS = 7.0
-# Four parameters are pinned down long before this many customers; a fixed-seed sample keeps
-# the per-cutoff refits fast on millions of customers. Every customer is still scored.
-BG_NBD_FIT_CUSTOMERS = 100_000
+
+
+class CutoffBaseline(Protocol):
+    """A purchase model refitted at one cutoff, scoring that cutoff's customers.
+
+    ``score`` takes the cutoff's lifetimes-shaped summary (frequency, recency, T in
+    ``time_unit_days``) and returns ``BG_NBD_COLUMNS`` in the same row order; it raises
+    ``ValueError`` when the model cannot be identified from that history.
+    """
+
+    time_unit_days: float
+
+    def score(self, model_input: pl.DataFrame, horizon_days: int) -> pl.DataFrame: ...
 
 
 @dataclass(frozen=True)
@@ -54,28 +48,13 @@ class ChurnSnapshots:
     bg_nbd_failures: dict[str, str]
 
 
-def missing_feature_groups(con: duckdb.DuckDBPyConnection, as_of: date) -> dict[str, str]:
-    """Feature groups whose source has no usable rows on ``as_of``, with the reason in words."""
-    present = {
-        "engagement": "select count(*) from staging.activities where occurred_at <= $as_of",
-        "opportunities": "select count(*) from staging.opportunities where created_at <= $as_of",
-        "payments": "select count(*) from staging.payments where payment_date <= $as_of",
-        "bureau": "select count(*) from staging.credit_reports r join staging.accounts a "
-        "using (tax_id) where r.report_date <= $as_of",
-        "firmographics": "select count(*) from staging.accounts",
-    }
-    missing = {}
-    for group, query in present.items():
-        params = {"as_of": as_of} if "$as_of" in query else None
-        if con.sql(query, params=params).fetchall()[0][0] == 0:
-            missing[group] = SOURCE_WORDS[group]
-    return missing
-
-
 def _bg_nbd_history(
-    con: duckdb.DuckDBPyConnection, cutoffs: list[date], horizon_days: int
+    con: duckdb.DuckDBPyConnection,
+    cutoffs: list[date],
+    horizon_days: int,
+    baseline: CutoffBaseline,
 ) -> dict[str, str]:
-    """BG/NBD refitted at each cutoff: P(alive), expected purchases and P(no purchase in H).
+    """The baseline refitted at each cutoff: P(alive), expected purchases, P(no purchase in H).
 
     Returns the cutoffs where the fit was impossible (too few repeat buyers), with the reason;
     their BG/NBD columns stay null.
@@ -88,34 +67,15 @@ def _bg_nbd_history(
         ).pl()
         if summary.height == 0:
             continue
-        model_input = lifetimes_summary(summary, TIME_UNIT_DAYS)
         try:
-            fit_rows = model_input.sample(
-                n=min(model_input.height, BG_NBD_FIT_CUSTOMERS), seed=0, shuffle=False
+            scores = baseline.score(
+                lifetimes_summary(summary, baseline.time_unit_days), horizon_days
             )
-            model = ClvModel(time_unit_days=TIME_UNIT_DAYS, n_bootstrap=1).fit(fit_rows)
-        except (InsufficientDataError, ValueError) as error:
+        except ValueError as error:
             failures[cutoff.isoformat()] = str(error)
             continue
-        horizon = horizon_days / TIME_UNIT_DAYS
-        x, t_x, T = (
-            model_input[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency", "T")
-        )
-        p_alive = (
-            bg_nbd_p_alive(model.purchase_params_, x, t_x, T)
-            if model.purchase_family_ == "bg_nbd"
-            else np.ones_like(x)
-        )
         frames.append(
-            pl.DataFrame(
-                {
-                    "customer_id": summary["customer_id"],
-                    "cutoff_date": summary["cutoff_date"],
-                    "bg_nbd_p_alive": p_alive,
-                    "bg_nbd_expected_purchases": model.expected_purchases(model_input, horizon),
-                    "bg_nbd_churn_probability": model.probability_no_purchase(model_input, horizon),
-                }
-            )
+            pl.concat([summary.select("customer_id", "cutoff_date"), scores], how="horizontal")
         )
     history = (
         pl.concat(frames)
@@ -135,6 +95,7 @@ def build_churn_snapshots(
     as_of: date,
     horizon_days: int,
     *,
+    baseline: CutoffBaseline,
     sample_fraction: float = 1.0,
     default_payment_terms_days: int = 30,
     settlement_tolerance: float = 1.0,
@@ -169,7 +130,7 @@ def build_churn_snapshots(
         sample_fraction=sample_fraction,
         whole_ledger_at=as_of,
     )
-    failures = _bg_nbd_history(con, cutoffs, scoring_horizon_days or horizon_days)
+    failures = _bg_nbd_history(con, cutoffs, scoring_horizon_days or horizon_days, baseline)
     snapshots = materialize_sql(con, "features.churn_snapshots", "feat_churn_snapshots")
     labelled = materialize_sql(
         con, "features.churn_labels", "feat_churn_labels", as_of=as_of, horizon_days=horizon_days

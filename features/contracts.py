@@ -276,3 +276,104 @@ def reasons_markdown() -> str:
     lines = ["| reason | the row has |", "|---|---|"]
     lines += [f"| `{reason}` | {text} |" for reason, text in REJECT_REASONS.items()]
     return "\n".join(lines)
+
+
+# --- SQL that types raw text rows by a contract and lists their problems ----------------------
+
+_SQL_TYPES = {
+    "string": "varchar",
+    "date": "date",
+    "decimal": "decimal(18, 2)",
+    "number": "double",
+    "integer": "bigint",
+    "boolean": "boolean",
+}
+_TRUE = "('true', 't', '1', 'yes', 'y')"
+_FALSE = "('false', 'f', '0', 'no', 'n')"
+# A comma-decimal number: optional dot thousands separators, then an optional comma fraction.
+_COMMA_NUMBER = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$"
+
+
+def sql_quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def typed_expression(
+    column: Column, decimal: str = ".", date_format: str | None = None, sql_type: str | None = None
+) -> str:
+    text = f"nullif(trim({column.name}), '')"
+    if column.type == "string":
+        return f"lower({text})" if column.allowed else text
+    if column.type == "boolean":
+        return (
+            f"case when lower({text}) in {_TRUE} then true "
+            f"when lower({text}) in {_FALSE} then false end"
+        )
+    if column.type == "date" and date_format:
+        return f"try_strptime({text}, {sql_quote(date_format)})::date"
+    if column.type in ("decimal", "number", "integer") and decimal == ",":
+        text = (
+            f"case when regexp_full_match({text}, {sql_quote(_COMMA_NUMBER)}) then "
+            f"replace(replace({text}, '.', ''), ',', '.') end"
+        )
+    return f"try_cast({text} as {sql_type or _SQL_TYPES[column.type]})"
+
+
+def _problem_expressions(column: Column, decimal: str, date_format: str | None) -> list[str]:
+    """SQL expressions yielding 'reason:column' when the raw value breaks the contract."""
+    text = f"nullif(trim({column.name}), '')"
+    typed = typed_expression(column, decimal, date_format)
+    problems = []
+    if column.required:
+        problems.append(f"case when {text} is null then 'missing_required:{column.name}' end")
+    bad_kind = {"date": "bad_date", "boolean": "bad_boolean"}.get(column.type, "bad_number")
+    if column.type != "string":
+        problems.append(
+            f"case when {text} is not null and {typed} is null then '{bad_kind}:{column.name}' end"
+        )
+    if column.allowed:
+        allowed = ", ".join(sql_quote(value) for value in column.allowed)
+        problems.append(
+            f"case when {text} is not null and {typed} not in ({allowed}) "
+            f"then 'not_allowed:{column.name}' end"
+        )
+    bounds = [f"{typed} < {column.minimum}"] if column.minimum is not None else []
+    bounds += [f"{typed} > {column.maximum}"] if column.maximum is not None else []
+    if bounds:
+        problems.append(
+            f"case when {' or '.join(bounds)} then '{column.range_reason}:{column.name}' end"
+        )
+    return problems
+
+
+def typed_select(
+    contract: Contract,
+    source: str,
+    decimal: str = ".",
+    date_format: str | None = None,
+    checks: bool = True,
+) -> str:
+    """SELECT over raw rows: typed canonical columns plus the list of contract problems.
+
+    Typing and checking are one pass over the rows. ``checks=False`` types the same way and
+    leaves the list empty (the unvalidated baseline the ingestion bench compares with).
+    """
+    typed = ",\n    ".join(
+        f"{typed_expression(c, decimal, date_format)} as {c.name}" for c in contract.columns
+    )
+    problems = ",\n        ".join(
+        p for c in contract.columns for p in _problem_expressions(c, decimal, date_format)
+    )
+    problem_list = (
+        f"list_filter([\n        {problems}\n    ], lambda problem: problem is not null)"
+        if checks
+        else "[]::varchar[]"
+    )
+    return f"""
+select
+    load_id,
+    source_file,
+    line_number,
+    {typed},
+    {problem_list} as problems
+from {source}"""

@@ -35,7 +35,13 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from features.contracts import CONTRACTS_BY_TABLE, Column, Contract
+from features.contracts import (
+    CONTRACTS_BY_TABLE,
+    Contract,
+    sql_quote,
+    typed_expression,
+    typed_select,
+)
 from features.erasure import ERASED_REASON, has_tombstones, tombstoned_lines_sql
 from features.mappings import INBOX_MAPPINGS_FOLDER, Mapping, canonical_mapping, load_mappings
 
@@ -520,7 +526,7 @@ def _append_raw(
             frame.sink_parquet(rows_file, compression="lz4")
         except pl.exceptions.PolarsError as error:
             raise _unreadable(file, error) from None
-        source = f"read_parquet({_quote(str(rows_file))})"
+        source = f"read_parquet({sql_quote(str(rows_file))})"
         tombstoned = (
             tombstoned_lines_sql(CONTRACTS_BY_TABLE[table].column_names, source)
             if has_tombstones(con)
@@ -613,12 +619,12 @@ def _rounded_to_cent(
     columns = [c for c in contract.columns if c.type == "decimal"]
     if not columns:
         return {}, []
-    mark = _quote(f"%{file.mapping.decimal}___%")
+    mark = sql_quote(f"%{file.mapping.decimal}___%")
     aggregates = []
     candidates = []
     for column in columns:
-        stored = _typed_expression(column, file.mapping.decimal)
-        delivered = _typed_expression(column, file.mapping.decimal, sql_type="decimal(38, 10)")
+        stored = typed_expression(column, file.mapping.decimal)
+        delivered = typed_expression(column, file.mapping.decimal, sql_type="decimal(38, 10)")
         rounded = f"{stored} <> {delivered}"
         aggregates += [
             f"count(*) filter (where {rounded})",
@@ -733,104 +739,6 @@ def _file_record(
 
 # --- staging: typed, checked, deduplicated, rebuilt from raw ---------------------------------
 
-_SQL_TYPES = {
-    "string": "varchar",
-    "date": "date",
-    "decimal": "decimal(18, 2)",
-    "number": "double",
-    "integer": "bigint",
-    "boolean": "boolean",
-}
-_TRUE = "('true', 't', '1', 'yes', 'y')"
-_FALSE = "('false', 'f', '0', 'no', 'n')"
-# A comma-decimal number: optional dot thousands separators, then an optional comma fraction.
-_COMMA_NUMBER = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$"
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _typed_expression(
-    column: Column, decimal: str = ".", date_format: str | None = None, sql_type: str | None = None
-) -> str:
-    text = f"nullif(trim({column.name}), '')"
-    if column.type == "string":
-        return f"lower({text})" if column.allowed else text
-    if column.type == "boolean":
-        return (
-            f"case when lower({text}) in {_TRUE} then true "
-            f"when lower({text}) in {_FALSE} then false end"
-        )
-    if column.type == "date" and date_format:
-        return f"try_strptime({text}, {_quote(date_format)})::date"
-    if column.type in ("decimal", "number", "integer") and decimal == ",":
-        text = (
-            f"case when regexp_full_match({text}, {_quote(_COMMA_NUMBER)}) then "
-            f"replace(replace({text}, '.', ''), ',', '.') end"
-        )
-    return f"try_cast({text} as {sql_type or _SQL_TYPES[column.type]})"
-
-
-def _problem_expressions(column: Column, decimal: str, date_format: str | None) -> list[str]:
-    """SQL expressions yielding 'reason:column' when the raw value breaks the contract."""
-    text = f"nullif(trim({column.name}), '')"
-    typed = _typed_expression(column, decimal, date_format)
-    problems = []
-    if column.required:
-        problems.append(f"case when {text} is null then 'missing_required:{column.name}' end")
-    bad_kind = {"date": "bad_date", "boolean": "bad_boolean"}.get(column.type, "bad_number")
-    if column.type != "string":
-        problems.append(
-            f"case when {text} is not null and {typed} is null then '{bad_kind}:{column.name}' end"
-        )
-    if column.allowed:
-        allowed = ", ".join(_quote(value) for value in column.allowed)
-        problems.append(
-            f"case when {text} is not null and {typed} not in ({allowed}) "
-            f"then 'not_allowed:{column.name}' end"
-        )
-    bounds = [f"{typed} < {column.minimum}"] if column.minimum is not None else []
-    bounds += [f"{typed} > {column.maximum}"] if column.maximum is not None else []
-    if bounds:
-        problems.append(
-            f"case when {' or '.join(bounds)} then '{column.range_reason}:{column.name}' end"
-        )
-    return problems
-
-
-def typed_select(
-    contract: Contract,
-    source: str,
-    decimal: str = ".",
-    date_format: str | None = None,
-    checks: bool = True,
-) -> str:
-    """SELECT over raw rows: typed canonical columns plus the list of contract problems.
-
-    Typing and checking are one pass over the rows. ``checks=False`` types the same way and
-    leaves the list empty (the unvalidated baseline the ingestion bench compares with).
-    """
-    typed = ",\n    ".join(
-        f"{_typed_expression(c, decimal, date_format)} as {c.name}" for c in contract.columns
-    )
-    problems = ",\n        ".join(
-        p for c in contract.columns for p in _problem_expressions(c, decimal, date_format)
-    )
-    problem_list = (
-        f"list_filter([\n        {problems}\n    ], lambda problem: problem is not null)"
-        if checks
-        else "[]::varchar[]"
-    )
-    return f"""
-select
-    load_id,
-    source_file,
-    line_number,
-    {typed},
-    {problem_list} as problems
-from {source}"""
-
 
 def _raw_record(contract: Contract, alias: str) -> str:
     """The raw values of a row as JSON; built only for rejected rows, since it costs per row."""
@@ -848,12 +756,12 @@ def _typed_rows_sql(con: duckdb.DuckDBPyConnection, contract: Contract, checks: 
     parts = []
     for decimal, date_format in formats or [(".", None)]:
         format_filter = (
-            f"date_format = {_quote(date_format)}" if date_format else "date_format is null"
+            f"date_format = {sql_quote(date_format)}" if date_format else "date_format is null"
         )
         source = (
             f"(select * from raw.{contract.table} where load_id in (select content_hash "
-            f"from ops.loaded_files where file_group = {_quote(contract.group)} "
-            f"and outcome = 'loaded' and decimal_mark = {_quote(decimal)} and {format_filter}))"
+            f"from ops.loaded_files where file_group = {sql_quote(contract.group)} "
+            f"and outcome = 'loaded' and decimal_mark = {sql_quote(decimal)} and {format_filter}))"
         )
         parts.append(typed_select(contract, source, decimal, date_format, checks))
     return "\nunion all\n".join(parts)
@@ -895,7 +803,7 @@ def _checked_rows_sql(
     fx_rate = "null::double"
     money = contract.money
     if money is not None:
-        base = _quote(options.base_currency.upper())
+        base = sql_quote(options.base_currency.upper())
         currency = f"upper(typed.{money.currency})"
         joins.append(
             f"asof left join staging.fx_rates fx on {currency} = upper(fx.currency) "

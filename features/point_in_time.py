@@ -91,3 +91,38 @@ def backfill_dates(start: date, end: date, every: str = "day") -> list[date]:
             return dates
         dates.append(current)
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+# Which staging table feeds which feature group; invoices (purchases) are always there.
+SOURCES: dict[str, str] = {
+    "engagement": "staging.activities",
+    "opportunities": "staging.opportunities",
+    "payments": "staging.payments",
+    "bureau": "staging.credit_reports",
+    "firmographics": "staging.accounts",
+}
+SOURCE_WORDS: dict[str, str] = {
+    "engagement": "no CRM activities",
+    "opportunities": "no CRM opportunities",
+    "payments": "no payments",
+    "bureau": "no credit report joins a CRM account",
+    "firmographics": "no CRM accounts",
+}
+
+
+def missing_feature_groups(con: duckdb.DuckDBPyConnection, as_of: date) -> dict[str, str]:
+    """Feature groups whose source has no usable rows on ``as_of``, with the reason in words."""
+    present = {
+        "engagement": "select count(*) from staging.activities where occurred_at <= $as_of",
+        "opportunities": "select count(*) from staging.opportunities where created_at <= $as_of",
+        "payments": "select count(*) from staging.payments where payment_date <= $as_of",
+        "bureau": "select count(*) from staging.credit_reports r join staging.accounts a "
+        "using (tax_id) where r.report_date <= $as_of",
+        "firmographics": "select count(*) from staging.accounts",
+    }
+    missing = {}
+    for group, query in present.items():
+        params = {"as_of": as_of} if "$as_of" in query else None
+        if con.sql(query, params=params).fetchall()[0][0] == 0:
+            missing[group] = SOURCE_WORDS[group]
+    return missing

@@ -23,6 +23,7 @@ from datetime import date, timedelta
 import duckdb
 import polars as pl
 
+from features.point_in_time import SOURCE_WORDS, SOURCES, missing_feature_groups
 from features.warehouse import materialize_sql, row_count, sql_text, table_exists, transaction
 
 SETTLEMENT = "features.invoice_settlement"
@@ -38,12 +39,9 @@ def missing_payments_reason(con: duckdb.DuckDBPyConnection, as_of: date) -> str 
 
     A ledger without payments makes every invoice look unpaid: exposure, arrears and expected
     loss are then unknown, not "everything owed". The churn stage's detector decides
-    (``features.churn.missing_feature_groups``), so both stages call the source missing on the
-    same evidence and in the same words.
+    (``features.point_in_time.missing_feature_groups``), so both stages call the source missing
+    on the same evidence and in the same words.
     """
-    # features.churn imports this module: imported where it is used
-    from features.churn import SOURCE_WORDS, SOURCES, missing_feature_groups
-
     if all(table_exists(con, table) for table in SOURCES.values()):
         missing = missing_feature_groups(con, as_of)
     else:

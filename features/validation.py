@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from features.contracts import Contract
+from features.contracts import Contract, typed_select
 
 # GX would otherwise try to send usage statistics on every context.
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -106,8 +106,6 @@ def validate_batch(
     sample_rows: int,
 ) -> dict[str, Any]:
     """Validate the typed rows of one loaded file (``load_id``) with the contract's suite."""
-    from features.ingest import typed_select
-
     decimal, date_format, rows = con.execute(
         "select decimal_mark, date_format, rows from ops.loaded_files "
         "where content_hash = ? and outcome = 'loaded' limit 1",

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.customer import lifetimes_summary
-from models.churn import ChurnModel, churn_risk_band
+from models.churn import ChurnModel, PurchaseBaseline, churn_risk_band
 from models.clv import ClvModel
 from models.selection import top_decile_lift
 from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapshots
@@ -50,7 +50,7 @@ PERTURB_AFTER_CUTOFF = """
 
 def _snapshots(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Features at CUTOFF and at AS_OF, built by the pipeline's own builder."""
-    build_churn_snapshots(con, [CUTOFF], AS_OF, 180)
+    build_churn_snapshots(con, [CUTOFF], AS_OF, 180, baseline=PurchaseBaseline(time_unit_days=7.0))
     query = "select * from features.churn_snapshots where cutoff_date = $c order by customer_id"
     return tuple(con.sql(query, params={"c": c}).pl() for c in (CUTOFF, AS_OF))
 

@@ -11,6 +11,7 @@ from features.warehouse import fingerprint, record_model_run, write_frame
 from models.churn import (
     SCORE_SCHEMA,
     ChurnModel,
+    PurchaseBaseline,
     evaluate_holdout,
     score_customers,
 )
@@ -22,6 +23,8 @@ from pipelines.common import asset_step, preview, run_as_of, write_scorer_choice
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import ChurnSettings
 
+# The churn baseline counts time in weeks, as the CLV stage does by default.
+BASELINE_TIME_UNIT_DAYS = 7.0
 GROUP = "churn"
 LABELS_QUERY = "select * from features.churn_labels"
 
@@ -81,6 +84,7 @@ def churn_snapshots(
             cutoffs,
             as_of,
             label_horizon,
+            baseline=PurchaseBaseline(time_unit_days=BASELINE_TIME_UNIT_DAYS),
             sample_fraction=sample_fraction,
             scoring_horizon_days=config.horizon_days,
         )
