@@ -80,6 +80,7 @@ PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
     PublishedTable("ops.runs", "readers and `status`: which run and as-of date a snapshot is"),
     PublishedTable("ops.publications", "readers and `status`: what was published when"),
     PublishedTable("ops.run_failures", "`status`: recent failed runs"),
+    PublishedTable("ops.data_quality", "`report`: rows staged and quarantined per file, counts"),
     PublishedTable("features.invoice_settlement_state", "`status`: how settlement was refreshed"),
     PublishedTable(
         "quarantine.rejected_rows",

@@ -7,7 +7,8 @@ import dagster as dg
 from features.contracts import CONTRACTS, Contract
 from features.erasure import ERASED_REASON
 from features.ingest import InboxError, IngestOptions, ingest_group
-from pipelines.common import asset_step
+from features.warehouse import materialize_sql
+from pipelines.common import asset_step, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
 from pipelines.settings import IngestSettings
 
@@ -117,3 +118,38 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
 
 
 staging_assets = [build_staging_asset(contract) for contract in CONTRACTS]
+
+
+@dg.asset(
+    key=["ops", "data_quality"],
+    deps=[
+        dg.AssetKey(["ops", "run_as_of"]),
+        *(dg.AssetKey(["staging", contract.table]) for contract in CONTRACTS),
+    ],
+    group_name="ingest",
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+@asset_step
+def data_quality(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+    """Rows staged, quarantined (per reason), superseded or refused, per source file.
+
+    Counts only: the published snapshot carries it, so the report can show the data quality of
+    the night without raw rows or quarantined content leaving the working warehouse.
+    """
+    with warehouse.connect() as con:
+        materialize_sql(
+            con,
+            "ops.data_quality",
+            "ops_data_quality",
+            as_of=run_as_of(con, context.run_id),
+            file_groups=[contract.group for contract in CONTRACTS],
+            staging_tables=[contract.table for contract in CONTRACTS],
+        )
+        metadata = table_metadata(con, "ops.data_quality")
+        totals = dict(
+            con.sql("select outcome, sum(rows) from ops.data_quality group by 1").fetchall()
+        )
+    return dg.MaterializeResult(
+        metadata={**metadata, **{f"{outcome}_rows": int(n) for outcome, n in totals.items()}}
+    )
