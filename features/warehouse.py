@@ -22,115 +22,172 @@ import duckdb
 SCHEMAS = ("raw", "staging", "features", "models", "marts", "quarantine", "ops")
 SQL_DIR = Path(__file__).parent / "sql"
 
-BOOKKEEPING_DDL = (
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered change of the warehouse's layout, applied once, in order, before any step.
+
+    Statements are idempotent (``if not exists``), so a warehouse written before versions were
+    recorded takes every migration safely. A new change is a new entry at the end; an applied
+    entry is never edited.
     """
-    create table if not exists ops.runs (
-        run_id varchar primary key,
-        as_of_date date not null,
-        as_of_source varchar not null,
-        started_at timestamp not null
-    )""",
-    """
-    create table if not exists ops.source_files (
-        run_id varchar, file_group varchar, source_file varchar, rows bigint,
-        loaded_at timestamp
-    )""",
-    """
-    create table if not exists ops.loaded_files (
-        content_hash varchar not null,
-        file_group varchar not null,
-        source_file varchar not null,
-        size_bytes bigint,
-        mapping varchar,
-        decimal_mark varchar,
-        date_format varchar,
-        rows bigint,
-        rejected_rows bigint,
-        outcome varchar not null,
-        detail varchar,
-        validation json,
-        load_sequence bigint,
-        run_id varchar,
-        loaded_at timestamp
-    )""",
-    """
-    create table if not exists quarantine.rejected_rows (
-        run_id varchar,
-        staging_table varchar not null,
-        source_file varchar not null,
-        line_number bigint not null,
-        reason varchar not null,
-        detail varchar,
-        raw_record json,
-        rejected_at timestamp not null
-    )""",
-    # the loaded file (content hash) a rejected row came from; added after the first release
-    "alter table quarantine.rejected_rows add column if not exists load_id varchar",
-    """
-    create table if not exists models.model_runs (
-        run_id varchar not null,
-        model varchar not null,
-        as_of_date date not null,
-        parameters json,
-        metrics json,
-        data_fingerprint varchar,
-        created_at timestamp not null
-    )""",
-    # every snapshot published for readers (features/publish.py)
-    """
-    create table if not exists ops.publications (
-        run_id varchar not null,
-        as_of_date date not null,
-        snapshot_path varchar not null,
-        size_bytes bigint,
-        tables bigint,
-        published_at timestamp not null
-    )""",
-    # every failed run, written by the run-failure sensor and by `crm-intel run`
-    """
-    create table if not exists ops.run_failures (
-        run_id varchar primary key,
-        job_name varchar,
-        failed_steps varchar,
-        reason varchar,
-        failed_at timestamp not null
-    )""",
-    # every run that opened the warehouse: 'running' until it ends; a run whose process died
-    # (killed, out of memory, reboot) is marked 'killed' by the next run (see begin_run)
-    """
-    create table if not exists ops.run_status (
-        run_id varchar primary key,
-        status varchar not null,
-        pid bigint,
-        started_at timestamp not null,
-        ended_at timestamp,
-        detail varchar
-    )""",
-    # erased customers and contacts (features/erasure.py): the tombstones that keep a
-    # re-delivered file from bringing them back; identifiers only as SHA-256 in erasure_keys
-    """
-    create table if not exists ops.erasures (
-        erasure_id varchar primary key,
-        kind varchar not null,
-        subject_id varchar not null,
-        erased_at timestamp not null,
-        rows_removed json
-    )""",
-    """
-    create table if not exists ops.erasure_keys (
-        erasure_id varchar not null,
-        key_column varchar not null,
-        key_sha256 varchar not null
-    )""",
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "bookkeeping tables: runs, loaded files, quarantine, model runs, publications, "
+        "failures, run status, erasures",
+        (
+            """
+        create table if not exists ops.runs (
+            run_id varchar primary key,
+            as_of_date date not null,
+            as_of_source varchar not null,
+            started_at timestamp not null
+        )""",
+            """
+        create table if not exists ops.source_files (
+            run_id varchar, file_group varchar, source_file varchar, rows bigint,
+            loaded_at timestamp
+        )""",
+            """
+        create table if not exists ops.loaded_files (
+            content_hash varchar not null,
+            file_group varchar not null,
+            source_file varchar not null,
+            size_bytes bigint,
+            mapping varchar,
+            decimal_mark varchar,
+            date_format varchar,
+            rows bigint,
+            rejected_rows bigint,
+            outcome varchar not null,
+            detail varchar,
+            validation json,
+            load_sequence bigint,
+            run_id varchar,
+            loaded_at timestamp
+        )""",
+            """
+        create table if not exists quarantine.rejected_rows (
+            run_id varchar,
+            staging_table varchar not null,
+            source_file varchar not null,
+            line_number bigint not null,
+            reason varchar not null,
+            detail varchar,
+            raw_record json,
+            rejected_at timestamp not null
+        )""",
+            """
+        create table if not exists models.model_runs (
+            run_id varchar not null,
+            model varchar not null,
+            as_of_date date not null,
+            parameters json,
+            metrics json,
+            data_fingerprint varchar,
+            created_at timestamp not null
+        )""",
+            # every snapshot published for readers (features/publish.py)
+            """
+        create table if not exists ops.publications (
+            run_id varchar not null,
+            as_of_date date not null,
+            snapshot_path varchar not null,
+            size_bytes bigint,
+            tables bigint,
+            published_at timestamp not null
+        )""",
+            # every failed run, written by the run-failure sensor and by `crm-intel run`
+            """
+        create table if not exists ops.run_failures (
+            run_id varchar primary key,
+            job_name varchar,
+            failed_steps varchar,
+            reason varchar,
+            failed_at timestamp not null
+        )""",
+            # every run that opened the warehouse: 'running' until it ends; a run whose process died
+            # (killed, out of memory, reboot) is marked 'killed' by the next run (see begin_run)
+            """
+        create table if not exists ops.run_status (
+            run_id varchar primary key,
+            status varchar not null,
+            pid bigint,
+            started_at timestamp not null,
+            ended_at timestamp,
+            detail varchar
+        )""",
+            # erased customers and contacts (features/erasure.py): the tombstones that keep a
+            # re-delivered file from bringing them back; identifiers only as SHA-256 in erasure_keys
+            """
+        create table if not exists ops.erasures (
+            erasure_id varchar primary key,
+            kind varchar not null,
+            subject_id varchar not null,
+            erased_at timestamp not null,
+            rows_removed json
+        )""",
+            """
+        create table if not exists ops.erasure_keys (
+            erasure_id varchar not null,
+            key_column varchar not null,
+            key_sha256 varchar not null
+        )""",
+        ),
+    ),
+    Migration(
+        2,
+        "quarantined rows name the loaded file (content hash) they came from",
+        ("alter table quarantine.rejected_rows add column if not exists load_id varchar",),
+    ),
+    Migration(
+        3,
+        "risk alerts take the window-start exposure from the aging and the window's documents; "
+        "the aging rebuilt as of the window start is gone",
+        ("drop table if exists features.receivable_items_previous",),
+    ),
 )
 
 
 def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the schemas and bookkeeping tables if this is a new warehouse."""
+    """Create the schemas and apply the migrations this warehouse has not had yet, in order.
+
+    Runs whenever a step opens the warehouse, so the layout is current before any asset body;
+    each migration and its record in ``ops.schema_migrations`` commit together.
+    """
     for schema in SCHEMAS:
         con.execute(f"create schema if not exists {schema}")
-    for ddl in BOOKKEEPING_DDL:
-        con.execute(ddl)
+    con.execute(
+        "create table if not exists ops.schema_migrations ("
+        "version integer primary key, description varchar not null, "
+        "applied_at timestamp not null)"
+    )
+
+    def applied() -> int:
+        query = "select coalesce(max(version), 0) from ops.schema_migrations"
+        return con.sql(query).fetchall()[0][0]
+
+    for migration in MIGRATIONS:
+        if migration.version <= applied():
+            continue
+        try:
+            with transaction(con):
+                for statement in migration.statements:
+                    con.execute(statement)
+                con.execute(
+                    "insert into ops.schema_migrations values (?, ?, ?)",
+                    [migration.version, migration.description, datetime.now()],
+                )
+        except duckdb.Error:
+            if migration.version > applied():  # not another connection applying it meanwhile
+                raise
 
 
 @contextmanager

@@ -537,9 +537,6 @@ def risk_alerts(
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         window_start = as_of - timedelta(days=config.alert_lookback_days)
-        # exposure at the window start now comes from the aging and the window's documents and
-        # payments; the aging as of that date, which earlier releases built, is gone
-        con.execute("drop table if exists features.receivable_items_previous")
         build_risk_alerts(con, as_of, config.alert_lookback_days, config.alert_failure_score_drop)
         metadata = table_metadata(con, "marts.risk_alerts", as_of_date=str(as_of))
         counts = dict(
