@@ -1,5 +1,7 @@
 """``crm-intel``: every user action is a subcommand."""
 
+import importlib.metadata
+import json
 import os
 import time
 import uuid
@@ -14,20 +16,67 @@ from pipelines.cli_common import (
     ConfigOption,
     WarehouseOption,
     fail,
+    plural,
     publication_outcome,
     published_path,
     warehouse_path_of,
 )
 from pipelines.cli_finance import finance_app
+from pipelines.cli_progress import ProgressMode, RunProgress, choose_mode, readable_step, step_names
+from pipelines.cli_report import report_command
 from pipelines.cli_segments import segments_app
 from pipelines.resources import DEFAULT_INBOX
 from pipelines.settings import SettingsError, load_settings
 
-app = typer.Typer(help="Analytical CRM pipeline: RFM, CLV, churn and credit risk per customer.")
-config_app = typer.Typer(help="Settings.")
+# -h is help everywhere: Click hands help_option_names down to every sub-command and sub-group.
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    help="Analytical CRM pipeline: RFM, CLV, churn and credit risk per customer.",
+    context_settings=CONTEXT_SETTINGS,
+)
+config_app = typer.Typer(help="Settings.", context_settings=CONTEXT_SETTINGS)
 app.add_typer(segments_app, name="segments")
 app.add_typer(finance_app, name="finance")
+app.command("report")(report_command)
 app.add_typer(config_app, name="config")
+
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only errors and the final outcome.")
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="A line per step: started, finished (with its duration), not run."
+    ),
+]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Dagster's own debug event stream.")]
+ProgressOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress",
+        help="The one-line progress display (step, steps done, elapsed); default: on when "
+        "stderr is a terminal.",
+        show_default=False,
+    ),
+]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"crm-intel {importlib.metadata.version('crm-intel')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Analytical CRM pipeline: RFM, CLV, churn and credit risk per customer."""
 
 
 @app.command()
@@ -38,9 +87,10 @@ def run(
     warehouse: WarehouseOption = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="As-of date YYYY-MM-DD.")] = None,
     config: ConfigOption = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show every Dagster event.")
-    ] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+    debug: DebugOption = False,
+    progress: ProgressOption = None,
     publish: Annotated[
         bool,
         typer.Option(
@@ -77,15 +127,87 @@ def run(
     if not inbox_path.is_dir():
         raise fail(f"inbox folder {inbox_path} does not exist")
     warehouse_path = warehouse_path_of(warehouse)
+    if settings.run.as_of:
+        _refuse_as_of_outside_data(
+            date.fromisoformat(settings.run.as_of), inbox_path, warehouse_path, settings
+        )
+    mode = choose_mode(quiet=quiet, verbose=verbose, debug=debug, progress=progress)
     elapsed = _execute_run(
-        settings, inbox_path, warehouse_path, verbose, wait_seconds=wait_timeout if wait else 0
+        settings, inbox_path, warehouse_path, mode, wait_seconds=wait_timeout if wait else 0
     )
-    _print_summary(warehouse_path, elapsed)
+    if mode == "quiet":
+        typer.echo(f"crm-intel run finished in {elapsed:.1f}s")
+    else:
+        _print_summary(warehouse_path, elapsed)
     typer.echo(publication_outcome(warehouse_path, settings))
 
 
+def _refuse_as_of_outside_data(
+    as_of: date, inbox_path: Path, warehouse_path: Path, settings, option: str = "--as-of"
+) -> None:
+    """Refuse, before any step runs, an as-of date no run can describe: one after today (its
+    facts are not known yet) or one before the first invoice (no customer has bought yet)."""
+    today = date.today()
+    first = _first_invoice_date(inbox_path, warehouse_path, settings)
+    valid = f"valid: {first} to {today}" if first else f"valid: up to {today}"
+    if as_of > today:
+        raise fail(f"{option} {as_of} is in the future: its facts are not known yet ({valid})")
+    if first and as_of < first:
+        raise fail(
+            f"{option} {as_of} is before the data starts: the first invoice is dated {first} "
+            f"({valid})"
+        )
+
+
+def _first_invoice_date(inbox_path: Path, warehouse_path: Path, settings) -> date | None:
+    """The earliest invoice date, cheaply: a min over the working warehouse's staged invoices,
+    else the issue dates of the inbox's invoice files (read as the run reads them, with their
+    vendor mappings). None when neither tells (the run then says what is wrong)."""
+    if warehouse_path.is_file():
+        try:
+            with duckdb.connect(str(warehouse_path), read_only=True) as con:
+                first = con.sql("select min(issue_date) from staging.invoices").fetchall()[0][0]
+            if first is not None:
+                return first
+        except duckdb.Error:
+            pass  # not staged yet, or a run is writing it: read the inbox
+    import polars as pl
+
+    from features.contracts import CONTRACTS_BY_TABLE
+    from features.ingest import IngestOptions, discover_files, inbox_mappings, read_raw_file
+
+    contract = CONTRACTS_BY_TABLE["invoices"]
+    mappings_dir = settings.ingest.mappings_dir
+    try:
+        files = discover_files(
+            inbox_path,
+            contract,
+            inbox_mappings(
+                inbox_path, IngestOptions(mappings_dir=Path(mappings_dir) if mappings_dir else None)
+            ),
+        )
+    except Exception:  # a bad mapping: the run names it
+        return None
+    firsts = []
+    for file in files:  # one per export file, not per row
+        try:
+            issue_date = pl.col("issue_date").str.strip_chars()
+            fmt = file.mapping.date_format or "%Y-%m-%d"
+            first = (
+                read_raw_file(file, contract, load_id="as-of-range")
+                .select(issue_date.str.to_date(fmt, strict=False).min())
+                .collect()
+                .item()
+            )
+        except Exception:  # a file the run will refuse, with its reason
+            continue
+        if first is not None:
+            firsts.append(first)
+    return min(firsts, default=None)
+
+
 def _execute_run(
-    settings, inbox_path: Path, warehouse_path: Path, verbose: bool, wait_seconds: float = 0
+    settings, inbox_path: Path, warehouse_path: Path, mode: ProgressMode, wait_seconds: float = 0
 ) -> float:
     """Run the nightly job holding the warehouse's run lock; exit 1 if another run holds it.
 
@@ -117,33 +239,41 @@ def _execute_run(
         hint = "" if wait_seconds else "; wait for it with `crm-intel run --wait`"
         raise fail(f"{busy}{hint}") from None
     try:
-        return _run_job(settings, inbox_path, warehouse_path, verbose, run_id)
+        return _run_job(settings, inbox_path, warehouse_path, mode, run_id)
     finally:
         lock.release()
 
 
-def _run_job(settings, inbox_path: Path, warehouse_path: Path, verbose: bool, run_id: str) -> float:
-    """Run the nightly job in-process; on failure record it, page, and exit 1. Returns seconds."""
+def _run_job(
+    settings, inbox_path: Path, warehouse_path: Path, mode: ProgressMode, run_id: str
+) -> float:
+    """Run the nightly job in-process; on failure record it, page, and exit 1. Returns seconds.
+
+    The progress display listens to the run's events as they are stored; Dagster's own console
+    stream is for --debug only.
+    """
     import dagster as dg
 
     from pipelines.definitions import NIGHTLY_JOB_NAME, defs, run_config_for
 
     run_config = run_config_for(settings, warehouse=str(warehouse_path), inbox=str(inbox_path))
-    if not verbose:
-        # Dagster's own console is for --verbose; warnings are re-told briefly below.
+    if mode != "debug":
         run_config["loggers"] = {"console": {"config": {"log_level": "CRITICAL"}}}
     instance = (
         dg.DagsterInstance.get()
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
+    job = defs.resolve_job_def(NIGHTLY_JOB_NAME)
+    names = step_names()
+    display = RunProgress(names, total=len(job.nodes), mode=mode)
+    instance.add_event_listener(run_id, display)
     started = time.perf_counter()
-    result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False, run_id=run_id
-    )
+    with display:
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False, run_id=run_id
+        )
     elapsed = time.perf_counter() - started
-    if not verbose:
-        _print_warnings(instance, result.run_id)
     if not result.success:
         failed_steps = [
             event
@@ -151,7 +281,8 @@ def _run_job(settings, inbox_path: Path, warehouse_path: Path, verbose: bool, ru
             if event.is_step_failure and event.event_specific_data is not None
         ]
         failures = [
-            f"{event.step_key}: {_root_cause(event.event_specific_data.error)}"  # type: ignore[union-attr]
+            f"{readable_step(event.step_key, names)} ({event.step_key.replace('__', '/')}): "
+            f"{_root_cause(event.event_specific_data.error)}"  # type: ignore[union-attr]
             for event in failed_steps
         ]
         failed_checks = [
@@ -182,15 +313,6 @@ def _page_failure(run_id, failed_steps, failures, warehouse_path: Path, settings
     )
     for outcome in handle_failure(failure, settings.nightly):
         typer.secho(f"failure {outcome}", fg="yellow", err=True)
-
-
-def _print_warnings(instance, run_id: str) -> None:
-    """Warnings the stages logged (a missing source, quarantined rows, a model fallback)."""
-    import logging
-
-    for entry in instance.all_logs(run_id):
-        if entry.level == logging.WARNING and entry.user_message:
-            typer.secho(f"warning: {entry.step_key}: {entry.user_message}", fg="yellow", err=True)
 
 
 def _root_cause(error) -> str:  # dagster's SerializableErrorInfo chain
@@ -285,7 +407,7 @@ def _scorer_line(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
         return f"{kind} scorer: {scorer} ({reason})"
     line = (
         f"{kind} scorer: {scorer}, holdout ROC AUC {auc:.3f} [{low:.3f}-{high:.3f}] "
-        f"on {positives:,} positives"
+        f"on {plural(positives, 'positive')}"
     )
     ranking = next((r for r in rows[1:] if r[1] == "one_column" and r[2] is not None), None)
     if ranking:
@@ -302,7 +424,11 @@ def demo_data(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 42,
     file_format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     faults: Annotated[
-        str, typer.Option(help="Comma-separated fault kinds to inject (see docs).")
+        str,
+        typer.Option(
+            help="Comma-separated fault kinds to inject, e.g. bad_date,duplicate_key (an unknown "
+            "kind is refused with the list of valid ones)."
+        ),
     ] = "",
     invoices_only: Annotated[bool, typer.Option(help="Write only invoice files.")] = False,
     regime: Annotated[
@@ -314,24 +440,35 @@ def demo_data(
     ] = "default",
 ) -> None:
     """Generate realistic CRM, invoice and bureau exports with known ground truth."""
-    from synthetic import REGIMES, generate_demo_data
+    from synthetic import FAULT_KINDS, REGIMES, generate_demo_data
 
     if regime not in REGIMES:
         raise fail(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    if file_format not in ("csv", "parquet"):
+        raise fail(f"unknown --format {file_format!r}; choose one of csv, parquet")
+    fault_kinds = tuple(f.strip() for f in faults.split(",") if f.strip())
+    unknown = [kind for kind in fault_kinds if kind not in FAULT_KINDS]
+    if unknown:
+        raise fail(
+            f"unknown fault {'kind' if len(unknown) == 1 else 'kinds'} "
+            f"{', '.join(map(repr, unknown))} in --faults; valid: {', '.join(FAULT_KINDS)}"
+        )
     started = time.perf_counter()
     summary = generate_demo_data(
         out,
         customers=customers,
         seed=seed,
         file_format=file_format,
-        faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
+        faults=fault_kinds,
         include=frozenset({"invoices/invoices"}) if invoices_only else None,
         regime=regime,
     )
     typer.echo(
-        f"wrote {summary.customers:,} customers, {summary.invoices:,} invoices, "
-        f"{summary.payments:,} payments, {summary.credit_reports:,} credit reports, "
-        f"{summary.activities:,} activities to {out} in {time.perf_counter() - started:.1f}s "
+        f"wrote {plural(summary.customers, 'customer')}, {plural(summary.invoices, 'invoice')}, "
+        f"{plural(summary.payments, 'payment')}, "
+        f"{plural(summary.credit_reports, 'credit report')}, "
+        f"{plural(summary.activities, 'activity', 'activities')} to {out} in "
+        f"{time.perf_counter() - started:.1f}s "
         f"({summary.start_date} to {summary.end_date}; truth in {out / 'truth'})"
     )
 
@@ -346,9 +483,10 @@ def backfill(
     ] = None,
     warehouse: WarehouseOption = None,
     config: ConfigOption = None,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show every Dagster event.")
-    ] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+    debug: DebugOption = False,
+    progress: ProgressOption = None,
 ) -> None:
     """Run the job once per as-of date, oldest first, to fill the history tables.
 
@@ -365,6 +503,14 @@ def backfill(
     if not inbox_path.is_dir():
         raise fail(f"inbox folder {inbox_path} does not exist")
     warehouse_path = warehouse_path_of(warehouse)
+    if dates:
+        try:
+            base_settings = load_settings(config)
+        except SettingsError as error:
+            raise fail(str(error)) from None
+        _refuse_as_of_outside_data(dates[0], inbox_path, warehouse_path, base_settings, "--start")
+        _refuse_as_of_outside_data(dates[-1], inbox_path, warehouse_path, base_settings, "--end")
+    mode = choose_mode(quiet=quiet, verbose=verbose, debug=debug, progress=progress)
     for number, as_of in enumerate(dates, start=1):
         try:
             settings = load_settings(
@@ -374,7 +520,7 @@ def backfill(
         except SettingsError as error:
             raise fail(str(error)) from None
         try:
-            elapsed = _execute_run(settings, inbox_path, warehouse_path, verbose)
+            elapsed = _execute_run(settings, inbox_path, warehouse_path, mode)
         except typer.Exit:
             typer.secho(
                 f"backfill stopped at {as_of} ({number} of {len(dates)}); the dates before it "
@@ -383,9 +529,10 @@ def backfill(
                 err=True,
             )
             raise
-        typer.echo(f"{as_of}: done in {elapsed:.1f}s ({number} of {len(dates)})")
+        if mode != "quiet":
+            typer.echo(f"{as_of}: done in {elapsed:.1f}s ({number} of {len(dates)})")
     typer.echo(
-        f"history holds {len(dates)} backfilled as-of date(s) in {warehouse_path}; "
+        f"history holds {plural(len(dates), 'backfilled as-of date')} in {warehouse_path}; "
         "the published snapshot is unchanged until the next `crm-intel run`"
     )
 
@@ -485,21 +632,34 @@ def _republish_after_erasure(con: duckdb.DuckDBPyConnection, warehouse_path: Pat
 
 
 @app.command()
-def status(warehouse: WarehouseOption = None) -> None:
-    """The last run, its as-of date, what is published, failures and quarantined rows."""
+def status(
+    warehouse: WarehouseOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object instead of text (same exit code).")
+    ] = False,
+) -> None:
+    """The last run, its as-of date, what is published, failures and quarantined rows.
+
+    Exits 1 when the last run failed (and says where and why), 0 when it succeeded or is still
+    running: a monitoring script needs no parsing to alert.
+    """
     from features.publish import published_as_of
 
     warehouse_path = warehouse_path_of(warehouse)
     published = published_path(warehouse_path)
+    writing = False
     try:
         con = duckdb.connect(str(warehouse_path), read_only=True)
         source = f"working warehouse {warehouse_path}"
     except duckdb.IOException as error:
         if "lock" not in str(error).lower():
             raise fail(f"cannot read {warehouse_path}: {error}") from None
-        typer.echo(f"working warehouse {warehouse_path}: a run is writing it now (locked)")
+        writing = True
         if not published.is_file():
-            raise fail(f"nothing published at {published} yet") from None
+            raise fail(
+                f"working warehouse {warehouse_path}: a run is writing it now (locked); nothing "
+                f"published at {published} yet"
+            ) from None
         con = duckdb.connect(str(published), read_only=True)
         source = f"published snapshot {published}"
     except duckdb.Error as error:
@@ -537,44 +697,122 @@ def status(warehouse: WarehouseOption = None) -> None:
             if "features.invoice_settlement_state" in tables
             else []
         )
-    typer.echo(f"(from the {source})")
+    last_run = None
     if last:
         run_id, as_of, as_of_source, started, published_at, failed_steps, reason = last[0]
-        if published_at:
-            outcome = f"published {published_at:%Y-%m-%d %H:%M:%S}"
-        elif reason:
-            outcome = f"FAILED at {failed_steps}: {reason}"
-        else:
-            outcome = "not published (still running, stopped, a backfill, or failed before it)"
-        typer.echo(f"last run: {run_id} started {started:%Y-%m-%d %H:%M:%S}")
-        typer.echo(f"  as of {as_of} ({as_of_source}); {outcome}")
-    for mode, as_of, customers, why in settlement:
-        typer.echo(
-            f"invoice settlement: {mode} as of {as_of}, {customers:,} customers settled ({why})"
-        )
+        state = "published" if published_at else "failed" if reason else "not published"
+        last_run = {
+            "run_id": run_id,
+            "as_of": as_of.isoformat(),
+            "as_of_source": as_of_source,
+            "started_at": started.isoformat(),
+            "state": state,
+            "published_at": published_at.isoformat() if published_at else None,
+            "failed_steps": failed_steps,
+            "reason": reason,
+        }
     snapshot = published_as_of(published)
+    report = {
+        "source": source,
+        "warehouse": str(warehouse_path),
+        "run_in_progress": writing,
+        "last_run": last_run,
+        "published": {
+            "path": str(published),
+            "size_bytes": published.stat().st_size,
+            "run_id": snapshot[0],
+            "as_of": snapshot[1].isoformat(),
+            "published_at": snapshot[2].isoformat(),
+        }
+        if snapshot
+        else None,
+        "invoice_settlement": [
+            {"mode": mode, "as_of": as_of.isoformat(), "customers_resettled": n, "reason": why}
+            for mode, as_of, n, why in settlement
+        ],
+        "recent_failures": [
+            {"run_id": run_id, "failed_at": failed_at.isoformat(), "reason": reason}
+            for run_id, failed_at, reason in failures
+        ],
+        "quarantined_rows": sum(count for *_, count in quarantine),
+        "quarantine": [
+            {"staging_table": table, "reason": reason, "rows": count}
+            for table, reason, count in quarantine
+        ],
+    }
+    last_failed = bool(last_run and last_run["state"] == "failed" and not writing)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        _print_status(report, published)
+    if last_failed:
+        typer.secho(
+            f"error: the last run {last_run['run_id']} failed"  # type: ignore[index]
+            " (see above); fix the cause and run again",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+
+
+def _print_status(report: dict, published: Path) -> None:
+    if report["run_in_progress"]:
+        typer.echo(f"working warehouse {report['warehouse']}: a run is writing it now (locked)")
+    typer.echo(f"(from the {report['source']})")
+    last = report["last_run"]
+    if last:
+        started = last["started_at"].replace("T", " ")[:19]
+        outcome = {
+            "published": f"published {(last['published_at'] or '').replace('T', ' ')[:19]}",
+            "failed": f"FAILED at {last['failed_steps']}: {last['reason']}",
+        }.get(
+            last["state"], "not published (still running, stopped, a backfill, or failed before it)"
+        )
+        typer.echo(f"last run: {last['run_id']} started {started}")
+        typer.echo(f"  as of {last['as_of']} ({last['as_of_source']}); {outcome}")
+    for item in report["invoice_settlement"]:
+        typer.echo(
+            f"invoice settlement: {item['mode']} as of {item['as_of']}, "
+            f"{plural(item['customers_resettled'], 'customer')} settled ({item['reason']})"
+        )
+    snapshot = report["published"]
     if snapshot:
-        run_id, as_of, published_at = snapshot
-        size = published.stat().st_size / 1e6
-        typer.echo(f"published: {published} ({size:.1f} MB)")
-        typer.echo(f"  run {run_id}, as of {as_of}, published {published_at:%Y-%m-%d %H:%M:%S}")
+        typer.echo(f"published: {published} ({snapshot['size_bytes'] / 1e6:.1f} MB)")
+        typer.echo(
+            f"  run {snapshot['run_id']}, as of {snapshot['as_of']}, published "
+            f"{snapshot['published_at'].replace('T', ' ')[:19]}"
+        )
     else:
         typer.echo(f"published: nothing yet at {published}")
-    for run_id, failed_at, reason in failures:
-        typer.echo(f"failed run {run_id} at {failed_at:%Y-%m-%d %H:%M:%S}: {reason}")
-    total = sum(count for *_, count in quarantine)
-    typer.echo(f"quarantined rows: {total:,}")
-    for table, reason, count in quarantine:
-        typer.echo(f"  {table:<16}{reason:<26}{count:>10,}")
+    for failure in report["recent_failures"]:
+        typer.echo(
+            f"failed run {failure['run_id']} at {failure['failed_at'].replace('T', ' ')[:19]}: "
+            f"{failure['reason']}"
+        )
+    typer.echo(f"quarantined rows: {report['quarantined_rows']:,}")
+    for row in report["quarantine"]:
+        typer.echo(f"  {row['staging_table']:<16}{row['reason']:<26}{row['rows']:>10,}")
 
 
 @config_app.command("show")
-def config_show(config: ConfigOption = None) -> None:
-    """Print the effective settings (defaults overlaid with the settings file)."""
+def config_show(
+    config: ConfigOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object instead of TOML.")
+    ] = False,
+) -> None:
+    """Print the effective settings (defaults overlaid with the settings file), validated.
+
+    A bad file exits 1 naming its section, key, value and what the key accepts.
+    """
     try:
         settings = load_settings(config)
     except SettingsError as error:
         raise fail(str(error)) from None
+    if as_json:
+        source = str(settings.source) if settings.source else None
+        typer.echo(json.dumps({"source": source, "settings": settings.as_dict()}, indent=2))
+        return
     typer.echo(f"# source: {settings.source or 'defaults (no crm-intel.toml found)'}")
     typer.echo(settings.to_toml())
 
