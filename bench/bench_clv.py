@@ -1,6 +1,6 @@
 """CLV at scale: our SQL summary + collapsed fit + scoring against lifetimes used as documented.
 
-    flock /work/bench.lock .venv/bin/python -m bench.bench_clv --customers 1000000 --repeat 5
+    .venv/bin/python -m bench.bench_clv --customers 1000000 --repeat 5
 
 One warm-up round, then ``--repeat`` measured rounds, each ours then lifetimes in this process;
 the ratio is of the medians of the measured rounds (the warm-up's ratio is printed too).

@@ -1,14 +1,15 @@
 """Where the customer summary's time goes: the SQL against its two aggregation levels alone.
 
-    flock /work/bench.lock .venv/bin/python -m bench.bench_customer_summary --customers 1000000
+    .venv/bin/python -m bench.bench_customer_summary --customers 1000000
 
 Same cached invoice log as ``bench.bench_clv`` (with ``customer_key``, as staging has it), with
 DuckDB's perfect hash aggregate allowed as the pipeline allows it for the summary. Each query
 runs ``--repeat`` times, interleaved, and the best time is kept (the machine is shared). The
 two levels are what a purchase count by distinct day needs: per customer-day (one group per
-invoice day: 10M groups at 1M customers), then per customer. The pipeline runs both one range
-of ``customer_key`` at a time (``features.customer.key_range_predicates``); the same SQL with
-all customers in one range, and the levels alone over all customers, show what that saves.
+invoice day: 10M groups at 1M customers), then per customer. The summary SQL over all
+customers at once is timed next to the same SQL split into ranges of ``customer_key`` (one
+``union all`` branch per range; ``--range-counts`` for exact numbers of ranges) and next to the
+levels alone, so a split has to show what it saves.
 """
 
 from __future__ import annotations

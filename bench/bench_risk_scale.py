@@ -6,9 +6,9 @@ It is cached under ``--cache`` (one DuckDB file per size) and copied into a scra
 
 Two timings, kept apart:
 
-- training (not in the target): point-in-time payment behaviour at the settings' training
+- training (not on the nightly path): point-in-time payment behaviour at the settings' training
   cutoffs on a ``max_training_customers`` sample, labels, the holdout backtest and the fit;
-- portfolio tables + scoring (the target): invoice settlement, aging, countback DSO, payment
+- portfolio tables + scoring (the nightly path): invoice settlement, aging, countback DSO, payment
   behaviour as of the as-of date, scoring every customer (probability, score, class, reasons),
   customer risk, portfolio risk, customer equity and alerts, calling the same functions with the
   same arguments as the credit-risk assets. Invoice settlement is timed both ways the asset can

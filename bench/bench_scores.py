@@ -5,7 +5,7 @@ python -m bench.bench_scores [--datasets cdnow,generator] [--regimes default,...
 DESIGN.md promises that every scorer that ships beat the plain one-column rankings a careful
 analyst tries first. The pipeline checks that on its own holdout; this is the outside check:
 for each data set and as-of date it runs the real pipeline (``crm-intel run`` in a subprocess,
-under ``flock`` so timed runs on the shared machine never overlap), computes what really
+serialised by ``--lock`` so that two timed runs never overlap), computes what really
 happened after the as-of date from the inbox files (bench/scoring.py, not the pipeline's
 labels) and grades ``churn_probability`` and ``delinquency_probability`` against recency,
 frequency, monetary, expected purchases, P(alive), days late, worst arrears and the bureau score
@@ -271,11 +271,11 @@ def read_columns(
 
 
 def pipeline_choice(con: duckdb.DuckDBPyConnection, target: str) -> str:
-    """What the pipeline says it chose, and its own holdout AUCs, whatever form that takes now.
+    """What the pipeline says it chose, and its own holdout AUCs, in whichever tables hold them.
 
     Reads ``models.<target>_evaluation`` (a ``chosen`` flag, ``roc_auc`` or ``auc``), then the
-    ``chosen`` parameter of the latest ``models.model_runs`` row of the model; both are being
-    reworked, so every piece is optional.
+    ``chosen`` parameter of the latest ``models.model_runs`` row of the model; every piece is
+    optional, so a version measured with ``--ref`` that lacks one is still graded.
     """
     evaluation = f"models.{target}_evaluation"
     columns = table_columns(con, evaluation)
