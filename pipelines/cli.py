@@ -686,7 +686,8 @@ def status(
             "group by all order by 1, 3 desc"
         ).fetchall()
         failures = con.sql(
-            "select run_id, failed_at, reason from ops.run_failures order by failed_at desc limit 3"
+            "select run_id, failed_at, reason, failed_steps from ops.run_failures "
+            "order by failed_at desc limit 3"
         ).fetchall()
         # why the last night's settlement was quick or slow (refreshed or rebuilt in full)
         settlement = (
@@ -711,6 +712,20 @@ def status(
             "failed_steps": failed_steps,
             "reason": reason,
         }
+    if failures and (
+        last_run is None or (failures[0][0] != last_run["run_id"] and failures[0][1] > last[0][3])
+    ):  # a run that failed before it settled its as-of date has no row in ops.runs
+        run_id, _, reason, failed_steps = failures[0]
+        last_run = {
+            "run_id": run_id,
+            "as_of": None,
+            "as_of_source": None,
+            "started_at": None,
+            "state": "failed",
+            "published_at": None,
+            "failed_steps": failed_steps,
+            "reason": reason,
+        }
     snapshot = published_as_of(published)
     report = {
         "source": source,
@@ -732,7 +747,7 @@ def status(
         ],
         "recent_failures": [
             {"run_id": run_id, "failed_at": failed_at.isoformat(), "reason": reason}
-            for run_id, failed_at, reason in failures
+            for run_id, failed_at, reason, _ in failures
         ],
         "quarantined_rows": sum(count for *_, count in quarantine),
         "quarantine": [
@@ -761,7 +776,7 @@ def _print_status(report: dict, published: Path) -> None:
     typer.echo(f"(from the {report['source']})")
     last = report["last_run"]
     if last:
-        started = last["started_at"].replace("T", " ")[:19]
+        started = (last["started_at"] or "").replace("T", " ")[:19] or "(time not recorded)"
         outcome = {
             "published": f"published {(last['published_at'] or '').replace('T', ' ')[:19]}",
             "failed": f"FAILED at {last['failed_steps']}: {last['reason']}",
@@ -769,7 +784,10 @@ def _print_status(report: dict, published: Path) -> None:
             last["state"], "not published (still running, stopped, a backfill, or failed before it)"
         )
         typer.echo(f"last run: {last['run_id']} started {started}")
-        typer.echo(f"  as of {last['as_of']} ({last['as_of_source']}); {outcome}")
+        if last["as_of"]:
+            typer.echo(f"  as of {last['as_of']} ({last['as_of_source']}); {outcome}")
+        else:
+            typer.echo(f"  before its as-of date was settled; {outcome}")
     for item in report["invoice_settlement"]:
         typer.echo(
             f"invoice settlement: {item['mode']} as of {item['as_of']}, "
