@@ -1,12 +1,16 @@
-"""Customer lifetime value: BG/NBD purchases x Gamma-Gamma spend, behind our own interface.
+"""Customer lifetime value: a purchase model x Gamma-Gamma spend, behind our own interface.
+
+The purchase model (BG/NBD by default, Pareto/NBD, or NBD without dropout) is a
+`models.purchase_models.PurchaseModel`: `ClvModel` fits the configured family's fallback chain
+and then only asks the fitted object for P(alive) and expected purchases. Gamma-Gamma spend is
+fitted on its own and combines with any purchase model.
 
 lifetimes (archived) is used only for penalized fits (a configured penalizer, the Pareto/NBD
-and Gamma-Gamma fallbacks) and Pareto/NBD, in `_fit_bg_nbd_lifetimes`,
-`_fit_gamma_gamma_lifetimes` and `models.pareto_nbd`; the default unpenalized fits and the
-BG/NBD MAP fit are our own (`models.clv_mle`). Scoring,
-likelihoods, the NBD fallback and the CLV discounting are our own vectorised numpy/scipy code,
-written in log space so that extreme customers (hundreds of purchases, recency close to T)
-never overflow.
+and Gamma-Gamma fallbacks) and Pareto/NBD, in `_fit_gamma_gamma_lifetimes` here and in
+`models.purchase_models` / `models.pareto_nbd`; the default unpenalized fits and the BG/NBD MAP
+fit are our own (`models.clv_mle`). Scoring, likelihoods, the NBD fallback and the CLV
+discounting are our own vectorised numpy/scipy code, written in log space so that extreme
+customers (hundreds of purchases, recency close to T) never overflow.
 
 Conventions are lifetimes': `frequency` is the number of repeat purchase days, `recency` and
 `T` are in time units of `time_unit_days` days, `monetary_value` is the mean spend of repeat
@@ -20,33 +24,41 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy.optimize import minimize
-from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
+from scipy.special import gammaln
 from threadpoolctl import threadpool_limits
 
 from models.clv_mle import (
     Codes,
     DropoutPrior,
-    bg_nbd_log_param_hessian,
     distinct_codes,
     distinct_index,
-    fit_bg_nbd,
-    fit_bg_nbd_map,
     fit_gamma_gamma,
     fit_with_lifetimes,
     gamma_gamma_log_param_hessian,
 )
-from models.pareto_nbd import (
-    fit_pareto_nbd_lifetimes,
-    pareto_nbd_log_likelihood,
-    pareto_nbd_p_alive,
-    pareto_nbd_purchases_if_alive,
-    pareto_nbd_unconditional_expected_purchases,
+from models.purchase_models import (
+    FALLBACK_PENALIZERS,
+    MAX_PARAMETER,
+    NO_DROPOUT_MODEL,
+    PURCHASE_MODELS,
+    FitOption,
+    PurchaseModel,
 )
+
+# Earlier homes of the purchase models' functions, still importable from here.
+from models.purchase_models import bg_nbd_expected_purchases as bg_nbd_expected_purchases
+from models.purchase_models import bg_nbd_log_likelihood as bg_nbd_log_likelihood
+from models.purchase_models import bg_nbd_p_alive as bg_nbd_p_alive
+from models.purchase_models import bg_nbd_purchases_if_alive as bg_nbd_purchases_if_alive
+from models.purchase_models import (
+    bg_nbd_unconditional_expected_purchases as bg_nbd_unconditional_expected_purchases,
+)
+from models.purchase_models import fit_nbd as _fit_nbd  # noqa: F401
+from models.purchase_models import nbd_expected_purchases as nbd_expected_purchases
+from models.purchase_models import numerical_hessian as _numerical_hessian  # noqa: F401
 
 SUMMARY_COLUMNS = ("customer_id", "frequency", "recency", "T", "monetary_value")
 OUTPUT_COLUMNS = (
@@ -68,21 +80,8 @@ DAYS_PER_MONTH = 4.345 * 7.0
 P_ALIVE_FLOOR = 1e-3
 # Keeps next_order_date a valid date for customers whose expected wait is centuries.
 MAX_WAIT_DAYS = 36_525
-# Penalizers tried, in order, when the unpenalized Pareto/NBD or Gamma-Gamma fit fails or is
-# degenerate (BG/NBD falls back to its MAP fit instead).
-FALLBACK_PENALIZERS = (0.001, 0.01)
-# BG/NBD is treated as "no dropout identifiable" beyond these bounds (lifetimes #258 #262).
-MIN_DROPOUT_SHAPE_A = 1e-3
 # Prior of the BG/NBD MAP fit: PyMC-Marketing's BetaGeoModel defaults (see DropoutPrior).
 DEFAULT_DROPOUT_PRIOR = DropoutPrior()
-# A MAP fit whose mean dropout probability per purchase a / (a + b) stays below this keeps no
-# meaningful dropout: the data pulled it down against the prior, so the nested NBD is used.
-# Short CDNOW histories give 0.07-0.36, simulated no-dropout cohorts 0.003-0.004.
-MIN_MAP_DROPOUT_PROBABILITY = 0.01
-# Purchase models to choose from ([clv] purchase_model), with the shape parameter of their
-# dropout distribution: near 0 means no dropout is visible in the data.
-PURCHASE_MODELS = {"bg_nbd": "a", "pareto_nbd": "s"}
-MAX_PARAMETER = 1e6
 # Largest standard deviation allowed for a log-parameter draw: a flat likelihood direction
 # (near-singular Hessian at a boundary) would otherwise give meaningless intervals.
 MAX_LOG_PARAM_SD = 1.0
@@ -93,34 +92,8 @@ class InsufficientDataError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Likelihoods and scoring (pure numpy/scipy; parameters as plain floats)
+# Spend and discounting (pure numpy/scipy; parameters as plain floats)
 # --------------------------------------------------------------------------------------------
-
-
-def bg_nbd_log_likelihood(
-    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    """Per-row BG/NBD log-likelihood (Fader, Hardie & Lee 2005, eq. 6) in the data's time units.
-
-    Computed in our units rather than lifetimes' rescaled ones, so the total is comparable with
-    the published CDNOW value and with the nested NBD model.
-    """
-    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
-    # Gamma and beta function terms depend on the frequency only: once per distinct value.
-    xs, ix = distinct_index(x)
-    a12 = gammaln(r + xs) - gammaln(r) + r * np.log(alpha) + betaln(a, b + xs) - betaln(a, b)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_dropout = np.log(a) - np.log(b + xs - 1)
-    a3 = -(r + x) * np.log(alpha + T)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a4 = np.where(x > 0, log_dropout[ix] - (r + x) * np.log(alpha + t_x), -np.inf)
-    return a12[ix] + np.logaddexp(a3, a4)
-
-
-def nbd_log_likelihood(params: dict[str, float], x: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """Per-row gamma-Poisson (NBD, no dropout) log-likelihood, nested in BG/NBD as a -> 0."""
-    r, alpha = params["r"], params["alpha"]
-    return gammaln(r + x) - gammaln(r) + r * np.log(alpha) - (r + x) * np.log(alpha + T)
 
 
 def gamma_gamma_log_likelihood(
@@ -133,85 +106,6 @@ def gamma_gamma_log_likelihood(
     xs, ix = distinct_index(x)
     per_x = gammaln(p * xs + q) - gammaln(p * xs) - gammaln(q) + q * np.log(v) + p * xs * np.log(xs)
     return per_x[ix] + (px - 1) * np.log(m) - (px + q) * np.log(x * m + v)
-
-
-def bg_nbd_p_alive(
-    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    """P(alive | x, t_x, T) for BG/NBD, as a logistic of a log-odds so it never overflows."""
-    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
-    log_odds_dead = (
-        (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
-        + np.log(a)
-        - np.log(b + np.maximum(x, 1) - 1)
-    )
-    return np.where(x > 0, expit(-log_odds_dead), 1.0)
-
-
-def bg_nbd_purchases_if_alive(
-    params: dict[str, float], t: float | np.ndarray, x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    """Expected repeat purchases in (T, T + t] of a customer known to be alive (FHL 2005 eq. 10).
-
-    Eq. 10 equals P(alive) * (a+b+x-1)/(a-1) * [1 - ((alpha+T)/(alpha+T+t))^(r+x) 2F1(...)];
-    this is the factor after P(alive). Euler's transformation turns the bracket into
-    1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z) with z = t/(alpha+T+t): its first two
-    arguments no longer grow with x, so hyp2f1 stays near 1 where the textbook form overflows for
-    frequent buyers. It depends on (x, T) only, not on recency, which lets the model evaluate
-    the costly hyp2f1 once per distinct (frequency, T) pair.
-    """
-    r, alpha, b = params["r"], params["alpha"], params["b"]
-    a = params["a"]
-    # (a-1) divides a bracket that vanishes at a = 1; step off the removable singularity.
-    if abs(a - 1.0) < 1e-7:
-        a = 1.0 + 1e-7
-    z = t / (alpha + T + t)
-    c = a + b + x - 1
-    hyp = hyp2f1(a + b - 1 - r, a - 1, c, z)
-    log_tail = (a - 1) * np.log1p(-z)
-    # hyp2f1 turns negative when c < 0 (x = 0 with a + b < 1, fitted on short histories):
-    # no log then, and 1 - tail * hyp adds two positive terms, so nothing cancels.
-    with np.errstate(invalid="ignore"):
-        bracket = np.where(hyp > 0, -np.expm1(log_tail + np.log(hyp)), 1.0 - np.exp(log_tail) * hyp)
-    return c / (a - 1) * bracket
-
-
-def bg_nbd_expected_purchases(
-    params: dict[str, float],
-    t: float | np.ndarray,
-    x: np.ndarray,
-    t_x: np.ndarray,
-    T: np.ndarray,
-) -> np.ndarray:
-    """Conditional expected repeat purchases in (T, T + t] (FHL 2005 eq. 10), overflow-free."""
-    return bg_nbd_p_alive(params, x, t_x, T) * bg_nbd_purchases_if_alive(params, t, x, T)
-
-
-def bg_nbd_unconditional_expected_purchases(
-    params: dict[str, float], t: float | np.ndarray
-) -> np.ndarray:
-    """E[X(t)]: expected repeat purchases in the first `t` time units after a first purchase.
-
-    FHL 2005 eq. 7 is eq. 10 at x = t_x = T = 0 (P(alive) = 1 there), so the overflow-free
-    conditional form is reused; a customer of age 0 has made no repeat purchase yet.
-    """
-    t = np.asarray(t, dtype=float)
-    zero = np.zeros_like(t)
-    return bg_nbd_expected_purchases(params, t, zero, zero, zero)
-
-
-def nbd_unconditional_expected_purchases(
-    params: dict[str, float], t: float | np.ndarray
-) -> np.ndarray:
-    """E[X(t)] without dropout: population mean rate r / alpha times t."""
-    return params["r"] / params["alpha"] * np.asarray(t, dtype=float)
-
-
-def nbd_expected_purchases(
-    params: dict[str, float], t: float | np.ndarray, x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    """Conditional expected purchases in (T, T + t] without dropout: posterior rate times t."""
-    return (params["r"] + x) / (params["alpha"] + T) * t
 
 
 def gamma_gamma_expected_spend(
@@ -240,18 +134,8 @@ def discounted_monthly_weights(
 
 
 # --------------------------------------------------------------------------------------------
-# The lifetimes boundary: only these two functions know lifetimes exists
+# Gamma-Gamma fits: lifetimes only for a penalized fit
 # --------------------------------------------------------------------------------------------
-
-
-def _fit_bg_nbd_lifetimes(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, penalizer: float
-) -> dict[str, float]:
-    """Fit BG/NBD with lifetimes on weighted (collapsed) rows; returns r, alpha, a, b."""
-    from lifetimes import BetaGeoFitter
-
-    fitter = BetaGeoFitter(penalizer_coef=penalizer)
-    return fit_with_lifetimes(fitter, ("r", "alpha", "a", "b"), x, t_x, T, weights=weights)
 
 
 def _fit_gamma_gamma_lifetimes(
@@ -264,28 +148,6 @@ def _fit_gamma_gamma_lifetimes(
     return fit_with_lifetimes(fitter, ("p", "q", "v"), x, m, weights=weights)
 
 
-def _fit_bg_nbd(
-    x: np.ndarray,
-    t_x: np.ndarray,
-    T: np.ndarray,
-    weights: np.ndarray,
-    penalizer: float,
-    codes: Codes | None = None,
-    prior: DropoutPrior | None = None,
-) -> dict[str, float]:
-    """BG/NBD fit: our own MLE, our own MAP under `prior`, or lifetimes' penalized fit.
-
-    Our MLE and lifetimes' maximise the same unpenalized likelihood (parameters agree to 7
-    significant digits on CDNOW); lifetimes' penalty is defined on its internally rescaled
-    parameters, so a configured penalizer keeps using it.
-    """
-    if prior is not None:
-        return fit_bg_nbd_map(x, t_x, T, weights, prior, codes)
-    if penalizer == 0:
-        return fit_bg_nbd(x, t_x, T, weights, codes)
-    return _fit_bg_nbd_lifetimes(x, t_x, T, weights, penalizer)
-
-
 def _fit_gamma_gamma(
     x: np.ndarray, m: np.ndarray, weights: np.ndarray, penalizer: float
 ) -> dict[str, float]:
@@ -293,68 +155,6 @@ def _fit_gamma_gamma(
     if penalizer == 0:
         return fit_gamma_gamma(x, m, weights)
     return _fit_gamma_gamma_lifetimes(x, m, weights, penalizer)
-
-
-def _fit_pareto_nbd(
-    x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray, penalizer: float
-) -> dict[str, float]:
-    """Pareto/NBD fit (lifetimes' ParetoNBDFitter, penalized as given)."""
-    return fit_pareto_nbd_lifetimes(x, t_x, T, weights, penalizer)
-
-
-def _purchase_log_likelihood(
-    family: str, params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    if family == "nbd":
-        return nbd_log_likelihood(params, x, T)
-    if family == "pareto_nbd":
-        return pareto_nbd_log_likelihood(params, x, t_x, T)
-    return bg_nbd_log_likelihood(params, x, t_x, T)
-
-
-def _purchase_p_alive(
-    family: str, params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    if family == "nbd":
-        return np.ones_like(x)
-    if family == "pareto_nbd":
-        return pareto_nbd_p_alive(params, x, t_x, T)
-    return bg_nbd_p_alive(params, x, t_x, T)
-
-
-def _purchases_if_alive(
-    family: str, params: dict[str, float], t: float | np.ndarray, x: np.ndarray, T: np.ndarray
-) -> np.ndarray:
-    if family == "nbd":
-        return nbd_expected_purchases(params, t, x, T)
-    if family == "pareto_nbd":
-        return pareto_nbd_purchases_if_alive(params, t, x, T)
-    return bg_nbd_purchases_if_alive(params, t, x, T)
-
-
-def _fit_nbd(x: np.ndarray, T: np.ndarray, weights: np.ndarray) -> dict[str, float]:
-    """Weighted maximum-likelihood NBD fit (our own; lifetimes has no plain NBD fitter).
-
-    Optimised in log-parameters with an analytic gradient; bounds keep r and alpha finite when
-    the data are nearly Poisson (r, alpha -> infinity with r / alpha fixed).
-    """
-    n = weights.sum()
-
-    def objective(log_params: np.ndarray) -> tuple[float, np.ndarray]:
-        r, alpha = np.exp(log_params)
-        ll = nbd_log_likelihood({"r": r, "alpha": alpha}, x, T)
-        d_r = digamma(r + x) - digamma(r) + np.log(alpha) - np.log(alpha + T)
-        d_alpha = r / alpha - (r + x) / (alpha + T)
-        grad = np.array([(weights * d_r).sum() * r, (weights * d_alpha).sum() * alpha])
-        return -(weights * ll).sum() / n, -grad / n
-
-    mean_rate = (weights * x).sum() / (weights * T).sum()
-    start = np.log([1.0, 1.0 / max(mean_rate, 1e-9)])
-    result = minimize(
-        objective, start, jac=True, method="L-BFGS-B", bounds=[(-15.0, 15.0), (-15.0, 15.0)]
-    )
-    r, alpha = np.exp(result.x)
-    return {"r": float(r), "alpha": float(alpha)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,28 +240,6 @@ def _check_unique_ids(ids: pl.Series) -> None:
 def _as_arrays(summary: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     cols = summary.select(pl.col("frequency", "recency", "T", "monetary_value").cast(pl.Float64))
     return tuple(cols[c].to_numpy() for c in cols.columns)  # type: ignore[return-value]
-
-
-def _numerical_hessian(
-    total_log_likelihood: Any, log_params: np.ndarray, step: float = 1e-4
-) -> np.ndarray:
-    """Hessian of a log-likelihood in log-parameters by central differences of its values.
-
-    For the models without an analytic gradient (NBD fallback, Pareto/NBD).
-    """
-    k = log_params.size
-    hessian = np.empty((k, k))
-    eye = np.eye(k) * step
-    for i in range(k):  # k <= 4 parameters, not customers
-        for j in range(i, k):
-            f = (
-                total_log_likelihood(log_params + eye[i] + eye[j])
-                - total_log_likelihood(log_params + eye[i] - eye[j])
-                - total_log_likelihood(log_params - eye[i] + eye[j])
-                + total_log_likelihood(log_params - eye[i] - eye[j])
-            ) / (4 * step * step)
-            hessian[i, j] = hessian[j, i] = f
-    return hessian
 
 
 def _log_param_covariance(hessian: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -562,7 +340,7 @@ class _Customers:
 
 
 class ClvModel:
-    """BG/NBD (MLE, MAP or NBD fallback) purchases x Gamma-Gamma spend -> 12-month CLV.
+    """Purchase model (BG/NBD MLE or MAP, Pareto/NBD, NBD fallback) x Gamma-Gamma spend -> CLV.
 
     Parameters
     ----------
@@ -582,9 +360,10 @@ class ClvModel:
         Seed of the parameter draws, so reruns give identical intervals.
     min_repeat_customers : int
         Below this many repeat buyers `fit` raises `InsufficientDataError`.
-    purchase_model : {"bg_nbd", "pareto_nbd"}
-        BG/NBD (default; our own fast fit) or Pareto/NBD (lifetimes' ParetoNBDFitter: a
-        customer may drop out at any time, not only right after a purchase; slower to fit).
+    purchase_model : {"bg_nbd", "pareto_nbd", "nbd"}
+        A key of `models.purchase_models.PURCHASE_MODELS`: BG/NBD (default; our own fast fit),
+        Pareto/NBD (lifetimes' ParetoNBDFitter: a customer may drop out at any time, not only
+        right after a purchase; slower to fit) or NBD (no dropout at all).
     dropout_prior : DropoutPrior
         Prior on BG/NBD's a and b for the MAP fit used when the MLE sits on the no-dropout
         boundary (default: PyMC-Marketing's phi ~ Uniform(0, 1), kappa ~ Pareto(1, 1)).
@@ -595,7 +374,10 @@ class ClvModel:
     likelihood, far fewer rows. Gamma-Gamma sees one row per repeat buyer, in input order
     (identical frequency and spend are rare with amounts in cents).
 
-    Fallback order for purchases, recorded in `purchase_model_` and `fallback_reason_`:
+    The fitted purchase model is `purchase_` (a `PurchaseModel`); `purchase_model_`,
+    `purchase_params_`, `purchase_penalizer_` and `purchase_prior_` describe it for the record.
+    Fallback order for purchases, recorded in `purchase_model_` and `fallback_reason_`, each
+    family listing its own fits (`PurchaseModel.fit_options`):
     (1) the chosen model (BG/NBD or Pareto/NBD) with `penalizer`; (2) BG/NBD: the MAP fit under
     `dropout_prior` ("bg_nbd_map", prior in `purchase_prior_`); Pareto/NBD: penalizer 0.001,
     then 0.01 ("pareto_nbd_penalized", lifetimes' penalized fitter); (3) our own NBD fit without
@@ -746,9 +528,27 @@ class ClvModel:
         return self
 
     @property
+    def purchase_model_(self) -> str:
+        """Name of the purchase fit kept, as recorded in `models.model_runs` ("bg_nbd",
+        "bg_nbd_map", "pareto_nbd", "pareto_nbd_penalized" or "nbd")."""
+        return self.purchase_.name
+
+    @property
     def purchase_family_(self) -> str:
         """The purchase model actually fitted, without the "_penalized" or "_map" suffix."""
-        return self.purchase_model_.removesuffix("_penalized").removesuffix("_map")
+        return self.purchase_.family
+
+    @property
+    def purchase_params_(self) -> dict[str, float]:
+        return self.purchase_.params
+
+    @property
+    def purchase_penalizer_(self) -> float:
+        return self.purchase_.penalizer
+
+    @property
+    def purchase_prior_(self) -> DropoutPrior | None:
+        return self.purchase_.prior
 
     def _fit_purchases(
         self,
@@ -759,84 +559,29 @@ class ClvModel:
         codes: Codes,
         reasons: list[str],
     ) -> None:
-        family = self.purchase_model
+        family = PURCHASE_MODELS[self.purchase_model]
         # Distinct (frequency, T) pairs, where expected purchases are checked for finiteness.
         (xs, ix), (Ts, iT), _ = codes
         pair_key = pl.Series(ix * Ts.size + iT).unique().to_numpy()
         pair_x, pair_T = xs[pair_key // Ts.size], Ts[pair_key % Ts.size]
-        # (purchase_model_, penalizer, prior) in the order tried; NBD comes last.
-        attempts: list[tuple[str, float, DropoutPrior | None]] = [(family, self.penalizer, None)]
-        if family == "pareto_nbd":
-            attempts += [
-                (f"{family}_penalized", p, None) for p in FALLBACK_PENALIZERS if p > self.penalizer
-            ]
-        else:
-            attempts.append((f"{family}_map", 0.0, self.dropout_prior))
-        for label, penalizer, prior in attempts:
-            problem = None
+        # The family's own fits in the order tried; NBD without dropout comes last.
+        for option in family.fit_options(self.penalizer, self.dropout_prior):
             try:
-                if family == "pareto_nbd":
-                    params = _fit_pareto_nbd(x, t_x, T, w, penalizer)
-                else:
-                    params = _fit_bg_nbd(x, t_x, T, w, penalizer, codes, prior)
+                fitted = family.fit(x, t_x, T, w, option, codes)
             except (ValueError, ArithmeticError, np.linalg.LinAlgError) as error:
                 # lifetimes' ConvergenceError subclasses ValueError.
                 problem = f"{type(error).__name__}"
             else:
-                problem, log_likelihood = self._purchase_problem(
-                    family, params, x, t_x, T, pair_x, pair_T, prior
-                )
+                problem, log_likelihood = fitted.problem(x, t_x, T, pair_x, pair_T)
             if problem is None:
-                self.purchase_model_ = label
-                self.purchase_params_ = params
-                self.purchase_penalizer_ = penalizer
-                self.purchase_prior_ = prior
+                self.purchase_ = fitted
                 self.log_likelihood_ = float(w @ log_likelihood)
                 return
-            attempt = label if prior is not None else f"{family}(penalizer={penalizer})"
-            reasons.append(f"{attempt}: {problem}")
-        self.purchase_model_ = "nbd"
-        self.purchase_params_ = _fit_nbd(x, T, w)
-        self.purchase_penalizer_ = 0.0
-        self.purchase_prior_ = None
-        self.log_likelihood_ = float((w * nbd_log_likelihood(self.purchase_params_, x, T)).sum())
-
-    @staticmethod
-    def _purchase_problem(
-        family: str,
-        params: dict[str, float],
-        x: np.ndarray,
-        t_x: np.ndarray,
-        T: np.ndarray,
-        pair_x: np.ndarray,
-        pair_T: np.ndarray,
-        prior: DropoutPrior | None = None,
-    ) -> tuple[str | None, np.ndarray]:
-        """What disqualifies a fit (None if nothing), and its per-row log-likelihood."""
-        values = np.array(list(params.values()))
-        if not np.all(np.isfinite(values)) or np.any(values <= 0):
-            return f"non-finite or non-positive parameters {params}", np.empty(0)
-        dropout_shape = params[PURCHASE_MODELS[family]]
-        if dropout_shape < MIN_DROPOUT_SHAPE_A or np.any(values > MAX_PARAMETER):
-            return f"dropout not identifiable (boundary parameters {params})", np.empty(0)
-        if prior is not None:
-            dropout = params["a"] / (params["a"] + params["b"])
-            if dropout < MIN_MAP_DROPOUT_PROBABILITY:
-                return (
-                    f"dropout negligible even under the prior (a / (a + b) = {dropout:.4f}, "
-                    f"parameters {params})",
-                    np.empty(0),
-                )
-        with np.errstate(all="ignore"):
-            log_likelihood = _purchase_log_likelihood(family, params, x, t_x, T)
-            checks = [
-                log_likelihood,
-                _purchase_p_alive(family, params, x, t_x, T),
-                _purchases_if_alive(family, params, 365.0, pair_x, pair_T),
-            ]
-        if not all(np.all(np.isfinite(c)) for c in checks):
-            return "non-finite likelihood or scores", log_likelihood
-        return None, log_likelihood
+            reasons.append(f"{option.describe(family.family)}: {problem}")
+        self.purchase_ = NO_DROPOUT_MODEL.fit(
+            x, t_x, T, w, FitOption(NO_DROPOUT_MODEL.family, 0.0), codes
+        )
+        self.log_likelihood_ = float((w * self.purchase_.log_likelihood(x, t_x, T)).sum())
 
     def _fit_spend(self, x: np.ndarray, m: np.ndarray, w: np.ndarray, reasons: list[str]) -> None:
         penalizers = [self.penalizer, *(p for p in FALLBACK_PENALIZERS if p > self.penalizer)]
@@ -869,22 +614,10 @@ class ClvModel:
     ) -> None:
         """Draw log-parameters from the asymptotic normal of the MLE or MAP (see class Notes)."""
         x, t_x, T, w = patterns
-        names = list(self.purchase_params_)
-        family = self.purchase_family_
-
-        def purchase_ll(log_params: np.ndarray) -> float:
-            params = dict(zip(names, np.exp(log_params), strict=True))
-            return float((w * _purchase_log_likelihood(family, params, x, t_x, T)).sum())
-
         centre = np.log(np.array(list(self.purchase_params_.values())))
-        if family == "bg_nbd":
-            # A MAP fit draws from the posterior's normal approximation: its Hessian includes
-            # the prior, which is what keeps the dropout directions finite at a boundary.
-            hessian = bg_nbd_log_param_hessian(
-                self.purchase_params_, x, t_x, T, w, self.purchase_prior_
-            )
-        else:
-            hessian = _numerical_hessian(purchase_ll, centre)
+        # A MAP fit draws from the posterior's normal approximation (its Hessian includes the
+        # prior, which keeps the dropout directions finite at a boundary).
+        hessian = self.purchase_.log_param_hessian(x, t_x, T, w)
         cov, regularised = _log_param_covariance(hessian)
         self.purchase_log_param_draws_ = rng.multivariate_normal(
             np.zeros_like(centre), cov, size=self.n_bootstrap
@@ -907,21 +640,16 @@ class ClvModel:
     # ---------------------------------------------------------------- predict
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "purchase_params_"):
+        if not hasattr(self, "purchase_"):
             raise RuntimeError("ClvModel is not fitted yet: call fit(summary) first")
 
-    def _p_alive(self, params: dict[str, float], c: _Customers) -> np.ndarray:
-        return _purchase_p_alive(self.purchase_family_, params, c.x, c.t_x, c.T)
+    @staticmethod
+    def _expected_purchases(purchase: PurchaseModel, t: float, c: _Customers) -> np.ndarray:
+        """P(alive) per customer x purchases if alive, evaluated per distinct (x, T) pair."""
+        if_alive = purchase.purchases_if_alive(t, c.pair_x, c.pair_T)[c.pair_index]
+        return purchase.p_alive(c.x, c.t_x, c.T) * if_alive
 
-    def _purchases_if_alive(self, params: dict[str, float], t: float, c: _Customers) -> np.ndarray:
-        """Expected purchases in the next `t` units if alive, per distinct (x, T) pair."""
-        return _purchases_if_alive(self.purchase_family_, params, t, c.pair_x, c.pair_T)
-
-    def _expected_purchases(self, params: dict[str, float], t: float, c: _Customers) -> np.ndarray:
-        if_alive = self._purchases_if_alive(params, t, c)[c.pair_index]
-        return self._p_alive(params, c) * if_alive
-
-    def _discounted_purchases(self, params: dict[str, float], c: _Customers) -> np.ndarray:
+    def _discounted_purchases(self, purchase: PurchaseModel, c: _Customers) -> np.ndarray:
         """Sum over months of discounted expected purchases in that month."""
         month_end_days, discount = discounted_monthly_weights(
             self.horizon_days, self.annual_discount_rate
@@ -929,10 +657,10 @@ class ClvModel:
         total = np.zeros_like(c.pair_x)
         previous = np.zeros_like(c.pair_x)
         for days, factor in zip(month_end_days, discount, strict=True):  # months, not customers
-            cumulative = self._purchases_if_alive(params, days / self.time_unit_days, c)
+            cumulative = purchase.purchases_if_alive(days / self.time_unit_days, c.pair_x, c.pair_T)
             total += factor * (cumulative - previous)
             previous = cumulative
-        return self._p_alive(params, c) * total[c.pair_index]
+        return purchase.p_alive(c.x, c.t_x, c.T) * total[c.pair_index]
 
     def _expected_spend(self, params: dict[str, float] | np.ndarray, c: _Customers) -> np.ndarray:
         # A repeat buyer whose credit notes cancelled all repeat spend (m = 0) counts as having
@@ -957,7 +685,7 @@ class ClvModel:
         for i, name in enumerate(names):  # parameters, not customers
             shifted = dict(zip(names, centre, strict=True))
             shifted[name] = float(centre[i] * np.exp(step))
-            bumped = self._discounted_purchases(shifted, c)
+            bumped = self._discounted_purchases(self.purchase_.with_params(shifted), c)
             gradient[i] = (np.log(np.maximum(bumped, 1e-300)) - log_discounted) / step
         gradient[:, discounted <= 1e-300] = 0.0
         alpha_tail = (1 - self.interval) / 2
@@ -988,44 +716,23 @@ class ClvModel:
         """Expected repeat purchases of each customer in the next `t` time units."""
         self._check_fitted()
         customers = _Customers(*_validate_summary(summary), unit=self.time_unit_days)
-        return self._expected_purchases(self.purchase_params_, t, customers)
+        return self._expected_purchases(self.purchase_, t, customers)
 
     def unconditional_expected_purchases(self, t: float | np.ndarray) -> np.ndarray:
         """Expected repeat purchases of a new customer within `t` time units of joining."""
         self._check_fitted()
-        if self.purchase_model_ == "nbd":
-            return nbd_unconditional_expected_purchases(self.purchase_params_, t)
-        if self.purchase_family_ == "pareto_nbd":
-            return pareto_nbd_unconditional_expected_purchases(self.purchase_params_, t)
-        return bg_nbd_unconditional_expected_purchases(self.purchase_params_, t)
+        return self.purchase_.unconditional_expected_purchases(t)
 
     def probability_no_purchase(self, summary: pl.DataFrame, t: float) -> np.ndarray:
         """P(no purchase in the next `t` time units | history): the BG/NBD churn probability.
 
-        An alive customer's next purchase comes at the posterior Poisson rate
-        lambda ~ Gamma(r + x, alpha + T) and BG/NBD drops customers only right after a purchase,
-        so P(none | alive) = ((alpha + T) / (alpha + T + t)) ** (r + x); a dead one never buys:
-        P(none) = 1 - p_alive * (1 - P(none | alive)). Computed in log space with expm1, so
-        customers with hundreds of purchases neither overflow nor round to 0 or 1 too early.
+        Defined for the bg_nbd and nbd purchase models (see
+        `PurchaseModel.probability_no_purchase`); a Pareto/NBD fit raises ValueError, as
+        a customer may drop out in the middle of the window, which has no closed form here.
         """
         self._check_fitted()
-        if self.purchase_family_ == "pareto_nbd":
-            # Pareto/NBD can drop a customer in the middle of the window, which has no closed
-            # form here; the churn baseline fits its own BG/NBD, so refuse rather than guess.
-            raise ValueError(
-                "probability_no_purchase is defined for the bg_nbd and nbd purchase models, "
-                "not pareto_nbd: fit a ClvModel(purchase_model='bg_nbd') for churn baselines"
-            )
         x, t_x, T, _ = _validate_summary(summary)
-        params = self.purchase_params_
-        log_none_if_alive = (params["r"] + x) * (
-            np.log(params["alpha"] + T) - np.log(params["alpha"] + T + t)
-        )
-        if self.purchase_model_ == "nbd":
-            p_alive = np.ones_like(x)
-        else:
-            p_alive = bg_nbd_p_alive(params, x, t_x, T)
-        return 1.0 - p_alive * -np.expm1(log_none_if_alive)
+        return self.purchase_.probability_no_purchase(t, x, t_x, T)
 
     def predict_clv(self, summary: pl.DataFrame) -> pl.DataFrame:
         """Point CLV only: `customer_id`, `expected_order_value`, `clv_12m`.
@@ -1036,7 +743,7 @@ class ClvModel:
         self._check_fitted()
         c = _Customers(*_validate_summary(summary), unit=self.time_unit_days)
         order_value = self._expected_spend(self.spend_params_, c)
-        clv = self._discounted_purchases(self.purchase_params_, c) * order_value
+        clv = self._discounted_purchases(self.purchase_, c) * order_value
         return pl.DataFrame(
             {
                 "customer_id": summary["customer_id"],
@@ -1057,12 +764,13 @@ class ClvModel:
         if not hasattr(self, "purchase_log_param_draws_"):
             self.estimate_parameter_uncertainty()
         c = _Customers(x, t_x, T, m, unit=self.time_unit_days)
-        params = self.purchase_params_
-        p_alive = self._p_alive(params, c)
-        purchases_90d = self._expected_purchases(params, 90.0 / self.time_unit_days, c)
-        purchases_365d = self._expected_purchases(params, 365.0 / self.time_unit_days, c)
+        purchase = self.purchase_
+        params = purchase.params
+        p_alive = purchase.p_alive(c.x, c.t_x, c.T)
+        purchases_90d = self._expected_purchases(purchase, 90.0 / self.time_unit_days, c)
+        purchases_365d = self._expected_purchases(purchase, 365.0 / self.time_unit_days, c)
         order_value = self._expected_spend(self.spend_params_, c)
-        discounted = self._discounted_purchases(params, c)
+        discounted = self._discounted_purchases(purchase, c)
         clv = discounted * order_value
         clv_low, clv_high = self._clv_interval(c, discounted, clv)
 

@@ -7,6 +7,7 @@ lambda ~ Gamma(r, alpha), dropout rate mu ~ Gamma(s, beta). Unlike BG/NBD, a cus
 out at any moment, not only right after a purchase.
 
 Only the fit goes through lifetimes (`fit_pareto_nbd_lifetimes`), so it can be replaced.
+`models.purchase_models.ParetoNbd` puts these functions behind the purchase-model interface.
 """
 
 from __future__ import annotations

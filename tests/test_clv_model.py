@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import typing
 from datetime import date
 
 import numpy as np
@@ -12,8 +14,10 @@ import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 from lifetimes.datasets import load_cdnow_summary_data_with_monetary_value
 
-from models import clv
+from models import clv, purchase_models
 from models.clv import ClvModel, InsufficientDataError
+from models.purchase_models import PURCHASE_MODELS, PurchaseModel
+from pipelines.settings import ClvSettings
 
 AS_OF = date(1998, 6, 30)
 NUMERIC_OUTPUTS = [c for c in clv.OUTPUT_COLUMNS if c not in ("customer_id", "next_order_date")]
@@ -235,6 +239,86 @@ def test_pareto_nbd_refuses_a_churn_probability_it_cannot_derive(
         cdnow_pareto_model.probability_no_purchase(cdnow, 26.0)
 
 
+@pytest.fixture(scope="module")
+def cdnow_nbd_model(cdnow: pl.DataFrame) -> ClvModel:
+    return ClvModel(time_unit_days=7.0, purchase_model="nbd", n_bootstrap=50).fit(cdnow)
+
+
+def test_every_configurable_purchase_model_is_registered() -> None:
+    configurable = typing.get_args(ClvSettings.model_fields["purchase_model"].annotation)
+    assert set(configurable) <= set(PURCHASE_MODELS)
+    for name, family in PURCHASE_MODELS.items():
+        assert issubclass(family, PurchaseModel) and not inspect.isabstract(family)
+        assert family.family == name
+    # The fits each family tries before NBD, under the names models.model_runs records.
+    prior = clv.DEFAULT_DROPOUT_PRIOR
+    chains = {name: family.fit_options(0.0, prior) for name, family in PURCHASE_MODELS.items()}
+    assert {name: [o.name for o in chain] for name, chain in chains.items()} == {
+        "bg_nbd": ["bg_nbd", "bg_nbd_map"],
+        "pareto_nbd": ["pareto_nbd", "pareto_nbd_penalized", "pareto_nbd_penalized"],
+        "nbd": [],
+    }
+    assert [o.penalizer for o in chains["pareto_nbd"]] == [0.0, 0.001, 0.01]
+    assert chains["bg_nbd"][1].prior == prior
+    assert [o.name for o in PURCHASE_MODELS["pareto_nbd"].fit_options(0.001, prior)] == [
+        "pareto_nbd",
+        "pareto_nbd_penalized",
+    ]
+
+
+@pytest.mark.parametrize("name", list(PURCHASE_MODELS))
+def test_purchase_model_satisfies_the_interface_and_combines_with_gamma_gamma(
+    name: str, cdnow: pl.DataFrame, cdnow_model: ClvModel, request: pytest.FixtureRequest
+) -> None:
+    fixture = {
+        "bg_nbd": "cdnow_model",
+        "pareto_nbd": "cdnow_pareto_model",
+        "nbd": "cdnow_nbd_model",
+    }
+    model: ClvModel = request.getfixturevalue(fixture[name])
+    purchase = model.purchase_
+    assert type(purchase) is PURCHASE_MODELS[name]
+    assert (model.purchase_model_, model.purchase_family_) == (name, name)
+    assert model.purchase_params_ is purchase.params and model.metrics_["purchase_model"] == name
+    x, t_x, T, m = (cdnow[c].cast(pl.Float64).to_numpy() for c in clv.SUMMARY_COLUMNS[1:])
+
+    # The fit's log-likelihood (over collapsed weighted rows) is the customers' total.
+    total = purchase.log_likelihood(x, t_x, T).sum()
+    assert total == pytest.approx(model.log_likelihood_, rel=1e-9)
+    p_alive = purchase.p_alive(x, t_x, T)
+    assert np.all((p_alive > 0) & (p_alive <= 1))
+    newcomer = np.zeros(1)  # first purchase today: nothing to have dropped out after
+    assert purchase.p_alive(newcomer, newcomer, newcomer)[0] == pytest.approx(1.0, abs=1e-12)
+    expected = purchase.expected_purchases(39.0, x, t_x, T)
+    np.testing.assert_array_equal(expected, p_alive * purchase.purchases_if_alive(39.0, x, T))
+    np.testing.assert_array_equal(expected, model.expected_purchases(cdnow, 39.0))
+    new_customer = purchase.unconditional_expected_purchases(np.array([0.0, 13.0, 52.0]))
+    assert new_customer[0] == 0 and np.all(np.diff(new_customer) > 0)
+    assert purchase.with_params(dict(purchase.params)) == purchase
+    faster = purchase.with_params({**purchase.params, "r": 2 * purchase.params["r"]})
+    assert type(faster) is type(purchase) and faster.name == purchase.name
+    assert faster.expected_purchases(39.0, x, t_x, T).sum() > expected.sum()
+    if name == "pareto_nbd":
+        with pytest.raises(ValueError, match="not pareto_nbd"):
+            purchase.probability_no_purchase(26.0, x, t_x, T)
+    else:
+        none = purchase.probability_no_purchase(26.0, x, t_x, T)
+        assert np.all((none > 0) & (none < 1))
+
+    # Gamma-Gamma is fitted apart from the purchase model: the same spend fit under each ...
+    assert model.spend_model_ == "gamma_gamma"
+    assert model.spend_params_ == cdnow_model.spend_params_
+    # ... and CLV is the purchase model's discounted monthly purchases times its order value,
+    # here rebuilt through the interface alone, month by month.
+    month_days, discount = clv.discounted_monthly_weights(365, 0.10)
+    cumulative = [purchase.expected_purchases(d / 7.0, x, t_x, T) for d in month_days]
+    monthly = np.diff(np.vstack([np.zeros_like(x), *cumulative]), axis=0)
+    spend = clv.gamma_gamma_expected_spend(model.spend_params_, np.where(m > 0, x, 0.0), m)
+    np.testing.assert_allclose(
+        model.predict_clv(cdnow)["clv_12m"].to_numpy(), (discount @ monthly) * spend, rtol=1e-12
+    )
+
+
 def test_unknown_purchase_model_is_named(cdnow: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"bg_nbd, pareto_nbd.*'mbg'"):
         ClvModel(purchase_model="mbg").fit(cdnow)
@@ -281,7 +365,10 @@ def test_linearised_interval_matches_exact_draws(
         np.array(
             [
                 cdnow_model._discounted_purchases(
-                    dict(zip(names, centre * np.exp(d), strict=True)), customers
+                    cdnow_model.purchase_.with_params(
+                        dict(zip(names, centre * np.exp(d), strict=True))
+                    ),
+                    customers,
                 )
                 for d in cdnow_model.purchase_log_param_draws_[:n_draws]
             ]
@@ -338,7 +425,7 @@ def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
     def always_fails(*args: object) -> dict[str, float]:
         raise ValueError("The model did not converge.")
 
-    monkeypatch.setattr(clv, "_fit_bg_nbd", always_fails)
+    monkeypatch.setattr(purchase_models, "_fit_bg_nbd", always_fails)
     model = ClvModel(n_bootstrap=50).fit(cdnow)
     assert model.purchase_model_ == "nbd"
     assert set(model.purchase_params_) == {"r", "alpha"}
@@ -349,11 +436,15 @@ def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
     scores = model.predict(cdnow, AS_OF)
     _assert_finite(scores)
     assert (scores["p_alive"] == 1.0).all()
+    # The fallback is the very model `purchase_model="nbd"` fits.
+    chosen = ClvModel(purchase_model="nbd", n_bootstrap=50).fit(cdnow)
+    assert chosen.purchase_model_ == "nbd" and chosen.fallback_reason_ is None
+    assert chosen.purchase_params_ == model.purchase_params_
 
 
 def test_boundary_bg_nbd_is_rejected(cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     boundary = {"r": 0.5, "alpha": 3.0, "a": 1e-9, "b": 5.0}
-    monkeypatch.setattr(clv, "_fit_bg_nbd", lambda *args: dict(boundary))
+    monkeypatch.setattr(purchase_models, "_fit_bg_nbd", lambda *args: dict(boundary))
     model = ClvModel(n_bootstrap=20).fit(cdnow)
     assert model.purchase_model_ == "nbd"
     assert "not identifiable" in model.fallback_reason_
