@@ -6,15 +6,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from features.customer import (
-    CUSTOMERS_PER_KEY_RANGE,
-    MAX_KEY_RANGES,
-    MAX_RESCANNED_INVOICES,
-    customer_summary_fragments,
-    customer_summary_sql,
-    key_range_predicates,
-)
-from features.warehouse import perfect_hash_groups
+from features.customer import customer_summary_sql
+from features.warehouse import SQL_DIR, perfect_hash_groups
 from pipelines.customer_value.assets import customer_summary, rfm_scores, run_as_of_date
 from pipelines.definitions import run_config_for
 from pipelines.ingest.assets import staging_assets
@@ -50,14 +43,14 @@ def test_ingest_and_rfm_assets_write_their_tables(demo_inbox: Path, tmp_path: Pa
     assert as_of == max_issue
 
 
-def test_customer_summary_groups_by_key_range_in_arrays_and_matches_the_text_id_grouping(
+def test_customer_summary_is_one_query_that_matches_the_text_id_grouping(
     demo_inbox: Path, tmp_path: Path
 ) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
     assert _materialize(demo_inbox, warehouse).success
     with duckdb.connect(str(warehouse)) as con:
         as_of = con.sql("select as_of_date from ops.runs").fetchall()[0][0]
-        # the same facts grouped by the text id, the way the summary did before customer keys
+        # the same facts grouped by the text id instead of the integer key
         by_text_id = con.sql(
             """
             select customer_id, min(day), max(day), count(*), sum(spend)
@@ -74,52 +67,17 @@ def test_customer_summary_groups_by_key_range_in_arrays_and_matches_the_text_id_
         ).fetchall()
         assert [row[:4] for row in summary] == [row[:4] for row in by_text_id]
         assert [row[4] for row in summary] == pytest.approx([float(row[4]) for row in by_text_id])
+        # the file as it is on disk runs as it is, pasted into a DuckDB shell: no placeholders
+        pasted = (SQL_DIR / "feat_customer_summary.sql").read_text()
+        assert pasted == customer_summary_sql()
         before = con.sql("select current_setting('perfect_ht_threshold')").fetchall()[0][0]
-        # the demo's customers fit one key range; split them into as many as allowed (8)
-        by_ranges = customer_summary_sql(con, customers_per_range=1)
-        assert by_ranges.count("union all") == MAX_KEY_RANGES - 1
         with perfect_hash_groups(con):
-            plan = con.execute("explain " + by_ranges, {"as_of": as_of}).fetchall()[0][1]
-            in_ranges = con.execute(by_ranges, {"as_of": as_of}).fetchall()
-        assert plan.count("Perfect Hash Group By") >= MAX_KEY_RANGES
+            plan = con.execute("explain " + pasted, {"as_of": as_of}).fetchall()[0][1]
+            rerun = con.execute(pasted, {"as_of": as_of}).fetchall()
+        assert "Perfect Hash Group By" in plan
         assert con.sql("select current_setting('perfect_ht_threshold')").fetchall()[0][0] == before
         stored = con.sql("select * from features.customer_summary order by customer_id").fetchall()
-        assert len(in_ranges) == len(stored) == len(by_text_id)
-        for ranged, whole in zip(in_ranges, stored, strict=True):
-            assert ranged[:9] == whole[:9]  # ids, dates and counts
-            assert ranged[9:] == pytest.approx(whole[9:], rel=1e-12)  # sums of amounts
-
-
-def test_key_ranges_are_fewer_when_they_would_rescan_too_many_invoices() -> None:
-    with duckdb.connect() as con:
-        con.execute("create schema staging")
-        con.execute(
-            "create table staging.customer_keys as select range as customer_key "
-            "from range(1, 1_000_001)"
-        )
-        branches = {}
-        for invoices in (10_000_000, 30_000_000):
-            con.execute(
-                "create or replace table staging.invoices as select range as n "
-                f"from range({invoices})"
-            )
-            fragment = customer_summary_fragments(con)["per_customer_by_key_range"]
-            branches[invoices] = fragment.count("union all") + 1
-    # 1M customers make 8 ranges of 125k; 30M invoices allow 100M // 30M = 3 rescans
-    assert branches == {10_000_000: 8, 30_000_000: MAX_RESCANNED_INVOICES // 30_000_000}
-
-
-def test_key_ranges_give_every_customer_key_exactly_one_range() -> None:
-    assert key_range_predicates(0) == key_range_predicates(CUSTOMERS_PER_KEY_RANGE) == ["true"]
-    for last_key, per_range, expected in ((1000, 100, 10), (1001, 100, 11), (10**9, 1, 16)):
-        predicates = key_range_predicates(last_key, per_range)
-        assert len(predicates) == min(expected, MAX_KEY_RANGES)
-        # keys below, inside and above 1..last_key, and on either side of every boundary
-        bounds = [last_key * i // len(predicates) for i in range(1, len(predicates))]
-        keys = [-1, 0, 1, last_key, last_key + 1, *bounds, *(b + 1 for b in bounds)]
-        matches = " + ".join(f"({p})::int" for p in predicates)
-        counts = duckdb.sql(f"select {matches} from unnest({keys}) as k(customer_key)").fetchall()
-        assert counts == [(1,)] * len(keys)
+        assert rerun == stored
 
 
 def test_as_of_uses_no_later_fact(demo_inbox: Path, tmp_path: Path) -> None:

@@ -17,12 +17,25 @@ credit_notes as (
     group by customer_key
 ),
 
--- Per customer, one range of customer_key at a time: features.customer.customer_summary_fragments
--- fills in a union of feat_customer_summary_key_range.sql, one branch per range. Each customer's
--- invoices fall in exactly one range, so the result is the same as grouping all at once, and
--- DuckDB aggregates each range in smaller tables, which is faster (features/customer.py).
+-- Per customer. Two levels, because a purchase is a distinct day: per customer and day with an
+-- invoice (the day's spend), then per customer.
+customer_days as (
+    select customer_key, issue_date as purchase_date, sum(amount) as day_amount
+    from invoices
+    where document_type = 'invoice'
+    group by customer_key, issue_date
+),
+
 per_customer as (
-    /*per_customer_by_key_range*/
+    select
+        customer_key,
+        min(purchase_date) as first_purchase_date,
+        max(purchase_date) as last_purchase_date,
+        count(*) as purchase_days,
+        sum(day_amount) as gross_revenue,
+        sum(day_amount) - arg_min(day_amount, purchase_date) as repeat_revenue
+    from customer_days
+    group by customer_key
 ),
 
 final as (
