@@ -20,7 +20,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from models.clv import ClvModel, bg_nbd_p_alive
+from models.clv import ClvModel
 from models.scorecard import CalibratedScorecard, ScorecardSpec
 from models.selection import (
     SUPERVISED,
@@ -58,14 +58,9 @@ class PurchaseBaseline:
         x, t_x, T = (
             model_input[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency", "T")
         )
-        p_alive = (
-            bg_nbd_p_alive(model.purchase_params_, x, t_x, T)
-            if model.purchase_family_ == "bg_nbd"
-            else np.ones_like(x)
-        )
         return pl.DataFrame(
             {
-                "bg_nbd_p_alive": p_alive,
+                "bg_nbd_p_alive": model.purchase_.p_alive(x, t_x, T),
                 "bg_nbd_expected_purchases": model.expected_purchases(model_input, horizon),
                 "bg_nbd_churn_probability": model.probability_no_purchase(model_input, horizon),
             }
