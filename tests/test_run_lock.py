@@ -134,7 +134,7 @@ def scenario(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     def log(name: str) -> str:
         return (folder / f"{name}.log").read_text()
 
-    first = start("first", "--verbose")
+    first = start("first", "--debug")
     try:
         _wait_for(
             lambda: (
@@ -167,7 +167,7 @@ def scenario(inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         seen["dagster_run"] = (refused, instance)
         seen["first_alive_after_dagster_run"] = first.poll() is None
         # a third run that waits for the warehouse instead
-        third = start("third", "--wait", "--wait-timeout", str(RUN_SECONDS), "--verbose")
+        third = start("third", "--wait", "--wait-timeout", str(RUN_SECONDS), "--debug")
         _wait_for(lambda: "waiting up to" in log("third") or third.poll() is not None, 120,
                   "the third run to start waiting")  # fmt: skip
         seen["third_waited_while_first_ran"] = first.poll() is None
