@@ -15,8 +15,8 @@ copy with tables dropped afterwards would still carry their old blocks. The new 
 opened read-only and its tables and row counts compared with the selection before it is
 swapped in, so a bad copy fails the run instead of reaching readers.
 
-Exports of segment lists (``write_export``) are the other way data leaves: CSV cells that a
-spreadsheet would evaluate as formulas are neutralised there.
+Exports (``features.spreadsheet``) are the other way data leaves: CSV cells that a spreadsheet
+would evaluate as formulas are neutralised by ``neutralise_formulas`` here.
 """
 
 from __future__ import annotations
@@ -317,20 +317,3 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
         for name, dtype in frame.schema.items()
         if dtype == pl.String
     )
-
-
-def write_export(frame: pl.DataFrame, out: Path, file_format: str, sheet: str) -> None:
-    """Write a list for spreadsheets: CSV neutralised and text quoted, XLSX text as strings.
-
-    In XLSX a cell is a string or a formula by its type, so text is written as strings (never
-    formulas or links) and keeps its characters; CSV has no types, so the OWASP prefix is used.
-    """
-    import xlsxwriter  # only exports to XLSX need it
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if file_format == "csv":
-        neutralise_formulas(frame).write_csv(out, quote_style="non_numeric")
-        return
-    options = {"strings_to_formulas": False, "strings_to_urls": False}
-    with xlsxwriter.Workbook(str(out), options) as workbook:
-        frame.write_excel(workbook=workbook, worksheet=sheet[:31])
