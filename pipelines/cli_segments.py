@@ -19,18 +19,19 @@ from features.campaign import (
     parse_exclusions,
     read_do_not_contact,
 )
-from pipelines.cli_common import WarehouseOption, fail, read_published, refuse_to_overwrite
+from pipelines.cli_common import (
+    WarehouseOption,
+    fail,
+    plural,
+    read_published,
+    refuse_to_overwrite,
+)
 from pipelines.resources import DEFAULT_INBOX
 
 segments_app = typer.Typer(help="Segment lists for campaigns (marketing consent respected).")
 
 FILE_FORMATS = {".csv": "csv", ".xlsx": "xlsx"}
 STDOUT = Path("-")
-
-
-def plural(count: int, word: str, words: str | None = None) -> str:
-    """``1 customer``, ``2 customers``, ``1,234 customers``."""
-    return f"{count:,} {word if count == 1 else words or word + 's'}"
 
 
 @segments_app.command("list")
