@@ -219,9 +219,11 @@ def _countback_fragments(months: int) -> dict[str, str]:
 
 def dso_months(con: duckdb.DuckDBPyConnection) -> int:
     """How many months the DSO basis holds (build_dso's ``months``), read from its columns."""
+    schema, table = DSO_BASIS.split(".")
     return con.execute(
-        "select count(*) from information_schema.columns where table_schema = 'features' "
-        "and table_name = 'receivables_dso_basis' and column_name similar to 'month_[0-9]+_sales'"
+        "select count(*) from information_schema.columns where table_schema = ? "
+        "and table_name = ? and regexp_full_match(column_name, 'month_[0-9]+_sales')",
+        [schema, table],
     ).fetchall()[0][0]
 
 
@@ -234,9 +236,13 @@ def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, months: int = 12) -> 
     fragments = _countback_fragments(months)
     basis = {"monthly_sales": fragments.pop("monthly_sales")}
     materialize_sql(
-        con, DSO_BASIS, "feat_receivables_dso_basis", fragments=basis, as_of=as_of,
+        con,
+        DSO_BASIS,
+        "feat_receivables_dso_basis",
+        fragments=basis,
+        as_of=as_of,
         dso_months=months,
-    )  # fmt: skip
+    )
     materialize_sql(
         con, "features.receivables_dso", "feat_receivables_dso", fragments=fragments, as_of=as_of
     )
