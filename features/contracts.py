@@ -119,6 +119,8 @@ CONTRACTS: tuple[Contract, ...] = (
         columns=(
             Column("contact_id", required=True),
             Column("customer_id", required=True),
+            Column("first_name"),
+            Column("last_name"),
             Column("email"),
             Column("phone"),
             Column("role"),

@@ -63,7 +63,16 @@ PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
     PublishedTable(
         "staging.contacts",
         "`crm-intel segments export`: the campaign list, consenting contacts only",
-        columns=("contact_id", "customer_id", "email", "phone", "role", "consent_updated_at"),
+        columns=(
+            "contact_id",
+            "customer_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "role",
+            "consent_updated_at",
+        ),
         rows="marketing_consent",
         published_as="marts.consenting_contacts",
     ),

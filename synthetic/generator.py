@@ -175,6 +175,16 @@ _NAME_TRADES = np.array(
      "Industrie", "Distribution", "Group", "Services", "Werke"]
 )  # fmt: skip
 _ROLES = np.array(["purchasing", "finance", "owner", "operations", "logistics"])
+# Contact names: picked by the contact's number, not drawn, so adding them moved no random stream.
+_FIRST_NAMES = np.array(
+    ["Anna", "Lukas", "Marie", "Jan", "Sofia", "Luca", "Emma", "Pierre", "Julia", "Mateo",
+     "Eva", "Tomas", "Ines", "Piotr", "Sara", "Joao", "Lena", "Bram", "Clara", "Nils"]
+)  # fmt: skip
+_LAST_NAMES = np.array(
+    ["Muller", "Martin", "Rossi", "Garcia", "de Vries", "Peeters", "Gruber", "Nowak", "Silva",
+     "Andersson", "Schmidt", "Bernard", "Russo", "Lopez", "Jansen", "Maes", "Huber", "Kowalski",
+     "Santos", "Johansson"]
+)  # fmt: skip
 _ROLE_WEIGHTS = np.array([0.40, 0.25, 0.15, 0.12, 0.08])
 _ACTIVITY_TYPES = np.array(["call", "email", "meeting", "ticket"])
 _ACTIVITY_MIX = np.array([0.35, 0.40, 0.15, 0.10])
@@ -589,9 +599,14 @@ def _contacts(rng: np.random.Generator, pop: _Population, ids: pl.Series, end: i
             "consent_updated_at": _as_date(consent_day),
         }
     )
+    index = np.arange(rows)
     return frame.select(
         "contact_id",
         "customer_id",
+        first_name=pl.Series(_FIRST_NAMES[index % len(_FIRST_NAMES)]),
+        last_name=pl.Series(
+            _LAST_NAMES[(index * 7 + index // len(_FIRST_NAMES)) % len(_LAST_NAMES)]
+        ),
         email=pl.concat_str(
             pl.col("role"),
             pl.col("number").cast(pl.String),

@@ -25,7 +25,8 @@ from pipelines.cli import app
 
 runner = CliRunner()
 COLUMNS = [
-    "customer_id", "customer_name", "contact_id", "email", "phone", "role", "country", "sector",
+    "customer_id", "customer_name", "contact_id", "contact_name", "email", "phone", "role",
+    "country", "sector",
     "account_status", "rfm_segment", "churn_probability", "churn_risk_band", "delinquency_class",
     "recency_days", "frequency", "monetary", "clv_12m", "p_alive", "as_of_date",
     "consent_updated_at",
@@ -36,7 +37,8 @@ NUMBER_FORMATS = {
 }  # fmt: skip
 # every consenting contact of a segment, with what the exclusions look at
 CONSENTING = """
-    select k.contact_id, k.customer_id, k.email, c.account_status, c.delinquency_class,
+    select k.contact_id, k.customer_id, k.first_name || ' ' || k.last_name as contact_name,
+           k.email, c.account_status, c.delinquency_class,
            c.churn_risk_band, c.churn_probability, c.clv_12m, c.monetary, c.p_alive
     from marts.segment_members as m
     join marts.consenting_contacts as k using (customer_id)
@@ -94,7 +96,7 @@ def test_xlsx_is_a_formatted_campaign_list_with_the_mart_figures_rounded(
     filters = {sheet.auto_filter.ref} | {t.ref for t in sheet.tables.values() if t.autoFilter}
     assert f"A1:{last}{sheet.max_row}" in filters
     widths = {key: dim.width for key, dim in sheet.column_dimensions.items()}
-    assert widths["D"] > 20  # the e-mail column is fitted to its addresses
+    assert widths["E"] > 20  # the e-mail column is fitted to its addresses
     header = COLUMNS
     rows = list(sheet.iter_rows(min_row=2))
     assert rows
@@ -123,6 +125,7 @@ def test_xlsx_is_a_formatted_campaign_list_with_the_mart_figures_rounded(
     assert (joined["p_alive"] == joined["p_alive_mart"].round(3)).all()
     assert (joined["churn_probability"] == joined["churn_probability_mart"].round(3)).all()
     assert (joined["delinquency_class"] == joined["delinquency_class_mart"]).all()
+    assert (joined["contact_name"] == joined["contact_name_mart"]).all()
     assert (joined["account_status"] == joined["account_status_mart"]).all()
     assert set(workbook["rfm_segment"]) == {"Champions"}
 

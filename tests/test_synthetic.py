@@ -31,6 +31,8 @@ COLUMNS = {
     "crm/contacts": [
         "contact_id",
         "customer_id",
+        "first_name",
+        "last_name",
         "email",
         "phone",
         "role",

@@ -27,7 +27,9 @@ profiles as (
 ),
 
 consenting_contacts as (
-    select contact_id, customer_id, email, phone, role, consent_updated_at,
+    select contact_id, customer_id,
+           nullif(concat_ws(' ', first_name, last_name), '') as contact_name,
+           email, phone, role, consent_updated_at,
            nullif(regexp_replace(lower(email), '\s', '', 'g'), '') as email_key
     from marts.consenting_contacts
 ),
@@ -43,6 +45,7 @@ candidates as (
         m.customer_id,
         m.customer_name,
         k.contact_id,
+        k.contact_name,
         k.email,
         k.phone,
         k.role,
