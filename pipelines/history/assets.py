@@ -1,4 +1,5 @@
-"""History: every as-of date's customer_360 kept, and who moved between RFM segments."""
+"""History: every as-of date's customer_360 and portfolio_risk kept, and who moved between RFM
+segments."""
 
 import dagster as dg
 
@@ -8,47 +9,62 @@ from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 
 
-@dg.asset(
-    key=["marts", "customer_360_history"],
-    deps=[dg.AssetKey(["marts", "customer_360"])],
-    group_name="history",
-    kinds={"duckdb"},
-    pool=DUCKDB_POOL,
-)
-@asset_step
-def customer_360_history(
-    context: dg.AssetExecutionContext, warehouse: Warehouse
-) -> dg.MaterializeResult:
-    """customer_360 as of every date run so far; rerunning a date replaces that date's rows."""
-    with warehouse.connect() as con:
-        as_of = run_as_of(con, context.run_id)
-        stored = append_history(
-            con,
-            "marts.customer_360",
-            "marts.customer_360_history",
-            as_of_date=as_of,
-            run_id=context.run_id,
-        )
-        dates = con.sql(
-            "select as_of_date, count(*) as customers from marts.customer_360_history "
-            "group by 1 order by 1 desc"
-        ).pl()
-        metadata = table_metadata(con, "marts.customer_360_history")
-    if stored.replaced_rows:
-        context.log.info(f"replaced {stored.replaced_rows} rows stored earlier for {as_of}")
-    if stored.added_columns:
-        context.log.info(f"history gained columns: {', '.join(stored.added_columns)}")
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "as_of_date": str(as_of),
-            "rows_for_as_of_date": stored.rows,
-            "replaced_rows": stored.replaced_rows,
-            "added_columns": dg.MetadataValue.json(list(stored.added_columns)),
-            "as_of_dates": stored.as_of_dates,
-            "latest_dates": preview(dates),
-        }
+def history_asset(mart: str, description: str) -> dg.AssetsDefinition:
+    """``marts.<mart>_history``: ``marts.<mart>`` as of every date run so far.
+
+    One asset per kept mart, all alike: a rerun or backfill of a date replaces that date's rows,
+    and a column the mart gains is added to its history.
+    """
+    source, history = f"marts.{mart}", f"marts.{mart}_history"
+
+    @dg.asset(
+        name=f"{mart}_history",
+        key_prefix=["marts"],
+        deps=[dg.AssetKey(["marts", mart])],
+        group_name="history",
+        kinds={"duckdb"},
+        pool=DUCKDB_POOL,
+        description=description,
     )
+    @asset_step
+    def keep_history(
+        context: dg.AssetExecutionContext, warehouse: Warehouse
+    ) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            as_of = run_as_of(con, context.run_id)
+            stored = append_history(con, source, history, as_of_date=as_of, run_id=context.run_id)
+            dates = con.sql(
+                f"select as_of_date, count(*) as rows from {history} group by 1 order by 1 desc"
+            ).pl()
+            metadata = table_metadata(con, history)
+        if stored.replaced_rows:
+            context.log.info(f"replaced {stored.replaced_rows} rows stored earlier for {as_of}")
+        if stored.added_columns:
+            context.log.info(f"history gained columns: {', '.join(stored.added_columns)}")
+        return dg.MaterializeResult(
+            metadata={
+                **metadata,
+                "as_of_date": str(as_of),
+                "rows_for_as_of_date": stored.rows,
+                "replaced_rows": stored.replaced_rows,
+                "added_columns": dg.MetadataValue.json(list(stored.added_columns)),
+                "as_of_dates": stored.as_of_dates,
+                "latest_dates": preview(dates),
+            }
+        )
+
+    return keep_history
+
+
+customer_360_history = history_asset(
+    "customer_360",
+    "customer_360 as of every date run so far; rerunning a date replaces that date's rows.",
+)
+portfolio_risk_history = history_asset(
+    "portfolio_risk",
+    "portfolio_risk as of every date run so far (a rerun of a date replaces it): the previous "
+    "as-of date's exposure, arrears, expected loss and DSO that the finance workbook compares.",
+)
 
 
 @dg.asset(

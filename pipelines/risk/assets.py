@@ -6,7 +6,6 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from features.history import append_history
 from features.point_in_time import first_invoice_date, labelled_cutoffs
 from features.receivables import (
     build_delinquency_labels,
@@ -457,40 +456,6 @@ def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
             "select * exclude (as_of_date) from marts.portfolio_risk where dimension = 'portfolio'"
         ).pl()
     return dg.MaterializeResult(metadata={**metadata, "portfolio": preview(total)})
-
-
-# In the history stage with customer_360_history; defined here, next to the mart it keeps.
-@dg.asset(
-    key=["marts", "portfolio_risk_history"],
-    deps=[portfolio_risk],
-    group_name="history",
-    kinds={"duckdb"},
-    pool=DUCKDB_POOL,
-)
-@asset_step
-def portfolio_risk_history(
-    context: dg.AssetExecutionContext, warehouse: Warehouse
-) -> dg.MaterializeResult:
-    """portfolio_risk as of every date run so far (a rerun of a date replaces it): the previous
-    as-of date's exposure, arrears, expected loss and DSO that the finance workbook compares."""
-    with warehouse.connect() as con:
-        as_of = run_as_of(con, context.run_id)
-        stored = append_history(
-            con,
-            "marts.portfolio_risk",
-            "marts.portfolio_risk_history",
-            as_of_date=as_of,
-            run_id=context.run_id,
-        )
-    return dg.MaterializeResult(
-        metadata={
-            "as_of_date": str(as_of),
-            "rows_for_as_of_date": stored.rows,
-            "replaced_rows": stored.replaced_rows,
-            "added_columns": dg.MetadataValue.json(list(stored.added_columns)),
-            "as_of_dates": stored.as_of_dates,
-        }
-    )
 
 
 @dg.asset(
