@@ -8,6 +8,7 @@ DEMO_SEED ?= 42
 DEV_PORT ?= 3000
 export CRM_INTEL_WAREHOUSE ?= data/warehouse.duckdb
 export CRM_INTEL_INBOX ?= data/inbox
+EXPORTS ?= data/exports
 
 .PHONY: venv demo test lint bench dev lock clean
 
@@ -25,6 +26,9 @@ demo: venv
 	rm -rf $(CRM_INTEL_INBOX)
 	$(BIN)/crm-intel demo-data --out $(CRM_INTEL_INBOX) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
 	$(BIN)/crm-intel run --inbox $(CRM_INTEL_INBOX) --warehouse $(CRM_INTEL_WAREHOUSE)
+	$(BIN)/crm-intel report --out $(EXPORTS)/report.html
+	$(BIN)/crm-intel finance export --out $(EXPORTS)/risk.xlsx
+	@echo "open $(EXPORTS)/report.html in a browser (pictures) and $(EXPORTS)/risk.xlsx in a spreadsheet (finance)"
 
 test: venv
 	$(BIN)/python -m pytest -q

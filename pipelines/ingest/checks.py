@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from pipelines.cli_common import plural
 from pipelines.common import run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
 
@@ -121,7 +122,7 @@ def facts_after_as_of(
                 f"where table_schema = 'staging' and table_name = '{table}'"
             ).fetchall()[0][0]
         }
-    left_out = ", ".join(f"{n} {table}" for table, n in later.items() if n)
+    left_out = ", ".join(plural(n, table.removesuffix("s")) for table, n in later.items() if n)
     if left_out:
         context.log.warning(f"dated after the as-of {as_of}, left out of this run: {left_out}")
     return dg.AssetCheckResult(
