@@ -157,7 +157,8 @@ def test_bad_settings_file_fails_before_running(demo_inbox: Path, tmp_path: Path
               "--config", str(settings)],
     )  # fmt: skip
     assert result.exit_code == 1
-    assert "unknown key 'horizon' in [clv]" in result.output
+    assert "[clv] has no key 'horizon'; valid keys:" in result.output
+    assert "horizon_days" in result.output
     shown = runner.invoke(app, ["config", "show"])
     assert shown.exit_code == 0 and "time_unit_days = 7.0" in shown.output
 

@@ -175,7 +175,7 @@ def test_killed_run_leaves_the_published_snapshot_as_it_was(
     before = sha256(snapshot)
     environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     run = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", "--verbose", "--inbox", str(ops_inbox),
+        [sys.executable, "-m", "pipelines.cli", "run", "--debug", "--inbox", str(ops_inbox),
          "--warehouse", str(published), "--as-of", "2025-09-30", "--config", str(ops_config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**environment, "PYTHONUNBUFFERED": "1"},
