@@ -27,6 +27,7 @@ from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.point_in_time import training_cutoffs
 from features.warehouse import ensure_layout, table_exists
 from models.churn import ChurnModel, PurchaseBaseline, evaluate_holdout, score_customers
+from pipelines.settings import ClvSettings, RiskSettings
 from synthetic import generate_demo_data
 
 STAGING = {
@@ -145,7 +146,9 @@ def main() -> None:
                     cutoffs,
                     as_of,
                     args.horizon_days,
-                    baseline=PurchaseBaseline(time_unit_days=7.0),
+                    baseline=PurchaseBaseline(time_unit_days=ClvSettings().time_unit_days),
+                    default_payment_terms_days=RiskSettings().default_payment_terms_days,
+                    settlement_tolerance=RiskSettings().settlement_tolerance,
                     sample_fraction=sample_fraction,
                 ),
             )

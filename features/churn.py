@@ -96,9 +96,9 @@ def build_churn_snapshots(
     horizon_days: int,
     *,
     baseline: CutoffBaseline,
+    default_payment_terms_days: int,
+    settlement_tolerance: float,
     sample_fraction: float = 1.0,
-    default_payment_terms_days: int = 30,
-    settlement_tolerance: float = 1.0,
     scoring_horizon_days: int | None = None,
 ) -> ChurnSnapshots:
     """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``) and

@@ -25,7 +25,7 @@ from pipelines.cli_finance import finance_app
 from pipelines.cli_progress import ProgressMode, RunProgress, choose_mode, readable_step, step_names
 from pipelines.cli_report import report_command
 from pipelines.cli_segments import segments_app
-from pipelines.resources import DEFAULT_INBOX
+from pipelines.resources import AS_OF_TAG, DEFAULT_INBOX
 from pipelines.settings import SettingsError, load_settings
 
 # -h is help everywhere: Click hands help_option_names down to every sub-command and sub-group.
@@ -271,7 +271,11 @@ def _run_job(
     started = time.perf_counter()
     with display:
         result = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False, run_id=run_id
+            run_config=run_config,
+            instance=instance,
+            raise_on_error=False,
+            run_id=run_id,
+            tags={AS_OF_TAG: settings.run.as_of or "latest invoice date"},
         )
     elapsed = time.perf_counter() - started
     if not result.success:

@@ -17,13 +17,17 @@ Params = ParamSpec("Params")
 
 
 def run_as_of(con: duckdb.DuckDBPyConnection, run_id: str) -> date:
-    """The as-of date of this run; a single asset materialised on its own uses the latest."""
-    rows = con.execute(
-        "select as_of_date from ops.runs order by (run_id = ?) desc, started_at desc limit 1",
-        [run_id],
-    ).fetchall()
+    """The as-of date this run settled (``ops/run_as_of``, from ``resources.run.config.as_of``).
+
+    Never another run's date: an asset materialized without ``ops/run_as_of`` in its run fails
+    here, saying so, rather than describing a date nobody chose for it.
+    """
+    rows = con.execute("select as_of_date from ops.runs where run_id = ?", [run_id]).fetchall()
     if not rows:
-        raise RuntimeError("no as-of date recorded yet: materialize ops/run_as_of first")
+        raise RuntimeError(
+            f"run {run_id} has no as-of date: materialize ops/run_as_of in the same run "
+            "(the nightly job always does; in the UI, select it with the assets)"
+        )
     return rows[0][0]
 
 
@@ -107,6 +111,12 @@ def asset_step(
                 description=f"{type(error).__name__}: {error}", allow_retries=False
             ) from error
         seconds = round(time.perf_counter() - started, 3)
+        if isinstance(result, tuple) and not isinstance(result, dg.MaterializeResult):
+            # a multi-asset's results, one per table it writes: each gets the step's duration
+            return tuple(  # type: ignore[return-value]
+                part._replace(metadata={**(part.metadata or {}), "duration_seconds": seconds})
+                for part in result
+            )
         return result._replace(metadata={**(result.metadata or {}), "duration_seconds": seconds})
 
     return compute_step

@@ -10,7 +10,6 @@ from typing import Any
 import dagster as dg
 
 import pipelines
-from features.contracts import CONTRACTS
 from pipelines.ops.automation import (
     build_failure_sensor,
     build_inbox_sensor,
@@ -18,7 +17,13 @@ from pipelines.ops.automation import (
 )
 from pipelines.ops.publish import build_published_snapshot
 from pipelines.resources import default_resources, warehouse_config
-from pipelines.settings import Settings, load_settings
+from pipelines.settings import (
+    ASSET_SECTIONS,
+    Settings,
+    load_settings,
+    settings_resources,
+    settings_run_config,
+)
 
 NIGHTLY_JOB_NAME = "crm_intel_nightly"
 
@@ -68,51 +73,23 @@ nightly_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
-# Which settings section configures which asset op: the file's [clv] table is the clv_scores
-# asset's run config, and so on.
-SETTINGS_CONSUMERS: dict[str, str] = {
-    "ops__run_as_of": "run",
-    "models__clv_scores": "clv",
-    "models__clv_backtest": "clv",
-    **{f"staging__{contract.table}": "ingest" for contract in CONTRACTS},
-    "marts__receivables_aging": "risk",
-    "features__receivables_dso": "risk",
-    "features__invoice_settlement": "risk",
-    "features__delinquency_training": "risk",
-    "models__delinquency_evaluation": "risk",
-    "models__delinquency_scores": "risk",
-    "marts__customer_risk": "risk",
-    "marts__risk_alerts": "risk",
-    "features__churn_snapshots": "churn",
-    "models__churn_evaluation": "churn",
-    "models__churn_scores": "churn",
-    "ops__published_snapshot": "publish",
-}
-
 
 def run_config_for(
     settings: Settings, *, warehouse: str | None = None, inbox: str | None = None
 ) -> dict[str, Any]:
     """Run config that carries the effective settings (and resource paths) to the assets."""
-    config: dict[str, Any] = {
-        "ops": {
-            op: {"config": settings.sections[section].model_dump(exclude_none=True)}
-            for op, section in SETTINGS_CONSUMERS.items()
-        }
-    }
-    resources: dict[str, Any] = {}
+    resources: dict[str, Any] = settings_run_config(settings)
     if warehouse:
         resources["warehouse"] = {"config": warehouse_config(warehouse)}
     if inbox:
         resources["inbox"] = {"config": {"path": inbox}}
-    if resources:
-        config["resources"] = resources
-    return config
+    return {"resources": resources}
 
 
 # When and how runs start: [nightly] of crm-intel.toml in the working directory (a bad file
 # stops the code location from loading, with the message naming the key).
-nightly_settings = load_settings().nightly
+file_settings = load_settings()
+nightly_settings = file_settings.nightly
 nightly_schedule = build_nightly_schedule(nightly_job, nightly_settings, run_config_for)
 inbox_sensor = build_inbox_sensor(nightly_job, nightly_settings.inbox_poll_seconds, run_config_for)
 failure_sensor = build_failure_sensor(nightly_job)
@@ -123,5 +100,30 @@ defs = dg.Definitions(
     jobs=[nightly_job],
     schedules=[nightly_schedule],
     sensors=[inbox_sensor, failure_sensor],
-    resources=default_resources(),
+    resources={**default_resources(), **settings_resources(file_settings)},
 )
+
+
+def settings_read_by_assets() -> dict[str, tuple[str, ...]]:
+    """Every asset (``schema/table``) and the settings sections it asks for in its signature."""
+    sections = set(ASSET_SECTIONS)
+    return {
+        key.to_user_string(): tuple(sorted(assets_def.required_resource_keys & sections))
+        for assets_def in all_assets
+        for key in assets_def.keys
+    }
+
+
+def describe_assets() -> str:
+    """One line per asset: its stage, the sections of crm-intel.toml it reads, what it writes."""
+    graph = defs.get_repository_def().asset_graph
+    lines = [f"{'asset':<42}{'stage':<16}{'reads settings':<22}writes"]
+    for asset, sections in sorted(settings_read_by_assets().items()):
+        node = graph.get(dg.AssetKey.from_user_string(asset))
+        writes = node.metadata.get("writes") or asset.replace("/", ".")
+        lines.append(f"{asset:<42}{node.group_name:<16}{', '.join(sections) or '-':<22}{writes}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(describe_assets())

@@ -29,6 +29,8 @@ DUCKDB_POOL = "duckdb"
 END_RUN_WAITS_SECONDS = (0.5, 1.0, 2.0, 4.0)
 # what Dagster runs tag with how they were started (pipelines.ops.automation sets it)
 TRIGGER_TAG = "crm-intel/trigger"
+# The as-of date a run was asked for, shown with the run in the Dagster UI.
+AS_OF_TAG = "crm-intel/as_of"
 
 
 class Warehouse(dg.ConfigurableResource):

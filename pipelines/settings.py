@@ -1,7 +1,9 @@
-"""Tunables: one TOML file (``crm-intel.toml``) whose sections are Dagster ``Config`` classes.
+"""Tunables: one TOML file (``crm-intel.toml``) whose sections are typed Dagster resources.
 
-The same classes are the run config of the assets, so a setting in the file, in the CLI and in
-the Dagster UI launchpad means the same thing. Every key is optional; unknown keys are an error
+An asset reads a section by naming it in its signature (``churn: ChurnSettings``); the resource
+key is the section's name, so ``[churn]`` in the file, in the CLI and in the Dagster UI
+launchpad (``resources.churn.config``) mean the same thing and reach every asset that asks for
+them. The defaults live here and nowhere else. Every key is optional; unknown keys are an error
 that names them, because a silently ignored typo in a nightly job is worse than a failed start.
 """
 
@@ -20,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 DEFAULT_CONFIG_FILE = "crm-intel.toml"
 
 
-class RunSettings(dg.Config):
+class RunSettings(dg.ConfigurableResource):
     """Which date the run describes."""
 
     as_of: str | None = Field(
@@ -39,7 +41,7 @@ class RunSettings(dg.Config):
         return value
 
 
-class ClvSettings(dg.Config):
+class ClvSettings(dg.ConfigurableResource):
     """BG/NBD + Gamma-Gamma lifetime value."""
 
     time_unit_days: float = Field(
@@ -77,7 +79,7 @@ class ClvSettings(dg.Config):
     )
 
 
-class ChurnSettings(dg.Config):
+class ChurnSettings(dg.ConfigurableResource):
     """Churn definition."""
 
     horizon_days: int = Field(
@@ -136,7 +138,7 @@ class ChurnSettings(dg.Config):
     )
 
 
-class RiskSettings(dg.Config):
+class RiskSettings(dg.ConfigurableResource):
     """Credit risk."""
 
     lgd: float = Field(
@@ -219,7 +221,7 @@ class RiskSettings(dg.Config):
         return value
 
 
-class IngestSettings(dg.Config):
+class IngestSettings(dg.ConfigurableResource):
     """Loading the inbox: file gate, currency, vendor mappings."""
 
     reject_threshold: float = Field(
@@ -253,7 +255,7 @@ class IngestSettings(dg.Config):
     )
 
 
-class PublishSettings(dg.Config):
+class PublishSettings(dg.ConfigurableResource):
     """The read-only snapshot users read, written only when every blocking check passed."""
 
     path: str | None = Field(
@@ -325,6 +327,9 @@ SECTIONS: dict[str, type[dg.Config]] = {
     "publish": PublishSettings,
     "nightly": NightlySettings,
 }
+# The sections assets read, as resources of the same name; [nightly] configures the schedule
+# and sensors, which read it when the code location loads.
+ASSET_SECTIONS = ("run", "clv", "churn", "risk", "ingest", "publish")
 
 
 class SettingsError(ValueError):
@@ -495,3 +500,21 @@ def load_settings(path: Path | None = None, overrides: dict[str, dict[str, Any]]
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     return parse_settings(data, source)
+
+
+def settings_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The sections assets read, keyed by section name: the resources of the definitions."""
+    return {name: settings.sections[name] for name in ASSET_SECTIONS}
+
+
+def settings_run_config(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The same sections as run config (``resources.<section>.config``) for one run."""
+    return {
+        name: {"config": settings.sections[name].model_dump(exclude_none=True)}
+        for name in ASSET_SECTIONS
+    }
+
+
+def default_settings_resources() -> dict[str, dg.ConfigurableResource]:
+    """Every asset section at its defaults (no settings file): for materializing assets alone."""
+    return settings_resources(parse_settings({}))

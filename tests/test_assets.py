@@ -13,7 +13,7 @@ from pipelines.definitions import run_config_for
 from pipelines.ingest.assets import staging_assets
 from pipelines.ingest.checks import invoice_ids_unique, invoices_not_empty
 from pipelines.resources import Inbox, Warehouse
-from pipelines.settings import load_settings
+from pipelines.settings import default_settings_resources, load_settings
 
 
 def _materialize(
@@ -21,8 +21,12 @@ def _materialize(
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*staging_assets, run_as_of_date, customer_summary, rfm_scores],
-        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
-        run_config={"ops": {"ops__run_as_of": {"config": {"as_of": as_of}}}} if as_of else None,
+        resources={
+            **default_settings_resources(),
+            "warehouse": Warehouse(path=str(warehouse)),
+            "inbox": Inbox(path=str(inbox)),
+        },
+        run_config={"resources": {"run": {"config": {"as_of": as_of}}}} if as_of else None,
         selection=None,
     )
 
@@ -104,14 +108,13 @@ def test_blocking_checks_stop_the_run_on_empty_invoices(tmp_path: Path) -> None:
     result = dg.materialize(
         [*staging_assets, invoices_not_empty, invoice_ids_unique, run_as_of_date],
         resources={
+            **default_settings_resources(),
             "warehouse": Warehouse(path=str(tmp_path / "w.duckdb")),
             "inbox": Inbox(path=str(inbox)),
         },
         # open the file gate so the row is quarantined and the blocking check is what stops us
         run_config={
-            "ops": {
-                "staging__invoices": {"config": {"reject_threshold": 1.0, "validate_files": False}}
-            }
+            "resources": {"ingest": {"config": {"reject_threshold": 1.0, "validate_files": False}}}
         },
         raise_on_error=False,
     )
@@ -164,7 +167,7 @@ def test_duckdb_memory_limit_and_spill_folder_reach_the_run(
     # Dagster accepts the same run config for a real materialization.
     result = dg.materialize(
         [*staging_assets, run_as_of_date],
-        resources={"warehouse": Warehouse(), "inbox": Inbox()},
+        resources={**default_settings_resources(), "warehouse": Warehouse(), "inbox": Inbox()},
         run_config={"resources": run_config["resources"]},
     )
     assert result.success

@@ -22,6 +22,7 @@ from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapsho
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
+from pipelines.settings import ClvSettings, RiskSettings, default_settings_resources
 
 CUTOFF = date(2025, 3, 1)
 AS_OF = date(2025, 12, 31)
@@ -50,7 +51,16 @@ PERTURB_AFTER_CUTOFF = """
 
 def _snapshots(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Features at CUTOFF and at AS_OF, built by the pipeline's own builder."""
-    build_churn_snapshots(con, [CUTOFF], AS_OF, 180, baseline=PurchaseBaseline(time_unit_days=7.0))
+    risk = RiskSettings()
+    build_churn_snapshots(
+        con,
+        [CUTOFF],
+        AS_OF,
+        180,
+        baseline=PurchaseBaseline(time_unit_days=ClvSettings().time_unit_days),
+        default_payment_terms_days=risk.default_payment_terms_days,
+        settlement_tolerance=risk.settlement_tolerance,
+    )
     query = "select * from features.churn_snapshots where cutoff_date = $c order by customer_id"
     return tuple(con.sql(query, params={"c": c}).pl() for c in (CUTOFF, AS_OF))
 
@@ -160,6 +170,7 @@ def test_invoices_only_still_scores_and_names_missing_groups(
     result = dg.materialize(
         [*staging_assets, run_as_of_date, churn_snapshots, churn_evaluation, churn_scores],
         resources={
+            **default_settings_resources(),
             "warehouse": Warehouse(path=str(warehouse)),
             "inbox": Inbox(path=str(invoices_only_inbox)),
         },

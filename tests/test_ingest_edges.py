@@ -22,6 +22,7 @@ from features.ingest import EXCERPT_CHARS, InboxError, IngestOptions, ingest_gro
 from pipelines.cli import app
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
+from pipelines.settings import default_settings_resources
 from tests.conftest import write_csv
 
 ACCOUNTS = CONTRACTS_BY_TABLE["accounts"]
@@ -348,6 +349,7 @@ def test_a_file_removed_after_loading_is_said_to_be_gone_with_its_rows_still_sta
     inbox = tmp_path / "inbox"
     accounts = write_csv(inbox / "crm/accounts.csv", "customer_id,tax_id\nC1,T1\nC2,T2\n")
     resources = {
+        **default_settings_resources(),
         "warehouse": Warehouse(path=str(tmp_path / "warehouse.duckdb")),
         "inbox": Inbox(path=str(inbox)),
     }
@@ -380,11 +382,12 @@ def test_file_warnings_reach_the_run_log(tmp_path: Path) -> None:
     result = dg.materialize(
         [invoices],
         resources={
+            **default_settings_resources(),
             "warehouse": Warehouse(path=str(tmp_path / "warehouse.duckdb")),
             "inbox": Inbox(path=str(inbox)),
         },
         instance=instance,
-        run_config={"ops": {"staging__invoices": {"config": {"validate_files": False}}}},
+        run_config={"resources": {"ingest": {"config": {"validate_files": False}}}},
     )
     assert result.success
     assert any(

@@ -18,6 +18,7 @@ from pipelines.ingest.checks import (
     payments_reference_invoices,
 )
 from pipelines.resources import Inbox, Warehouse
+from pipelines.settings import default_settings_resources
 from synthetic import FAULT_KINDS, generate_demo_data
 
 GROUPS = frozenset({"crm/accounts", "invoices/invoices", "invoices/payments"})
@@ -27,7 +28,11 @@ DATA_SCHEMAS = ("raw", "staging", "quarantine", "ops")
 def _materialize(inbox: Path, warehouse: Path) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*staging_assets, invoice_ids_unique, invoice_customers_known, payments_reference_invoices],
-        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
+        resources={
+            **default_settings_resources(),
+            "warehouse": Warehouse(path=str(warehouse)),
+            "inbox": Inbox(path=str(inbox)),
+        },
     )
 
 
@@ -143,6 +148,7 @@ def test_a_file_over_the_reject_threshold_fails_the_run_naming_file_and_reasons(
     result = dg.materialize(
         staging_assets,
         resources={
+            **default_settings_resources(),
             "warehouse": Warehouse(path=str(tmp_path / "w.duckdb")),
             "inbox": Inbox(path=str(inbox)),
         },
@@ -174,8 +180,12 @@ def small_inbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run_with_as_of(inbox: Path, warehouse: Path, as_of: str) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [*staging_assets, run_as_of_date, as_of_not_in_the_future, facts_after_as_of],
-        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
-        run_config={"ops": {"ops__run_as_of": {"config": {"as_of": as_of}}}},
+        resources={
+            **default_settings_resources(),
+            "warehouse": Warehouse(path=str(warehouse)),
+            "inbox": Inbox(path=str(inbox)),
+        },
+        run_config={"resources": {"run": {"config": {"as_of": as_of}}}},
         raise_on_error=False,
     )
 

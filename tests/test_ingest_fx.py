@@ -9,6 +9,7 @@ import duckdb
 
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
+from pipelines.settings import default_settings_resources
 from synthetic import generate_demo_data
 
 GROUPS = frozenset({"crm/accounts", "invoices/invoices"})
@@ -18,7 +19,11 @@ def _warnings(inbox: Path, warehouse: Path) -> list[str]:
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         staging_assets,
-        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
+        resources={
+            **default_settings_resources(),
+            "warehouse": Warehouse(path=str(warehouse)),
+            "inbox": Inbox(path=str(inbox)),
+        },
         instance=instance,
     )
     assert result.success

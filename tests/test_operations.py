@@ -37,7 +37,7 @@ from pipelines.ops.automation import (
 )
 from pipelines.ops.publish import PUBLISHED_SNAPSHOT
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
-from pipelines.settings import NightlySettings, load_settings
+from pipelines.settings import NightlySettings, default_settings_resources, load_settings
 from synthetic import generate_demo_data
 from tests.conftest import run_cli, write_csv
 
@@ -320,18 +320,20 @@ def test_a_locked_warehouse_is_retried_with_backoff(published: Path) -> None:
 @pytest.mark.parametrize(
     ("asset", "as_of", "reason"),
     [
-        # a Failure raised on purpose: a bad date in the settings
-        ("ops/run_as_of", "2025-13-01", "as_of must be YYYY-MM-DD"),
-        # any other error (here a mart built on an empty warehouse) is not retried either
-        ("marts/customer_360", None, "no as-of date recorded yet"),
+        # a bad date in the settings: the run resource refuses it before any step starts
+        ("ops/run_as_of", "2025-13-01", "must be a date YYYY-MM-DD"),
+        # any other error (here a mart built without its run's as-of date) is not retried either
+        ("marts/customer_360", None, "has no as-of date"),
     ],
 )
 def test_a_data_error_is_not_retried(
     asset: str, as_of: str | None, reason: str, tmp_path: Path
 ) -> None:
     config = {
-        "ops": {"ops__run_as_of": {"config": {"as_of": as_of} if as_of else {}}},
-        "resources": {"warehouse": {"config": {"path": str(tmp_path / "empty.duckdb")}}},
+        "resources": {
+            "run": {"config": {"as_of": as_of} if as_of else {}},
+            "warehouse": {"config": {"path": str(tmp_path / "empty.duckdb")}},
+        },
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     result = defs.resolve_job_def(NIGHTLY_JOB_NAME).execute_in_process(
@@ -343,9 +345,13 @@ def test_a_data_error_is_not_retried(
     assert not result.success
     kinds = [event.event_type for event in result.all_events]
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in kinds
-    [failure] = [event for event in result.all_events if event.is_step_failure]
-    error = failure.step_failure_data.error
-    assert reason in error.message + str(error.cause)
+    errors = [
+        event.event_specific_data.error  # type: ignore[union-attr]
+        for event in result.all_events
+        if event.is_step_failure or event.event_type == dg.DagsterEventType.RESOURCE_INIT_FAILURE
+    ]
+    assert len(errors) == 1
+    assert reason in errors[0].message + str(errors[0].cause)
 
 
 @pytest.fixture(scope="module")
@@ -422,7 +428,7 @@ def test_failure_sensor_records_a_real_failed_run_and_posts_the_webhook(
         dagster_event=run_failure.dagster_event,
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
-        resources={"warehouse": Warehouse()},
+        resources={**default_settings_resources(), "warehouse": Warehouse()},
     ).for_run_failure()
     try:
         defs.resolve_sensor_def(FAILURE_SENSOR_NAME)(context)
@@ -461,7 +467,7 @@ def test_inbox_sensor_waits_for_files_to_settle(tmp_path: Path) -> None:
     request = tick()
     assert isinstance(request, dg.RunRequest)
     assert request.tags["crm-intel/trigger"] == "inbox"
-    assert "ops__published_snapshot" in request.run_config["ops"]
+    assert "publish" in request.run_config["resources"]
     assert "no new or changed file" in tick()
     # a file still being written: its size changes between looks, so no run yet
     payments = inbox / "invoices/payments.csv"
@@ -485,7 +491,7 @@ def test_schedule_time_and_timezone_come_from_settings() -> None:
     assert schedule.execution_timezone == "Europe/Paris"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     request = schedule.evaluate_tick(dg.build_schedule_context()).run_requests[0]
-    assert request.run_config["ops"]["ops__run_as_of"] == {"config": {}}
+    assert request.run_config["resources"]["run"] == {"config": {}}
     assert request.tags["crm-intel/trigger"] == "schedule"
 
 
@@ -571,8 +577,10 @@ def test_a_second_run_waits_for_the_duckdb_pool(tmp_path: Path) -> None:
         def second_run() -> None:
             outcome["result"] = job.execute_in_process(
                 run_config={
-                    "ops": {"ops__run_as_of": {"config": {"as_of": FIRST_AS_OF}}},
-                    "resources": {"warehouse": {"config": {"path": str(tmp_path / "w.duckdb")}}},
+                    "resources": {
+                        "run": {"config": {"as_of": FIRST_AS_OF}},
+                        "warehouse": {"config": {"path": str(tmp_path / "w.duckdb")}},
+                    },
                     "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
                 },
                 instance=instance,

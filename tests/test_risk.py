@@ -30,6 +30,7 @@ from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
 from pipelines.risk.assets import invoice_settlement, receivables_aging, receivables_dso
 from pipelines.risk.checks import aging_buckets_sum_to_total_open, aging_reconciles_with_ledger
+from pipelines.settings import default_settings_resources
 from synthetic import FILE_GROUPS, generate_demo_data
 from tests.conftest import write_csv
 
@@ -104,12 +105,20 @@ P7,I5,2024-05-02,5.00,EUR
             aging_buckets_sum_to_total_open,
             aging_reconciles_with_ledger,
         ],
-        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
-        run_config={"ops": {"ops__run_as_of": {"config": {"as_of": "2024-06-30"}}}},
+        resources={
+            **default_settings_resources(),
+            "warehouse": Warehouse(path=str(warehouse)),
+            "inbox": Inbox(path=str(inbox)),
+        },
+        run_config={"resources": {"run": {"config": {"as_of": "2024-06-30"}}}},
     )
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
-    metadata = result.asset_materializations_for_node("marts__receivables_aging")[0].metadata
+    metadata = next(
+        event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(["marts", "receivables_aging"])
+    )
     assert metadata["unmatched_payments"].value == 0
     return warehouse
 

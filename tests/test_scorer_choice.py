@@ -19,6 +19,7 @@ from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapsho
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
+from pipelines.settings import default_settings_resources
 from tests.conftest import run_cli
 from tests.test_clv_pipeline import cdnow_transactions, write_invoices
 
@@ -171,18 +172,12 @@ def _churn_run(inbox: Path, warehouse: Path, as_of: str) -> None:
     stage = {"config": {"horizon_days": CDNOW_HORIZON_DAYS}}
     result = dg.materialize(
         [*staging_assets, run_as_of_date, churn_snapshots, churn_evaluation, churn_scores],
-        resources={"warehouse": Warehouse(path=str(warehouse)), "inbox": Inbox(path=str(inbox))},
-        run_config={
-            "ops": {"ops__run_as_of": {"config": {"as_of": as_of}}}
-            | {
-                key: stage
-                for key in (
-                    "features__churn_snapshots",
-                    "models__churn_evaluation",
-                    "models__churn_scores",
-                )
-            }
+        resources={
+            **default_settings_resources(),
+            "warehouse": Warehouse(path=str(warehouse)),
+            "inbox": Inbox(path=str(inbox)),
         },
+        run_config={"resources": {"run": {"config": {"as_of": as_of}}, "churn": stage}},
     )
     assert result.success
 

@@ -21,10 +21,8 @@ from models.selection import (
 )
 from pipelines.common import asset_step, preview, run_as_of, write_scorer_choice
 from pipelines.resources import DUCKDB_POOL, Warehouse
-from pipelines.settings import ChurnSettings
+from pipelines.settings import ChurnSettings, ClvSettings, RiskSettings
 
-# The churn baseline counts time in weeks, as the CLV stage does by default.
-BASELINE_TIME_UNIT_DAYS = 7.0
 GROUP = "churn"
 LABELS_QUERY = "select * from features.churn_labels"
 
@@ -71,22 +69,31 @@ def _label_plan(con, config: ChurnSettings, as_of) -> tuple[int, list]:
 )
 @asset_step
 def churn_snapshots(
-    context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext,
+    churn: ChurnSettings,
+    risk: RiskSettings,
+    clv: ClvSettings,
+    warehouse: Warehouse,
 ) -> dg.MaterializeResult:
-    """Churn features at past cutoffs (labelled by the horizon after) and on the as-of date."""
+    """Churn features at past cutoffs (labelled by the horizon after) and on the as-of date.
+
+    Payment features use the credit-risk stage's payment terms and settlement tolerance, and
+    the BG/NBD baseline the CLV stage's time unit, so one setting means one thing everywhere."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, cutoffs = _label_plan(con, config, as_of)
+        label_horizon, cutoffs = _label_plan(con, churn, as_of)
         customers = customers_invoiced(con)
-        sample_fraction = min(1.0, config.max_training_customers / max(customers, 1))
+        sample_fraction = min(1.0, churn.max_training_customers / max(customers, 1))
         built = build_churn_snapshots(
             con,
             cutoffs,
             as_of,
             label_horizon,
-            baseline=PurchaseBaseline(time_unit_days=BASELINE_TIME_UNIT_DAYS),
+            baseline=PurchaseBaseline(time_unit_days=clv.time_unit_days),
+            default_payment_terms_days=risk.default_payment_terms_days,
+            settlement_tolerance=risk.settlement_tolerance,
             sample_fraction=sample_fraction,
-            scoring_horizon_days=config.horizon_days,
+            scoring_horizon_days=churn.horizon_days,
         )
         missing = pl.DataFrame(
             {
@@ -102,9 +109,9 @@ def churn_snapshots(
         ).fetchall()
     for group, reason in built.missing_groups.items():
         context.log.warning(f"churn feature group '{group}' missing: {reason}")
-    if label_horizon != config.horizon_days:
+    if label_horizon != churn.horizon_days:
         context.log.warning(
-            f"churn labels over {label_horizon} days, not {config.horizon_days}: the history "
+            f"churn labels over {label_horizon} days, not {churn.horizon_days}: the history "
             "before the as-of date is too short for the configured horizon"
         )
     for cutoff, reason in built.bg_nbd_failures.items():
@@ -136,22 +143,22 @@ def churn_snapshots(
 )
 @asset_step
 def churn_evaluation(
-    context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, churn: ChurnSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Every churn scorer graded on the latest labelled cutoffs; the best one is chosen."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, cutoffs = _label_plan(con, config, as_of)
+        label_horizon, cutoffs = _label_plan(con, churn, as_of)
         history = training_frame(con)
         current = scoring_frame(con, as_of)
-        holdout = cutoffs[-config.holdout_cutoffs :]
+        holdout = cutoffs[-churn.holdout_cutoffs :]
         evaluation = evaluate_holdout(
             history,
             current,
             holdout,
             label_horizon,
-            config.horizon_days,
-            _model(config, _missing_groups(con)),
+            churn.horizon_days,
+            _model(churn, _missing_groups(con)),
         )
         return write_scorer_choice(
             context,
@@ -161,7 +168,7 @@ def churn_evaluation(
             as_of=as_of,
             holdout_cutoffs=holdout,
             label_horizon_days=label_horizon,
-            settings=config.model_dump(),
+            settings=churn.model_dump(),
             labels_query=LABELS_QUERY,
         )
 
@@ -175,13 +182,13 @@ def churn_evaluation(
 )
 @asset_step
 def churn_scores(
-    context: dg.AssetExecutionContext, config: ChurnSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, churn: ChurnSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Churn probability in the horizon, risk band and top-3 reasons per customer, from the
     scorer the holdout chose, fitted on every labelled cutoff."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, _ = _label_plan(con, config, as_of)
+        label_horizon, _ = _label_plan(con, churn, as_of)
         history = training_frame(con)
         current = scoring_frame(con, as_of)
         missing = _missing_groups(con)
@@ -189,9 +196,9 @@ def churn_scores(
             "select scorer from models.churn_evaluation where chosen and population = 'all'"
         ).fetchall()[0][0]
         scorer: ChurnModel | None = None
-        if label_horizon == config.horizon_days and history.height:
+        if label_horizon == churn.horizon_days and history.height:
             try:
-                scorer = fit_shipped(chosen, history, _model(config, missing))
+                scorer = fit_shipped(chosen, history, _model(churn, missing))
             except NotEnoughEvidence as error:
                 context.log.warning(f"churn scorer {chosen} not calibrated: {error}")
         version = f"churn-{chosen}-{as_of.isoformat()}-{context.run_id[:8]}"
@@ -203,7 +210,7 @@ def churn_scores(
                 as_of,
                 scorer=scorer,
                 chosen=chosen,
-                cut_points=config.band_cut_points,
+                cut_points=churn.band_cut_points,
                 model_version=version,
             )
         if scores["churn_probability"].null_count() == scores.height and scores.height:
@@ -226,7 +233,7 @@ def churn_scores(
                 "missing_feature_groups": getattr(scorer, "missing_groups_", missing),
                 "coefficients": scorer.coefficients_ if scorer else {},
                 "regularization": scorer.regularization_ if scorer else None,
-                "settings": config.model_dump(),
+                "settings": churn.model_dump(),
             },
             metrics={
                 "training_rows": scorer.training_rows_ if scorer else 0,

@@ -20,22 +20,18 @@ from pipelines.settings import ClvSettings, RunSettings
     key=["ops", "run_as_of"],
     deps=[dg.AssetKey(["staging", "invoices"])],
     group_name="customer_value",
+    metadata={"writes": "ops.runs"},
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
 @asset_step
 def run_as_of_date(
-    context: dg.AssetExecutionContext, config: RunSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, run: RunSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """The date this run describes: the configured as-of, else the latest invoice date."""
     with warehouse.connect() as con:
-        if config.as_of:
-            try:
-                as_of = date.fromisoformat(config.as_of)
-            except ValueError as error:
-                raise dg.Failure(
-                    f"as_of must be YYYY-MM-DD, got {config.as_of!r}", allow_retries=False
-                ) from error
+        if run.as_of:  # a date YYYY-MM-DD: RunSettings refuses anything else
+            as_of = date.fromisoformat(run.as_of)
             source = "configured"
         else:
             as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
@@ -109,16 +105,16 @@ def rfm_scores(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Ma
 )
 @asset_step
 def clv_scores(
-    context: dg.AssetExecutionContext, config: ClvSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, clv: ClvSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """BG/NBD + Gamma-Gamma: expected purchases, P(alive), order value and 12-month CLV."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         summary = lifetimes_summary(
-            con.sql("select * from features.customer_summary").pl(), config.time_unit_days
+            con.sql("select * from features.customer_summary").pl(), clv.time_unit_days
         )
         try:
-            model = _clv_model(config).fit(summary)
+            model = _clv_model(clv).fit(summary)
         except InsufficientDataError as error:
             raise dg.Failure(
                 description=f"CLV not fitted, nothing downstream is built: {error}",
@@ -127,11 +123,11 @@ def clv_scores(
         scores = model.predict(summary, as_of=as_of).with_columns(pl.lit(as_of).alias("as_of_date"))
         write_frame(con, "models.clv_scores", scores)
         data_fingerprint = fingerprint(con, "select * from features.customer_summary")
-        settings = config.model_dump()
+        settings = clv.model_dump()
         # alpha (and every rate) is per time unit: the unit travels with the parameters.
-        unit = {"time_unit_days": config.time_unit_days}
+        unit = {"time_unit_days": clv.time_unit_days}
         correlation = model.metrics_["frequency_spend_correlation"]
-        spend_independent = not abs(correlation) > config.max_frequency_spend_correlation
+        spend_independent = not abs(correlation) > clv.max_frequency_spend_correlation
         # A MAP fit's parameters mean nothing without the prior they were drawn towards.
         prior = model.metrics_["purchase_prior"]
         record_model_run(
@@ -166,7 +162,7 @@ def clv_scores(
     if not spend_independent:
         context.log.warning(
             f"frequency and spend of repeat buyers correlate ({correlation:.2f}, limit "
-            f"{config.max_frequency_spend_correlation}): Gamma-Gamma assumes independence, "
+            f"{clv.max_frequency_spend_correlation}): Gamma-Gamma assumes independence, "
             "so expected order values are biased"
         )
     if model.n_nonpositive_spend_customers_:
@@ -184,7 +180,7 @@ def clv_scores(
             "spend_params": dg.MetadataValue.json(model.spend_params_),
             "metrics": dg.MetadataValue.json(model.metrics_),
             "clv_12m_total": float(scores["clv_12m"].sum()),
-            "time_unit_days": config.time_unit_days,
+            "time_unit_days": clv.time_unit_days,
             "frequency_spend_correlation": correlation,
             "spend_independence_plausible": spend_independent,
         }
@@ -213,30 +209,30 @@ def _clv_model(config: ClvSettings, n_bootstrap: int | None = None) -> ClvModel:
 )
 @asset_step
 def clv_backtest(
-    context: dg.AssetExecutionContext, config: ClvSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, clv: ClvSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """How well CLV predicts: refit before a holdout window and compare with what happened."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        cutoff = as_of - timedelta(days=config.holdout_days)
+        cutoff = as_of - timedelta(days=clv.holdout_days)
         first_purchase = con.sql(
             "select min(issue_date) from staging.invoices where document_type = 'invoice'"
         ).fetchall()[0][0]
         skipped = None
-        if config.holdout_days <= 0:
+        if clv.holdout_days <= 0:
             skipped = "backtest turned off ([clv] holdout_days = 0)"
         elif first_purchase is None or first_purchase > cutoff:
             skipped = (
                 f"history too short: no purchase on or before the cutoff {cutoff} "
-                f"(as-of {as_of} minus holdout_days={config.holdout_days})"
+                f"(as-of {as_of} minus holdout_days={clv.holdout_days})"
             )
         else:
             calibration, tracking_actuals = build_backtest_inputs(
-                con, cutoff, as_of, config.time_unit_days
+                con, cutoff, as_of, clv.time_unit_days
             )
             try:
                 backtest = backtest_clv(
-                    _clv_model(config, n_bootstrap=1), calibration, tracking_actuals, cutoff, as_of
+                    _clv_model(clv, n_bootstrap=1), calibration, tracking_actuals, cutoff, as_of
                 )
             except InsufficientDataError as error:
                 skipped = f"history too short before the cutoff {cutoff}: {error}"
@@ -251,7 +247,7 @@ def clv_backtest(
             prior = backtest.metrics["calibration_prior"]
             parameters = {
                 **backtest.model.purchase_params_,
-                "time_unit_days": config.time_unit_days,
+                "time_unit_days": clv.time_unit_days,
                 **({"prior": prior} if prior else {}),
             }
         stamp = [pl.lit(as_of).alias("as_of_date"), pl.lit(cutoff).alias("cutoff_date")]

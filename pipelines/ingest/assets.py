@@ -37,14 +37,14 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
     @asset_step
     def staging_table(
         context: dg.AssetExecutionContext,
-        config: IngestSettings,
+        ingest: IngestSettings,
         warehouse: Warehouse,
         inbox: Inbox,
     ) -> dg.MaterializeResult:
         with warehouse.connect() as con:
             try:
                 result = ingest_group(
-                    con, Path(inbox.path), contract, context.run_id, ingest_options(config)
+                    con, Path(inbox.path), contract, context.run_id, ingest_options(ingest)
                 )
             except InboxError as error:
                 raise dg.Failure(description=str(error), allow_retries=False) from error
@@ -76,7 +76,7 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
         if result.reasons.get("unknown_currency"):
             context.log.warning(
                 f"{result.reasons['unknown_currency']} {contract.group} row(s) in a currency "
-                f"with no FX rate to {config.base_currency} quarantined as unknown_currency"
+                f"with no FX rate to {ingest.base_currency} quarantined as unknown_currency"
             )
         for warning in result.warnings:
             context.log.warning(warning)

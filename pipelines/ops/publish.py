@@ -35,19 +35,20 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
         group_name="ops",
         kinds={"duckdb"},
         pool=DUCKDB_POOL,
+        metadata={"writes": "the published snapshot file, ops.publications"},
     )
     @asset_step
     def published_snapshot(
-        context: dg.AssetExecutionContext, config: PublishSettings, warehouse: Warehouse
+        context: dg.AssetExecutionContext, publish: PublishSettings, warehouse: Warehouse
     ) -> dg.MaterializeResult:
         """The read-only snapshot (features.publish.PUBLISHED_TABLES) that readers open."""
-        target = snapshot_path(config, warehouse.path)
-        if not config.enabled:
+        target = snapshot_path(publish, warehouse.path)
+        if not publish.enabled:
             context.log.info(f"publishing is off for this run: {target} stays as it was")
             return dg.MaterializeResult(metadata={"published": False, "snapshot": str(target)})
         with warehouse.connect() as con:
             as_of = run_as_of(con, context.run_id)
-            newer = None if config.replace_newer else newer_snapshot_reason(target, as_of)
+            newer = None if publish.replace_newer else newer_snapshot_reason(target, as_of)
             if newer:
                 context.log.warning(newer)
                 return dg.MaterializeResult(

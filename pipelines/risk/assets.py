@@ -65,22 +65,41 @@ def _label_plan(con, config: RiskSettings, as_of) -> tuple[int, list]:
     )
 
 
-@dg.asset(
-    key=["marts", "receivables_aging"],
-    # the settlement's payment totals are the invoices' residuals (one pass over payments)
-    deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT],
-    group_name=GROUP,
-    kinds={"duckdb"},
+RECEIVABLE_ITEMS = dg.AssetKey(["features", "receivable_items"])
+AGING = dg.AssetKey(["marts", "receivables_aging"])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            RECEIVABLE_ITEMS,
+            # the settlement's payment totals are the invoices' residuals (one pass over payments)
+            deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Every open item on the as-of date (invoice, credit note, unapplied "
+            "payment) with its open amount, due date and days past due: the one open ledger.",
+        ),
+        dg.AssetSpec(
+            AGING,
+            deps=[RECEIVABLE_ITEMS],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Open receivables per customer in aging buckets, to the cent.",
+        ),
+    ],
+    name="receivables_aging",
     pool=DUCKDB_POOL,
 )
 @asset_step
 def receivables_aging(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """Open receivables per invoice and per customer in aging buckets, to the cent."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        summary = build_receivables(con, as_of, config.default_payment_terms_days)
+        summary = build_receivables(con, as_of, risk.default_payment_terms_days)
+        items = table_metadata(con, "features.receivable_items", as_of_date=str(as_of))
         metadata = table_metadata(con, "marts.receivables_aging", as_of_date=str(as_of))
         aging = con.sql("select * from marts.receivables_aging order by total_open desc").pl()
     if summary.unmatched_payments:
@@ -92,34 +111,45 @@ def receivables_aging(
         context.log.warning(
             f"receivables unknown, not published as numbers: {summary.finance_unknown_reason}"
         )
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "open_items": summary.open_items,
-            "total_open": summary.total_open,
-            "unapplied_credit": summary.unapplied_credit,
-            "unmatched_payments": summary.unmatched_payments,
-            "finance_unknown_reason": summary.finance_unknown_reason or "",
-            "largest_balances": preview(aging),
-        }
+    return (
+        dg.MaterializeResult(
+            asset_key=RECEIVABLE_ITEMS,
+            metadata={
+                **items,
+                "open_items": summary.open_items,
+                "unmatched_payments": summary.unmatched_payments,
+            },
+        ),
+        dg.MaterializeResult(
+            asset_key=AGING,
+            metadata={
+                **metadata,
+                "open_items": summary.open_items,
+                "total_open": summary.total_open,
+                "unapplied_credit": summary.unapplied_credit,
+                "unmatched_payments": summary.unmatched_payments,
+                "finance_unknown_reason": summary.finance_unknown_reason or "",
+                "largest_balances": preview(aging),
+            },
+        ),
     )
 
 
 @dg.asset(
     key=["features", "receivables_dso"],
-    deps=[receivables_aging],
+    deps=[RECEIVABLE_ITEMS],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
 @asset_step
 def receivables_dso(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Days sales outstanding by the countback method, per customer and for the portfolio."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        portfolio_dso = build_dso(con, as_of, config.dso_months)
+        portfolio_dso = build_dso(con, as_of, risk.dso_months)
         metadata = table_metadata(con, "features.receivables_dso", as_of_date=str(as_of))
     return dg.MaterializeResult(metadata={**metadata, "portfolio_dso_days": portfolio_dso})
 
@@ -133,7 +163,7 @@ def receivables_dso(
 )
 @asset_step
 def invoice_settlement(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """When each invoice was paid off, from payments known on the as-of date; re-settles only
     customers with new facts when the previous build allows it (``refresh_invoice_settlement``)."""
@@ -142,9 +172,9 @@ def invoice_settlement(
         refresh = refresh_invoice_settlement(
             con,
             as_of,
-            config.default_payment_terms_days,
-            config.settlement_tolerance,
-            full_rebuild_days=config.settlement_full_rebuild_days,
+            risk.default_payment_terms_days,
+            risk.settlement_tolerance,
+            full_rebuild_days=risk.settlement_full_rebuild_days,
         )
         payments = row_count(con, "staging.payments")
         metadata = table_metadata(con, "features.invoice_settlement", as_of_date=str(as_of))
@@ -164,14 +194,14 @@ def invoice_settlement(
 @dg.asset(
     key=["features", "payment_behaviour"],
     # open amounts, open invoices and days past due are the aging's own receivable items
-    deps=[invoice_settlement, receivables_aging, ACCOUNTS, CREDIT_REPORTS],
+    deps=[invoice_settlement, RECEIVABLE_ITEMS, ACCOUNTS, CREDIT_REPORTS],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
 @asset_step
 def payment_behaviour(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Days late, share paid late, worst arrears, trend and bureau facts per customer today."""
     with warehouse.connect() as con:
@@ -180,8 +210,8 @@ def payment_behaviour(
             con,
             "features.payment_behaviour",
             [as_of],
-            default_payment_terms_days=config.default_payment_terms_days,
-            settlement_tolerance=config.settlement_tolerance,
+            default_payment_terms_days=risk.default_payment_terms_days,
+            settlement_tolerance=risk.settlement_tolerance,
             whole_ledger=True,
             # invoice_settlement and receivables_aging (upstream) are as of this same date
             settlement_table="features.invoice_settlement",
@@ -201,76 +231,101 @@ def payment_behaviour(
     )
 
 
-@dg.asset(
-    key=["features", "delinquency_training"],
-    deps=[invoice_settlement, ACCOUNTS, CREDIT_REPORTS],
-    group_name=GROUP,
-    kinds={"duckdb"},
+PAYMENT_BEHAVIOUR_HISTORY = dg.AssetKey(["features", "payment_behaviour_history"])
+DELINQUENCY_LABELS = dg.AssetKey(["features", "delinquency_labels"])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            PAYMENT_BEHAVIOUR_HISTORY,
+            deps=[invoice_settlement, ACCOUNTS, CREDIT_REPORTS],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Payment-behaviour features at each past cutoff, each from the ledger "
+            "as it was known on that cutoff: the delinquency model's training inputs.",
+        ),
+        dg.AssetSpec(
+            DELINQUENCY_LABELS,
+            deps=[invoice_settlement],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Per customer and past cutoff: more than label_days_past_due days past "
+            "due on some day of the label window after it.",
+        ),
+    ],
+    name="delinquency_training",
     pool=DUCKDB_POOL,
 )
 @asset_step
 def delinquency_training(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """Point-in-time snapshots at past cutoffs with the delinquency label of the window after."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, cutoffs = _label_plan(con, config, as_of)
+        label_horizon, cutoffs = _label_plan(con, risk, as_of)
         customers = con.sql("select count(distinct customer_id) from staging.invoices").fetchall()
-        sample_fraction = min(1.0, config.max_training_customers / max(customers[0][0], 1))
+        sample_fraction = min(1.0, risk.max_training_customers / max(customers[0][0], 1))
         # settlement rebuilt as of each cutoff: no payment or credit note dated later is seen
         # (no cutoff: empty tables, so the evaluation says nothing could be validated)
         build_payment_behaviour(
             con,
             "features.payment_behaviour_history",
             cutoffs or [as_of],
-            default_payment_terms_days=config.default_payment_terms_days,
-            settlement_tolerance=config.settlement_tolerance,
+            default_payment_terms_days=risk.default_payment_terms_days,
+            settlement_tolerance=risk.settlement_tolerance,
             sample_fraction=sample_fraction,
         )
         if not cutoffs:
             con.execute("delete from features.payment_behaviour_history")
-        build_delinquency_labels(con, cutoffs, label_horizon, config.label_days_past_due, as_of)
+        build_delinquency_labels(con, cutoffs, label_horizon, risk.label_days_past_due, as_of)
         rates = con.sql(
             "select cutoff_date::varchar, count(*), avg(delinquent::int) "
             "from features.delinquency_labels group by 1 order by 1"
         ).fetchall()
-    if label_horizon != config.label_horizon_days:
+        history = table_metadata(con, "features.payment_behaviour_history")
+        labels = table_metadata(con, "features.delinquency_labels")
+    if label_horizon != risk.label_horizon_days:
         context.log.warning(
-            f"delinquency labels over {label_horizon} days, not {config.label_horizon_days}: "
+            f"delinquency labels over {label_horizon} days, not {risk.label_horizon_days}: "
             "the history before the as-of date is too short for the configured horizon"
         )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(n for _, n, _ in rates),
-            "cutoffs": [c.isoformat() for c in cutoffs],
-            "sample_fraction": sample_fraction,
-            "delinquency_rate_by_cutoff": dg.MetadataValue.json(
-                {cutoff: round(rate or 0.0, 4) for cutoff, _, rate in rates}
-            ),
-            "label": f"an invoice more than {config.label_days_past_due} days past due on some "
-            f"day within {label_horizon} days after the cutoff",
-            "label_horizon_days": label_horizon,
-        }
+    plan = {"cutoffs": [c.isoformat() for c in cutoffs], "sample_fraction": sample_fraction}
+    return (
+        dg.MaterializeResult(asset_key=PAYMENT_BEHAVIOUR_HISTORY, metadata={**history, **plan}),
+        dg.MaterializeResult(
+            asset_key=DELINQUENCY_LABELS,
+            metadata={
+                **labels,
+                **plan,
+                "delinquency_rate_by_cutoff": dg.MetadataValue.json(
+                    {cutoff: round(rate or 0.0, 4) for cutoff, _, rate in rates}
+                ),
+                "label": f"an invoice more than {risk.label_days_past_due} days past due on "
+                f"some day within {label_horizon} days after the cutoff",
+                "label_horizon_days": label_horizon,
+            },
+        ),
     )
 
 
 @dg.asset(
     key=["models", "delinquency_evaluation"],
-    deps=[delinquency_training, payment_behaviour],
+    deps=[PAYMENT_BEHAVIOUR_HISTORY, DELINQUENCY_LABELS, payment_behaviour],
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
 )
 @asset_step
 def delinquency_evaluation(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Every delinquency scorer graded on the latest labelled cutoff (the scorecard, the bureau
     score alone, share paid late, days late, days past due); the best one is chosen."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, cutoffs = _label_plan(con, config, as_of)
+        label_horizon, cutoffs = _label_plan(con, risk, as_of)
         snapshots = training_snapshots(con)
         current = con.sql("select * from features.payment_behaviour").pl()
         evaluation = evaluate_holdout(
@@ -278,8 +333,8 @@ def delinquency_evaluation(
             current,
             cutoffs[-1:],
             label_horizon,
-            config.label_horizon_days,
-            _model(config),
+            risk.label_horizon_days,
+            _model(risk),
         )
         return write_scorer_choice(
             context,
@@ -289,7 +344,7 @@ def delinquency_evaluation(
             as_of=as_of,
             holdout_cutoffs=cutoffs[-1:],
             label_horizon_days=label_horizon,
-            settings=config.model_dump(),
+            settings=risk.model_dump(),
             labels_query="select * from features.delinquency_labels",
         )
 
@@ -303,13 +358,13 @@ def delinquency_evaluation(
 )
 @asset_step
 def delinquency_scores(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Probability of going 30+ days past due in 90 days, score 1-100, class A-E, reasons, from
     the scorer the holdout chose, fitted on every labelled cutoff."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, _ = _label_plan(con, config, as_of)
+        label_horizon, _ = _label_plan(con, risk, as_of)
         snapshots = training_snapshots(con)
         current = con.sql("select * from features.payment_behaviour").pl()
         chosen = con.sql(
@@ -317,11 +372,11 @@ def delinquency_scores(
         ).fetchall()[0][0]
         unknown = missing_payments_reason(con, as_of)
         model: DelinquencyModel | None = None
-        if unknown is None and label_horizon != config.label_horizon_days:
-            unknown = f"no labels at the {config.label_horizon_days}-day horizon yet"
+        if unknown is None and label_horizon != risk.label_horizon_days:
+            unknown = f"no labels at the {risk.label_horizon_days}-day horizon yet"
         if unknown is None:
             try:
-                model = fit_shipped(chosen, snapshots, _model(config))
+                model = fit_shipped(chosen, snapshots, _model(risk))
             except NotEnoughEvidence as error:
                 unknown = str(error)
         if model is None:
@@ -339,9 +394,9 @@ def delinquency_scores(
                 "as_of_date": [as_of] * current.height,
                 "delinquency_probability": pl.Series(probability).fill_nan(None),
                 "delinquency_score": pl.Series(score).set(pl.Series(~known), None),
-                "delinquency_class": pl.Series(
-                    delinquency_class(score, config.class_cut_points)
-                ).set(pl.Series(~known), None),
+                "delinquency_class": pl.Series(delinquency_class(score, risk.class_cut_points)).set(
+                    pl.Series(~known), None
+                ),
                 "delinquency_reasons": reasons,
                 "delinquency_scorer": [chosen if model is not None else None] * current.height,
                 "delinquency_unknown_reason": [unknown] * current.height,
@@ -365,7 +420,7 @@ def delinquency_scores(
                 "features": model.feature_names_ if model else [],
                 "bureau_used": getattr(model, "bureau_used_", False),
                 "regularization": model.regularization_ if model else None,
-                "settings": config.model_dump(),
+                "settings": risk.model_dump(),
             },
             metrics={
                 "training_rows": model.training_rows_ if model else 0,
@@ -395,7 +450,7 @@ def delinquency_scores(
 @dg.asset(
     key=["marts", "customer_risk"],
     deps=[
-        receivables_aging,
+        AGING,
         receivables_dso,
         payment_behaviour,
         delinquency_scores,
@@ -407,14 +462,12 @@ def delinquency_scores(
 )
 @asset_step
 def customer_risk(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Exposure, arrears, credit limit, delinquency, expected loss and risk-adjusted CLV."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        materialize_sql(
-            con, "marts.customer_risk", "mart_customer_risk", as_of=as_of, lgd=config.lgd
-        )
+        materialize_sql(con, "marts.customer_risk", "mart_customer_risk", as_of=as_of, lgd=risk.lgd)
         metadata = table_metadata(con, "marts.customer_risk", as_of_date=str(as_of))
         exposure, loss, over_limit = con.sql(
             "select sum(open_exposure)::double, sum(expected_loss), "
@@ -426,7 +479,7 @@ def customer_risk(
             "open_exposure": exposure or 0.0,
             "expected_loss": loss or 0.0,
             "customers_over_credit_limit": over_limit,
-            "lgd": config.lgd,
+            "lgd": risk.lgd,
         }
     )
 
@@ -435,7 +488,7 @@ def customer_risk(
     key=["marts", "portfolio_risk"],
     deps=[
         customer_risk,
-        receivables_aging,
+        AGING,
         receivables_dso,
         dg.AssetKey(["models", "rfm_scores"]),
         ACCOUNTS,
@@ -488,21 +541,21 @@ def customer_equity(
 
 @dg.asset(
     key=["marts", "risk_alerts"],
-    deps=[invoice_settlement, receivables_aging, INVOICES, PAYMENTS, ACCOUNTS, CREDIT_REPORTS],
+    deps=[invoice_settlement, AGING, INVOICES, PAYMENTS, ACCOUNTS, CREDIT_REPORTS],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
 @asset_step
 def risk_alerts(
-    context: dg.AssetExecutionContext, config: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
     """Bureau downgrades, invoices passing 60 days past due, exposure passing the credit limit;
     each with the customer's name, open exposure and a severity, ranked."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        window_start = as_of - timedelta(days=config.alert_lookback_days)
-        build_risk_alerts(con, as_of, config.alert_lookback_days, config.alert_failure_score_drop)
+        window_start = as_of - timedelta(days=risk.alert_lookback_days)
+        build_risk_alerts(con, as_of, risk.alert_lookback_days, risk.alert_failure_score_drop)
         metadata = table_metadata(con, "marts.risk_alerts", as_of_date=str(as_of))
         counts = dict(
             con.sql("select alert_type, count(*) from marts.risk_alerts group by 1").fetchall()
