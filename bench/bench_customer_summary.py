@@ -14,7 +14,9 @@ what it costs or saves.
 from __future__ import annotations
 
 import argparse
+import re
 import time
+from itertools import pairwise
 
 import duckdb
 
@@ -75,6 +77,11 @@ def main() -> None:
     parser.add_argument(
         "--summary-only", action="store_true", help="Only the pipeline's summary SQL."
     )
+    parser.add_argument(
+        "--key-ranges",
+        default="8",
+        help="Also the summary split into these numbers of key ranges (comma-separated).",
+    )
     args = parser.parse_args()
     with Warehouse(path=":memory:").connect() as con:
         run(con, args)
@@ -101,6 +108,35 @@ def replicate(con: duckdb.DuckDBPyConnection, copies: int) -> None:
         )
 
 
+def split_by_key_range(summary_sql: str, last_key: int, ranges: int) -> str:
+    """The summary with its two levels run one range of ``customer_key`` at a time.
+
+    The alternative to one query: one ``union all`` branch per range, each aggregating its
+    customers' days and then its customers, so each hash table or array stays small, at the
+    price of one scan of the invoices per branch. Built from the shipped SQL's two CTEs.
+    """
+    days = re.search(r"customer_days as \((.*?)\n\),", summary_sql, re.S)
+    customers = re.search(r"per_customer as \((.*?)\n\),", summary_sql, re.S)
+    assert days and customers, "feat_customer_summary.sql no longer has its two levels"
+    bounds = [last_key * i // ranges for i in range(1, ranges)]
+    predicates = [
+        f"customer_key <= {bounds[0]}",
+        *(f"customer_key > {low} and customer_key <= {high}" for low, high in pairwise(bounds)),
+        f"customer_key > {bounds[-1]}",
+    ]
+    branches = [
+        customers.group(1).replace(
+            "from customer_days",
+            f"from ({days.group(1).replace('group by', f'and {p} group by')})",
+        )
+        for p in predicates
+    ]
+    return summary_sql.replace(
+        customers.group(0),
+        "per_customer as (\n" + "\n    union all\n".join(f"({b})" for b in branches) + "\n),",
+    )
+
+
 def run(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> None:
     as_of = load_invoices(inbox_for(args.customers, args.seed), con)
     replicate(con, args.copies)
@@ -112,8 +148,15 @@ def run(con: duckdb.DuckDBPyConnection, args: argparse.Namespace) -> None:
         "select min(issue_date), max(issue_date) from staging.invoices"
     ).fetchall()[0]
     span = {"first_day": first_day, "span_days": (last_day - first_day).days}
+    last_key = con.sql("select max(customer_key) from staging.customer_keys").fetchall()[0][0]
     queries = {
         "summary SQL (as the pipeline runs it)": customer_summary_sql(),
+        **{
+            f"summary SQL split into {count} key ranges": split_by_key_range(
+                customer_summary_sql(), last_key, int(count)
+            )
+            for count in filter(None, args.key_ranges.split(","))
+        },
         **({} if args.summary_only else QUERIES),
     }
     best = dict.fromkeys(queries, float("inf"))
