@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("customers", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--inbox", type=Path, help="use this inbox instead of generating one")
+    parser.add_argument("--format", default="csv", choices=("csv", "parquet"), help="inbox files")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,7 +39,9 @@ def main() -> None:
         if inbox is None:
             inbox = Path(tmp) / "inbox"
             started = time.perf_counter()
-            generate_demo_data(inbox, customers=args.customers, seed=args.seed)
+            generate_demo_data(
+                inbox, customers=args.customers, seed=args.seed, file_format=args.format
+            )
             print(
                 f"generated {args.customers:,d} customers in {time.perf_counter() - started:.1f} s"
             )
@@ -70,6 +73,9 @@ def main() -> None:
     for key, seconds in sorted(steps.items(), key=lambda item: -item[1]):
         if key in risk_steps:
             print(f"  {key:52s} {seconds:8.1f} s")
+    print("ten dearest steps of the whole job:")
+    for key, seconds in sorted(steps.items(), key=lambda item: -item[1])[:10]:
+        print(f"  {key:52s} {seconds:8.1f} s")
     print(
         f"credit-risk steps: {risk_total:.1f} s; whole nightly job: {job_seconds:.1f} s "
         f"({sum(steps.values()) - risk_total:.1f} s in the other stages)"

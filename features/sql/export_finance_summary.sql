@@ -4,8 +4,16 @@
 -- none) and the change between them. A figure that is unknown (no payments known: the
 -- finance_unknown_reason) stays NULL with the reason in the note, never 0; with no earlier
 -- as-of date the previous and change rows say so instead of a number.
-with current_figures as (
+with portfolio_rows as (
+    -- the snapshot's own row first, then the history's rows (which include it)
+    select 0 as source, * from marts.portfolio_risk where dimension = 'portfolio'
+    union all by name
+    select 1 as source, * from /*history*/ where dimension = 'portfolio'
+),
+
+figures as (
     select
+        source,
         as_of_date,
         customers_with_exposure as customers_with_open_receivables,
         exposure::double as exposure,
@@ -14,22 +22,17 @@ with current_figures as (
         expected_loss,
         dso_days,
         finance_unknown_reason
-    from marts.portfolio_risk
-    where dimension = 'portfolio'
+    from portfolio_rows
+),
+
+current_figures as (
+    select * exclude (source) from figures where source = 0
 ),
 
 previous_figures as (
-    select
-        as_of_date,
-        customers_with_exposure as customers_with_open_receivables,
-        exposure::double as exposure,
-        overdue::double as overdue,
-        overdue_over_90::double as overdue_over_90,
-        expected_loss,
-        dso_days,
-        finance_unknown_reason
-    from /*history*/ as h
-    where dimension = 'portfolio' and as_of_date < (select as_of_date from current_figures)
+    select * exclude (source)
+    from figures
+    where source = 1 and as_of_date < (select as_of_date from current_figures)
     order by as_of_date desc
     limit 1
 ),
