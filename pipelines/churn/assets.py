@@ -19,7 +19,13 @@ from models.scorecard import NotEnoughEvidence
 from models.selection import (
     fit_shipped,
 )
-from pipelines.common import asset_step, preview, run_as_of, write_scorer_choice
+from pipelines.common import (
+    asset_step,
+    preview,
+    run_as_of,
+    table_metadata,
+    write_scorer_choice,
+)
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import ChurnSettings, ClvSettings, RiskSettings
 
@@ -47,24 +53,51 @@ def _label_plan(con, config: ChurnSettings, as_of) -> tuple[int, list]:
     )
 
 
-@dg.asset(
-    key=["features", "churn_snapshots"],
-    deps=[
-        dg.AssetKey(["ops", "run_as_of"]),
-        *(
-            dg.AssetKey(["staging", table])
-            for table in (
-                "invoices",
-                "payments",
-                "accounts",
-                "activities",
-                "opportunities",
-                "credit_reports",
-            )
+SNAPSHOTS = dg.AssetKey(["features", "churn_snapshots"])
+LABELS = dg.AssetKey(["features", "churn_labels"])
+MISSING_GROUPS = dg.AssetKey(["features", "churn_missing_groups"])
+SOURCES = [
+    dg.AssetKey(["ops", "run_as_of"]),
+    *(
+        dg.AssetKey(["staging", table])
+        for table in (
+            "invoices",
+            "payments",
+            "accounts",
+            "activities",
+            "opportunities",
+            "credit_reports",
+        )
+    ),
+]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            SNAPSHOTS,
+            deps=SOURCES,
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Churn features per customer at past cutoffs and on the as-of date, "
+            "each from the facts known on that day.",
+        ),
+        dg.AssetSpec(
+            LABELS,
+            deps=SOURCES,
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Per customer and past cutoff: no purchase in the label horizon after.",
+        ),
+        dg.AssetSpec(
+            MISSING_GROUPS,
+            deps=SOURCES,
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Churn feature groups whose source is missing, with the reason.",
         ),
     ],
-    group_name=GROUP,
-    kinds={"duckdb"},
+    name="churn_snapshots",
     pool=DUCKDB_POOL,
 )
 @asset_step
@@ -74,7 +107,7 @@ def churn_snapshots(
     risk: RiskSettings,
     clv: ClvSettings,
     warehouse: Warehouse,
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult]:
     """Churn features at past cutoffs (labelled by the horizon after) and on the as-of date.
 
     Payment features use the credit-risk stage's payment terms and settlement tolerance, and
@@ -107,6 +140,14 @@ def churn_snapshots(
             "select cutoff_date::varchar, avg(churned::int) from features.churn_labels "
             "group by 1 order by 1"
         ).fetchall()
+        tables = {
+            table: table_metadata(con, table)
+            for table in (
+                "features.churn_snapshots",
+                "features.churn_labels",
+                "features.churn_missing_groups",
+            )
+        }
     for group, reason in built.missing_groups.items():
         context.log.warning(f"churn feature group '{group}' missing: {reason}")
     if label_horizon != churn.horizon_days:
@@ -116,27 +157,42 @@ def churn_snapshots(
         )
     for cutoff, reason in built.bg_nbd_failures.items():
         context.log.warning(f"BG/NBD not fitted at cutoff {cutoff}: {reason}")
-    return dg.MaterializeResult(
-        metadata={
-            "table": "features.churn_snapshots",
-            "dagster/row_count": built.snapshots,
-            "labelled_snapshots": built.labelled,
-            "cutoffs": [c.isoformat() for c in cutoffs],
-            "sample_fraction": sample_fraction,
-            "churn_rate_by_cutoff": dg.MetadataValue.json(
-                {cutoff: round(rate or 0.0, 4) for cutoff, rate in rates}
-            ),
-            "missing_feature_groups": dg.MetadataValue.json(built.missing_groups),
-            "bg_nbd_failures": dg.MetadataValue.json(built.bg_nbd_failures),
-            "label": f"churned = no purchase in the {label_horizon} days after the cutoff",
-            "label_horizon_days": label_horizon,
-        }
+    plan = {"cutoffs": [c.isoformat() for c in cutoffs], "sample_fraction": sample_fraction}
+    return (
+        dg.MaterializeResult(
+            asset_key=SNAPSHOTS,
+            metadata={
+                **tables["features.churn_snapshots"],
+                **plan,
+                "labelled_snapshots": built.labelled,
+                "bg_nbd_failures": dg.MetadataValue.json(built.bg_nbd_failures),
+            },
+        ),
+        dg.MaterializeResult(
+            asset_key=LABELS,
+            metadata={
+                **tables["features.churn_labels"],
+                **plan,
+                "churn_rate_by_cutoff": dg.MetadataValue.json(
+                    {cutoff: round(rate or 0.0, 4) for cutoff, rate in rates}
+                ),
+                "label": f"churned = no purchase in the {label_horizon} days after the cutoff",
+                "label_horizon_days": label_horizon,
+            },
+        ),
+        dg.MaterializeResult(
+            asset_key=MISSING_GROUPS,
+            metadata={
+                **tables["features.churn_missing_groups"],
+                "missing_feature_groups": dg.MetadataValue.json(built.missing_groups),
+            },
+        ),
     )
 
 
 @dg.asset(
     key=["models", "churn_evaluation"],
-    deps=[churn_snapshots],
+    deps=[SNAPSHOTS, LABELS, MISSING_GROUPS],
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
@@ -175,7 +231,7 @@ def churn_evaluation(
 
 @dg.asset(
     key=["models", "churn_scores"],
-    deps=[churn_evaluation],
+    deps=[churn_evaluation, SNAPSHOTS, MISSING_GROUPS],
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,

@@ -200,17 +200,36 @@ def _clv_model(config: ClvSettings, n_bootstrap: int | None = None) -> ClvModel:
     )
 
 
-@dg.asset(
-    key=["models", "clv_backtest"],
-    deps=[clv_scores],
-    group_name="customer_value",
-    kinds={"duckdb", "polars"},
+BACKTEST = dg.AssetKey(["models", "clv_backtest"])
+BACKTEST_TRACKING = dg.AssetKey(["models", "clv_backtest_tracking"])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            BACKTEST,
+            deps=[clv_scores],
+            group_name="customer_value",
+            kinds={"duckdb", "polars"},
+            description="Holdout purchases per customer frequency: actual against predicted by "
+            "a CLV model refitted before the holdout window.",
+        ),
+        dg.AssetSpec(
+            BACKTEST_TRACKING,
+            deps=[clv_scores],
+            group_name="customer_value",
+            kinds={"duckdb", "polars"},
+            description="Cumulative repeat purchases per period, actual against expected, "
+            "before and after the backtest cutoff.",
+        ),
+    ],
+    name="clv_backtest",
     pool=DUCKDB_POOL,
 )
 @asset_step
 def clv_backtest(
     context: dg.AssetExecutionContext, clv: ClvSettings, warehouse: Warehouse
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """How well CLV predicts: refit before a holdout window and compare with what happened."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
@@ -269,18 +288,35 @@ def clv_backtest(
                 f"where issue_date <= date '{as_of}'",
             ),
         )
+        tables = {
+            key: table_metadata(con, table)
+            for key, table in (
+                (BACKTEST, "models.clv_backtest"),
+                (BACKTEST_TRACKING, "models.clv_backtest_tracking"),
+            )
+        }
     if skipped:
         context.log.warning(f"CLV backtest skipped: {skipped}")
-        return dg.MaterializeResult(metadata={"skipped": skipped, "dagster/row_count": 0})
+        return tuple(  # type: ignore[return-value]
+            dg.MaterializeResult(asset_key=key, metadata={**metadata, "skipped": skipped})
+            for key, metadata in tables.items()
+        )
     context.log.info(
         f"CLV backtest {cutoff} -> {as_of}: actual {metrics['actual_holdout_purchases']:.0f}, "
         f"predicted {metrics['predicted_holdout_purchases']:.1f} holdout purchases"
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": by_frequency.height,
-            "cutoff_date": str(cutoff),
-            "metrics": dg.MetadataValue.json(metrics),
-            "conditional_expectations": preview(by_frequency.drop("as_of_date", "cutoff_date")),
-        }
+    return (
+        dg.MaterializeResult(
+            asset_key=BACKTEST,
+            metadata={
+                **tables[BACKTEST],
+                "cutoff_date": str(cutoff),
+                "metrics": dg.MetadataValue.json(metrics),
+                "conditional_expectations": preview(by_frequency.drop("as_of_date", "cutoff_date")),
+            },
+        ),
+        dg.MaterializeResult(
+            asset_key=BACKTEST_TRACKING,
+            metadata={**tables[BACKTEST_TRACKING], "cutoff_date": str(cutoff)},
+        ),
     )
