@@ -16,7 +16,6 @@ from pipelines.cli_common import (
     ConfigOption,
     WarehouseOption,
     fail,
-    plural,
     publication_outcome,
     published_path,
     warehouse_path_of,
@@ -27,6 +26,7 @@ from pipelines.cli_report import report_command
 from pipelines.cli_segments import segments_app
 from pipelines.resources import AS_OF_TAG, DEFAULT_INBOX
 from pipelines.settings import SettingsError, load_settings
+from pipelines.wording import plural
 
 # -h is help everywhere: Click hands help_option_names down to every sub-command and sub-group.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}

@@ -90,8 +90,3 @@ def refuse_to_overwrite(out: Path, warehouse: Path | None) -> None:
                 raise fail(f"--out {out} is {what}; choose another file for the export")
     if is_duckdb_file(out):
         raise fail(f"--out {out} is a DuckDB database; choose another file for the export")
-
-
-def plural(count: int, noun: str, plural_form: str | None = None) -> str:
-    """A count with its noun: "1 customer", "2,000 customers", "3 as-of dates"."""
-    return f"{count:,} {noun if count == 1 else plural_form or noun + 's'}"

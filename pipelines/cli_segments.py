@@ -22,11 +22,11 @@ from features.campaign import (
 from pipelines.cli_common import (
     WarehouseOption,
     fail,
-    plural,
     read_published,
     refuse_to_overwrite,
 )
 from pipelines.resources import DEFAULT_INBOX
+from pipelines.wording import plural
 
 segments_app = typer.Typer(help="Segment lists for campaigns (marketing consent respected).")
 

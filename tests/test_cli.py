@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.cli_common import plural
+from pipelines.wording import plural
 from synthetic import FAULT_KINDS, generate_demo_data
 
 runner = CliRunner()

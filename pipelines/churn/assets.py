@@ -56,7 +56,7 @@ def _label_plan(con, config: ChurnSettings, as_of) -> tuple[int, list]:
 SNAPSHOTS = dg.AssetKey(["features", "churn_snapshots"])
 LABELS = dg.AssetKey(["features", "churn_labels"])
 MISSING_GROUPS = dg.AssetKey(["features", "churn_missing_groups"])
-SOURCES = [
+CHURN_INPUTS = [
     dg.AssetKey(["ops", "run_as_of"]),
     *(
         dg.AssetKey(["staging", table])
@@ -76,7 +76,7 @@ SOURCES = [
     specs=[
         dg.AssetSpec(
             SNAPSHOTS,
-            deps=SOURCES,
+            deps=CHURN_INPUTS,
             group_name=GROUP,
             kinds={"duckdb"},
             description="Churn features per customer at past cutoffs and on the as-of date, "
@@ -84,14 +84,14 @@ SOURCES = [
         ),
         dg.AssetSpec(
             LABELS,
-            deps=SOURCES,
+            deps=CHURN_INPUTS,
             group_name=GROUP,
             kinds={"duckdb"},
             description="Per customer and past cutoff: no purchase in the label horizon after.",
         ),
         dg.AssetSpec(
             MISSING_GROUPS,
-            deps=SOURCES,
+            deps=CHURN_INPUTS,
             group_name=GROUP,
             kinds={"duckdb"},
             description="Churn feature groups whose source is missing, with the reason.",

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from pipelines.cli_common import plural
 from pipelines.common import run_as_of
 from pipelines.resources import DUCKDB_POOL, Warehouse
+from pipelines.wording import plural
 
 
 @dg.asset_check(asset=dg.AssetKey(["staging", "invoices"]), blocking=True, pool=DUCKDB_POOL)
