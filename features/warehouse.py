@@ -153,6 +153,22 @@ MIGRATIONS: tuple[Migration, ...] = (
         "the aging rebuilt as of the window start is gone",
         ("drop table if exists features.receivable_items_previous",),
     ),
+    Migration(
+        4,
+        "every step of every run with its start, duration, rows written and outcome, whatever "
+        "Dagster instance ran it",
+        (
+            """
+        create table if not exists ops.step_runs (
+            run_id varchar not null,
+            step varchar not null,
+            started_at timestamp,
+            seconds double,
+            rows bigint,
+            outcome varchar not null
+        )""",
+        ),
+    ),
 )
 
 
@@ -328,6 +344,24 @@ def record_model_run(
     ).fetchall()
 
 
+def record_step_run(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    step: str,
+    started_at: datetime | None,
+    seconds: float | None,
+    rows: int | None,
+    outcome: str,
+) -> None:
+    """Keep one step's timing in ``ops.step_runs``; a retried step keeps its last attempt."""
+    con.execute("delete from ops.step_runs where run_id = ? and step = ?", [run_id, step])
+    con.execute(
+        "insert into ops.step_runs values (?, ?, ?, ?, ?, ?)",
+        [run_id, step, started_at, seconds, rows, outcome],
+    ).fetchall()
+
+
 def fingerprint(con: duckdb.DuckDBPyConnection, query: str) -> str:
     """A cheap, order-independent fingerprint of a query's rows, to tie a fit to its data."""
     rows = con.sql(f"select count(*), sum(hash(q))::varchar from ({query}) q").fetchall()[0]
@@ -338,11 +372,12 @@ def fingerprint(con: duckdb.DuckDBPyConnection, query: str) -> str:
 
 RUN_LOCK_SUFFIX = ".run.lock"
 # Tables whose rows of a killed run stay: they describe files whose rows were committed (the rows
-# stay, so their record does too), or a failure that was reported.
+# stay, so their record does too), a failure that was reported, or the steps it got through.
 RUN_RECORDS_KEPT = frozenset(
     {
         "ops.run_status",
         "ops.run_failures",
+        "ops.step_runs",
         "ops.loaded_files",
         "ops.source_files",
         "quarantine.rejected_rows",

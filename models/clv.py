@@ -28,7 +28,6 @@ from functools import cached_property
 import numpy as np
 import polars as pl
 from scipy.special import gammaln
-from threadpoolctl import threadpool_limits
 
 from models.clv_mle import (
     Codes,
@@ -59,6 +58,7 @@ from models.purchase_models import (
 from models.purchase_models import fit_nbd as _fit_nbd  # noqa: F401
 from models.purchase_models import nbd_expected_purchases as nbd_expected_purchases
 from models.purchase_models import numerical_hessian as _numerical_hessian  # noqa: F401
+from models.threads import bounded_blas_threads
 
 SUMMARY_COLUMNS = ("customer_id", "frequency", "recency", "T", "monetary_value")
 OUTPUT_COLUMNS = (
@@ -479,7 +479,7 @@ class ClvModel:
         # loops). One BLAS thread for both, set here once: threadpool_limits entered and left
         # from two threads at a time could otherwise restore the wrong value.
         with (
-            threadpool_limits(limits=1, user_api="blas"),
+            bounded_blas_threads(),
             ThreadPoolExecutor(max_workers=1) as spend_thread,
         ):
             spend = spend_thread.submit(self._fit_spend, rx, rm, rw, spend_reasons)
@@ -697,7 +697,7 @@ class ClvModel:
         chunk = 20_000  # bounds the (customers x draws) matrix to ~32 MB
         # Customers as rows, draws as columns: the quantile then works on contiguous rows.
         # One BLAS thread: a (chunk x 4) @ (4 x draws) product gains nothing from threads.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with bounded_blas_threads():
             for start in range(0, c.x.size, chunk):  # chunks, not customers
                 part = slice(start, start + chunk)
                 sub = _Customers(c.x[part], c.t_x[part], c.T[part], c.m[part])

@@ -40,7 +40,8 @@ import numpy as np
 import polars as pl
 from scipy.optimize import minimize
 from scipy.special import digamma, expit, gammaln, log_expit
-from threadpoolctl import threadpool_limits
+
+from models.threads import bounded_blas_threads
 
 # exp(+-25) spans 1e-11 .. 7e10: wide enough for any identifiable fit, finite at the boundary.
 LOG_BOUND = 25.0
@@ -125,7 +126,7 @@ def _minimise(
     bounds = [(-LOG_BOUND, LOG_BOUND)] * start.size
     # One BLAS thread: the dot products here are single vectors, and OpenBLAS threads waiting
     # for a busy second core made each step 5-7x slower on the shared 2-core machine.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with bounded_blas_threads():
         result = minimize(
             objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=options
         )
@@ -197,7 +198,7 @@ def _optimum(objective_on, n_rows: int, start: np.ndarray, what: str) -> np.ndar
     hessian = -_hessian_from_gradient(subset, start, 1.0)
     full = objective_on(None)
     # One BLAS thread, as in _minimise: the dot products are single vectors.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with bounded_blas_threads():
         polished = _newton_steps(full, start, hessian)
     return polished if polished is not None else _minimise(full, start, what)
 
@@ -484,7 +485,7 @@ def _hessian_from_gradient(objective, log_params: np.ndarray, n: float) -> np.nd
     step = 1e-5
     k = log_params.size
     hessian = np.empty((k, k))
-    with threadpool_limits(limits=1, user_api="blas"):
+    with bounded_blas_threads():
         for i in range(k):  # k <= 4 parameters
             shift = np.zeros(k)
             shift[i] = step

@@ -34,9 +34,9 @@ from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
 
 from models.reasons import say_reasons, strongest_terms
+from models.threads import bounded_blas_threads
 
 # Inverse L2 strengths tried by cross-validation (standardised columns).
 REGULARIZATION_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -247,7 +247,7 @@ class CalibratedScorecard(ClassifierMixin, BaseEstimator):
         matrix = np.ascontiguousarray(full[:, self.kept_columns_])
         del full
         # A few dozen columns: threaded BLAS only adds contention on a shared machine.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with bounded_blas_threads():
             if self.regularization != "auto":
                 self.regularization_ = float(self.regularization)
             elif self.events_ >= ABUNDANT_EVENTS_PER_COLUMN * matrix.shape[1]:

@@ -7,7 +7,7 @@ import time
 import uuid
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import duckdb
 import typer
@@ -641,6 +641,15 @@ def status(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object instead of text (same exit code).")
     ] = False,
+    steps: Annotated[
+        int,
+        typer.Option(
+            "--steps",
+            min=0,
+            help="Also list the last run's N dearest steps (time, rows, outcome) from "
+            "ops.step_runs.",
+        ),
+    ] = 0,
 ) -> None:
     """The last run, its as-of date, what is published, failures and quarantined rows.
 
@@ -693,6 +702,7 @@ def status(
             "select run_id, failed_at, reason, failed_steps from ops.run_failures "
             "order by failed_at desc limit 3"
         ).fetchall()
+        step_runs = _dearest_steps(con, steps) if steps and "ops.step_runs" in tables else None
         # why the last night's settlement was quick or slow (refreshed or rebuilt in full)
         settlement = (
             con.sql(
@@ -759,6 +769,8 @@ def status(
             for table, reason, count in quarantine
         ],
     }
+    if steps:
+        report["steps"] = step_runs
     last_failed = bool(last_run and last_run["state"] == "failed" and not writing)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -814,6 +826,58 @@ def _print_status(report: dict, published: Path) -> None:
     typer.echo(f"quarantined rows: {report['quarantined_rows']:,}")
     for row in report["quarantine"]:
         typer.echo(f"  {row['staging_table']:<16}{row['reason']:<26}{row['rows']:>10,}")
+    if "steps" in report:
+        _print_steps(report["steps"], report["source"])
+
+
+def _dearest_steps(con: duckdb.DuckDBPyConnection, limit: int) -> dict[str, Any] | None:
+    """The latest run's ``limit`` dearest steps, with its step count and summed step time."""
+    from pipelines.cli_progress import readable_step, step_names
+
+    latest = con.sql(
+        "select run_id, count(*), sum(seconds), min(started_at) from ops.step_runs "
+        "group by run_id order by min(started_at) desc limit 1"
+    ).fetchall()
+    if not latest:
+        return None
+    run_id, count, seconds, started = latest[0]
+    rows = con.execute(
+        "select step, seconds, rows, outcome from ops.step_runs where run_id = ? "
+        "order by seconds desc nulls last, step limit ?",
+        [run_id, limit],
+    ).fetchall()
+    names = step_names()
+    return {
+        "run_id": run_id,
+        "started_at": started.isoformat() if started else None,
+        "steps": count,
+        "step_seconds": round(seconds or 0.0, 1),
+        "dearest": [
+            {
+                "step": step,
+                "label": readable_step(step, names),
+                "seconds": step_seconds,
+                "rows": step_rows,
+                "outcome": outcome,
+            }
+            for step, step_seconds, step_rows, outcome in rows
+        ],
+    }
+
+
+def _print_steps(steps: dict[str, Any] | None, source: str) -> None:
+    if steps is None:
+        typer.echo(f"step timings: none recorded in the {source}")
+        return
+    typer.echo(
+        f"dearest steps of run {steps['run_id']} ({plural(steps['steps'], 'step')}, "
+        f"{steps['step_seconds']:,.1f} s in steps):"
+    )
+    for step in steps["dearest"]:
+        seconds = "-" if step["seconds"] is None else f"{step['seconds']:,.1f} s"
+        rows = "" if step["rows"] is None else f"{step['rows']:>12,} rows"
+        failed = "  FAILED" if step["outcome"] == "failed" else ""
+        typer.echo(f"  {seconds:>9}  {rows:<17} {step['label']}{failed}")
 
 
 @config_app.command("show")

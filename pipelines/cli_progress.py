@@ -64,7 +64,13 @@ def step_names() -> dict[str, StepName]:
         if definition.keys:
             key = next(iter(definition.keys))
             description = (definition.descriptions_by_key.get(key) or "").split("\n")[0]
-            names[definition.op.name] = StepName(asset_phrase(key.to_user_string()), description)
+            # a step writing several tables is named by what it does ("churn snapshots")
+            label = (
+                asset_phrase(key.to_user_string())
+                if len(definition.keys) == 1
+                else _phrase(definition.op.name)
+            )
+            names[definition.op.name] = StepName(label, description)
         else:  # a definition of checks only: one op, one or more checks of one asset
             specs = list(definition.check_specs)
             label = f"check on {asset_phrase(specs[0].asset_key.to_user_string())}: "

@@ -12,6 +12,7 @@ import polars as pl
 
 from features.warehouse import fingerprint, record_model_run, write_frame
 from models.selection import Evaluation, candidate_metrics
+from models.threads import bounded_blas_threads
 
 Params = ParamSpec("Params")
 
@@ -91,17 +92,19 @@ def asset_step(
 
     Goes between ``@dg.asset(...)`` and the function (Dagster still sees the function's own
     parameters, ``functools.wraps``). It adds ``duration_seconds`` (wall-clock time of the
-    body) to the metadata. A locked DuckDB file is transient: it propagates, and the job's
-    retry policy tries again with backoff. Any other error is about the data or the code and
-    would fail the same way again, so it becomes a ``dg.Failure`` that is not retried (its
-    cause, shown in the UI and by the CLI, is the original error).
+    body) to the metadata, and runs the body with BLAS threads bounded (models.threads). A
+    locked DuckDB file is transient: it propagates, and the job's retry policy tries again with
+    backoff. Any other error is about the data or the code and would fail the same way again,
+    so it becomes a ``dg.Failure`` that is not retried (its cause, shown in the UI and by the
+    CLI, is the original error).
     """
 
     @functools.wraps(compute)
     def compute_step(*args: Params.args, **kwargs: Params.kwargs) -> dg.MaterializeResult:
         started = time.perf_counter()
         try:
-            result = compute(*args, **kwargs)
+            with bounded_blas_threads():
+                result = compute(*args, **kwargs)
         except (dg.Failure, dg.RetryRequested):
             raise
         except Exception as error:

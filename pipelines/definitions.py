@@ -16,6 +16,7 @@ from pipelines.ops.automation import (
     build_nightly_schedule,
 )
 from pipelines.ops.publish import build_published_snapshot
+from pipelines.ops.step_runs import keep_failed_step_timing, keep_step_timing
 from pipelines.resources import default_resources, warehouse_config
 from pipelines.settings import (
     ASSET_SECTIONS,
@@ -67,7 +68,7 @@ nightly_job = dg.define_asset_job(
     description="Ingest the inbox, score every customer, rebuild the marts, keep history and "
     "publish the snapshot users read.",
     op_retry_policy=TRANSIENT_RETRY,
-    hooks={holds_the_run_lock},
+    hooks={holds_the_run_lock, keep_step_timing, keep_failed_step_timing},
     # steps run one after another anyway (one DuckDB writer); a process per step would cost a
     # full import of the code location each, about 10 s a step on a 2-core host (measured)
     executor_def=dg.in_process_executor,

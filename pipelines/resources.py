@@ -5,6 +5,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -17,6 +18,7 @@ from features.warehouse import (
     ensure_layout,
     hold_run_lock,
     holds_run_lock,
+    record_step_run,
 )
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
@@ -58,6 +60,9 @@ class Warehouse(dg.ConfigurableResource):
 
     _run_id: str | None = PrivateAttr(default=None)
     _run_recorded: bool = PrivateAttr(default=False)
+    # step timings waiting for the next connection (pipelines/ops/step_runs.py): writing each
+    # one as its step ends would cost a connection per step, about as many as the steps open
+    _pending_step_runs: list[dict[str, Any]] = PrivateAttr(default_factory=list)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run_id  # None for a sensor reading the file
@@ -84,9 +89,18 @@ class Warehouse(dg.ConfigurableResource):
                         f"run {killed} never ended (its process died): marked killed in "
                         "ops.run_status, which says what of it was removed or kept"
                     )
+            if self._pending_step_runs:
+                for step_run in self._pending_step_runs:
+                    record_step_run(con, **step_run)
+                self._pending_step_runs.clear()
             yield con
         finally:
             con.close()
+
+    def keep_step_run(self, **step_run: Any) -> None:
+        """Queue one step's timing for ``ops.step_runs``; written when a connection next opens
+        (the next step's, or the run's end in ``run_lock``)."""
+        self._pending_step_runs.append(step_run)
 
 
 @dg.resource(

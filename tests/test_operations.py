@@ -132,6 +132,45 @@ def test_every_asset_reports_duration_and_row_count(published: Path, nightly_hom
         assert preview.startswith("|") and "tax_id" not in preview, asset
 
 
+def test_step_timings_are_kept_in_the_warehouse(published: Path, nightly_home: Path) -> None:
+    with dg.DagsterInstance.from_config(str(nightly_home)) as instance:
+        [run] = instance.get_runs()
+        dagster_steps = {
+            stats.step_key: stats.end_time - stats.start_time
+            for stats in instance.get_run_step_stats(run.run_id)
+        }
+    with duckdb.connect(str(published), read_only=True) as con:
+        kept = {
+            step: (seconds, rows, outcome)
+            for step, seconds, rows, outcome in con.execute(
+                "select step, seconds, rows, outcome from ops.step_runs where run_id = ?",
+                [run.run_id],
+            ).fetchall()
+        }
+        customers = con.sql("select count(*) from marts.customer_360").fetchall()[0][0]
+    # every step of the run, checks included, with Dagster's own duration
+    assert set(kept) == set(dagster_steps)
+    for step, (seconds, _, outcome) in kept.items():
+        assert seconds == pytest.approx(dagster_steps[step], abs=0.01), step
+        assert outcome == "succeeded", step
+    assert kept["marts__customer_360"][1] == customers
+    result = runner.invoke(app, ["status", "--warehouse", str(published), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.split(f"dearest steps of run {run.run_id} (")[1].splitlines()[1:]
+    dearest = sorted(kept.items(), key=lambda item: -item[1][0])[:3]
+    assert len(listed) == 3
+    assert [float(line.split()[0]) for line in listed] == [
+        round(seconds, 1) for _, (seconds, *_) in dearest
+    ]
+    report = json.loads(
+        runner.invoke(
+            app, ["status", "--warehouse", str(published), "--steps", "3", "--json"]
+        ).output
+    )
+    assert [step["step"] for step in report["steps"]["dearest"]] == [s for s, _ in dearest]
+    assert report["steps"]["steps"] == len(kept)
+
+
 def test_reader_never_meets_a_lock_or_a_mix_of_two_runs(
     published: Path, ops_inbox: Path, ops_config: Path, tmp_path: Path
 ) -> None:
@@ -386,6 +425,16 @@ def test_failed_check_publishes_nothing_records_and_runs_the_command(
     assert recorded == [(payload["run_id"], ", ".join(payload["failed_steps"]), payload["reason"])]
     assert payload["failed_steps"] == ["staging/invoices_no_future_dated_invoices"]
     assert "no_future_dated_invoices" in payload["reason"]
+    # a throwaway Dagster instance ran it; the warehouse still says which step failed, and when
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        outcomes = dict(
+            con.execute(
+                "select step, outcome from ops.step_runs where run_id = ? and seconds >= 0",
+                [payload["run_id"]],
+            ).fetchall()
+        )
+    assert outcomes["staging__invoices_no_future_dated_invoices"] == "failed"
+    assert outcomes["staging__invoices"] == "succeeded"
 
 
 class _Webhook(BaseHTTPRequestHandler):
