@@ -1,10 +1,10 @@
 """What a night costs: python bench/bench_nightly.py --customers N [--invoices-per-customer K].
 
-Generates an inbox with the synthetic generator (history up to D = its end date), splits it by
-date into two deliveries and runs ``crm-intel run`` twice as a child process, as a user would:
-night 1 on a fresh warehouse with every row dated up to D - 1 (``--as-of D-1``), night 2 on
-the same warehouse after one more file per group holding only the rows of day D
-(``--as-of D``). For each night: wall and CPU seconds (user + system of the child), the child's
+Generates an inbox with the synthetic generator (three years up to D = 2025-12-31, its default
+end date), splits it by date into two deliveries and runs ``crm-intel run`` twice as a child
+process, as a user would: night 1 on a fresh warehouse with every row dated up to D - 1
+(``--as-of D-1``), night 2 on the same warehouse after one more file per group holding only
+the rows of day D (``--as-of D``). For each night: wall and CPU seconds (user + system of the child), the child's
 peak RSS, peak disk of the warehouse folder (working file, its WAL, DuckDB's spill, the
 published snapshot; sampled every 0.2 s), the warehouse size after the night, and the ten
 dearest steps when the warehouse records them (``ops.step_runs``).
@@ -13,6 +13,11 @@ The child gets this process's environment: ``CRM_INTEL_DUCKDB_MEMORY_LIMIT``,
 ``CRM_INTEL_DUCKDB_TEMP_DIRECTORY`` and ``CRM_INTEL_DUCKDB_RETAINED_MEMORY`` apply as in
 production (README, Settings); ``--memory-limit`` / ``--retained-memory`` set them for the
 child. Sizes are decimal (1 MB = 10^6 bytes).
+
+``--invoices-per-customer K`` scales the purchase rate so the ledger averages about K invoices
+per customer (default: the generator's own parameters, about 10). ``--keep DIR`` keeps the
+split inbox (``DIR/inbox``, day D's files in ``DIR/day``), the warehouse and the runs' logs;
+``--inbox DIR`` runs the nights again on such a split without generating it.
 
 Day D's delivery: invoices by issue date, payments by payment date, activities by activity
 date, credit reports by report date (the bureau reports on the first of the month: none on the
@@ -348,7 +353,7 @@ def dearest_steps(con: duckdb.DuckDBPyConnection) -> list[tuple[str, float, int 
     has_table = con.execute(
         "select count(*) from information_schema.tables "
         "where table_schema = 'ops' and table_name = 'step_runs'"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     if not has_table:
         return None
     rows = con.execute(
@@ -396,12 +401,12 @@ def run_night(
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise SystemExit(f"{name} failed (exit {child.returncode}); end of {log}:\n{tail}")
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        invoices = con.execute("select count(*) from staging.invoices").fetchone()[0]
+        invoices = con.execute("select count(*) from staging.invoices").fetchall()[0][0]
         on_day, distinct_ids = con.execute(
             "select count(*), count(distinct invoice_id) from staging.invoices "
             "where issue_date = $day",
             {"day": split.day},
-        ).fetchone()
+        ).fetchall()[0]
         steps = dearest_steps(con)
     size_after = warehouse_bytes(warehouse)
     return Night(

@@ -76,7 +76,7 @@ def test_night_two_stages_day_d_once(bench_run, ledger) -> None:
         ).fetchall()
         staged_payments = con.execute(
             "select count(*) from staging.payments where payment_date = $day", {"day": DAY}
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     assert sorted(i for (i,) in staged_ids) == sorted(day_invoices["invoice_id"].to_list())
     assert staged_payments == day_payments.height
     assert nights[1].day_invoices_staged == nights[1].day_invoice_ids_staged == day_invoices.height
