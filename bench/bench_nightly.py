@@ -4,10 +4,10 @@ Generates an inbox with the synthetic generator (three years up to D = 2025-12-3
 end date), splits it by date into two deliveries and runs ``crm-intel run`` twice as a child
 process, as a user would: night 1 on a fresh warehouse with every row dated up to D - 1
 (``--as-of D-1``), night 2 on the same warehouse after one more file per group holding only
-the rows of day D (``--as-of D``). For each night: wall and CPU seconds (user + system of the child), the child's
-peak RSS, peak disk of the warehouse folder (working file, its WAL, DuckDB's spill, the
-published snapshot; sampled every 0.2 s), the warehouse size after the night, and the ten
-dearest steps when the warehouse records them (``ops.step_runs``).
+the rows of day D (``--as-of D``). For each night: wall and CPU seconds (user + system of the
+child), the child's peak RSS, peak disk of the warehouse folder (working file, its WAL,
+DuckDB's spill, the published snapshot; sampled every 0.2 s), the warehouse size after the
+night, and the ten dearest steps when the warehouse records them (``ops.step_runs``).
 
 The child gets this process's environment: ``CRM_INTEL_DUCKDB_MEMORY_LIMIT``,
 ``CRM_INTEL_DUCKDB_TEMP_DIRECTORY`` and ``CRM_INTEL_DUCKDB_RETAINED_MEMORY`` apply as in
@@ -506,7 +506,7 @@ def night_table(night: Night, day: date) -> str:
 
 MARKDOWN_HEADER = (
     "| night | customers | invoices | new rows | wall | CPU | peak RSS | peak disk "
-    "| warehouse | growth |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| warehouse | growth | measured |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 )
 
 
@@ -522,6 +522,7 @@ def markdown_row(night: Night) -> str:
         size_text(night.peak_disk_bytes),
         size_text(night.warehouse_bytes),
         size_text(night.growth_bytes),
+        date.today().isoformat(),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -537,7 +538,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         help="average invoices per customer over the history (default: the generator's, ~10)",
     )
-    parser.add_argument("--format", default="parquet", choices=("csv", "parquet"))
+    parser.add_argument("--format", default="csv", choices=("csv", "parquet"), help="inbox files")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", type=Path, help="keep the split inbox and warehouse here")
     parser.add_argument("--inbox", type=Path, help="reuse the split of an earlier --keep DIR")
