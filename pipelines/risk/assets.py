@@ -30,6 +30,7 @@ from features.warehouse import (
     write_frame,
 )
 from models.delinquency import (
+    SCORE_SCHEMA,
     DelinquencyModel,
     delinquency_class,
     delinquency_score,
@@ -503,11 +504,7 @@ def delinquency_scores(
                 "delinquency_scorer": [chosen if model is not None else None] * current.height,
                 "delinquency_unknown_reason": [unknown] * current.height,
             },
-            schema_overrides={
-                "as_of_date": pl.Date,
-                "delinquency_scorer": pl.String,
-                "delinquency_unknown_reason": pl.String,
-            },
+            schema=SCORE_SCHEMA,
         )
         write_frame(con, "models.delinquency_scores", scores)
         record_model_run(
