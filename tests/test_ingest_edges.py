@@ -332,7 +332,7 @@ def test_the_cli_and_the_failure_record_quote_a_bad_line_in_short(tmp_path: Path
 
 
 def _accounts_asset() -> dg.AssetsDefinition:
-    return next(a for a in staging_assets if a.key == dg.AssetKey(["staging", "accounts"]))
+    return next(a for a in staging_assets if dg.AssetKey(["staging", "accounts"]) in a.keys)
 
 
 def _warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -378,7 +378,7 @@ def test_file_warnings_reach_the_run_log(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     write_csv(inbox / "invoices/invoices.csv", HEADER + "I1,C1,2024-01-05,1.234\n")
     instance = dg.DagsterInstance.ephemeral()
-    invoices = next(a for a in staging_assets if a.key == dg.AssetKey(["staging", "invoices"]))
+    invoices = next(a for a in staging_assets if dg.AssetKey(["staging", "invoices"]) in a.keys)
     result = dg.materialize(
         [invoices],
         resources={
