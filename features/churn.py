@@ -23,6 +23,8 @@ from features.receivables import build_payment_behaviour
 from features.warehouse import materialize_sql, write_frame
 
 BG_NBD_COLUMNS = ("bg_nbd_p_alive", "bg_nbd_expected_purchases", "bg_nbd_churn_probability")
+# features.churn_missing_groups: one row per feature group whose source is missing, and why.
+MISSING_GROUPS_SCHEMA = {"feature_group": pl.String, "reason": pl.String}
 
 
 class CutoffBaseline(Protocol):
@@ -101,8 +103,9 @@ def build_churn_snapshots(
     sample_fraction: float = 1.0,
     scoring_horizon_days: int | None = None,
 ) -> ChurnSnapshots:
-    """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``) and
-    ``features.churn_labels`` (training cutoffs only, labelled over ``horizon_days``).
+    """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``),
+    ``features.churn_labels`` (training cutoffs only, labelled over ``horizon_days``) and
+    ``features.churn_missing_groups`` (feature groups whose source is missing on ``as_of``).
 
     ``scoring_horizon_days`` (default ``horizon_days``) is the horizon of BG/NBD's P(no
     purchase) and expected purchases at every cutoff: the configured one, also when a short
@@ -137,7 +140,16 @@ def build_churn_snapshots(
     )
     for table in ("purchase", "engagement", "payment", "bg_nbd"):
         con.execute(f"drop table features.churn_{table}_history")
-    return ChurnSnapshots(snapshots, labelled, missing_feature_groups(con, as_of), failures)
+    missing = missing_feature_groups(con, as_of)
+    write_frame(
+        con,
+        "features.churn_missing_groups",
+        pl.DataFrame(
+            {"feature_group": list(missing), "reason": list(missing.values())},
+            schema=MISSING_GROUPS_SCHEMA,
+        ),
+    )
+    return ChurnSnapshots(snapshots, labelled, missing, failures)
 
 
 def training_frame(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

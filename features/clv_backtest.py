@@ -10,6 +10,9 @@ import polars as pl
 from features.customer import lifetimes_summary, materialize_customer_summary
 from features.warehouse import sql_text
 
+# The customer summary as of the backtest's cutoff: the calibration period the model is refitted on.
+CALIBRATION_SUMMARY = "features.clv_calibration_summary"
+
 
 def build_backtest_inputs(
     con: duckdb.DuckDBPyConnection, cutoff: date, as_of: date, time_unit_days: float
@@ -21,7 +24,7 @@ def build_backtest_inputs(
     ``first_purchase_date`` and the actual ``holdout_purchases``, and the cohort's repeat
     purchases per period (see ``feat_clv_tracking_actuals.sql``).
     """
-    materialize_customer_summary(con, "features.clv_calibration_summary", cutoff)
+    materialize_customer_summary(con, CALIBRATION_SUMMARY, cutoff)
     holdout = con.sql(
         sql_text("feat_clv_holdout_purchases"), params={"cutoff": cutoff, "as_of": as_of}
     ).pl()
@@ -38,3 +41,9 @@ def build_backtest_inputs(
         params={"cutoff": cutoff, "as_of": as_of, "time_unit_days": float(time_unit_days)},
     ).pl()
     return calibration, tracking_actuals
+
+
+def clear_calibration_summary(con: duckdb.DuckDBPyConnection) -> None:
+    """Write ``features.clv_calibration_summary`` with no customer, for a skipped backtest: the
+    summary's own columns (as of a date before any purchase), and no earlier cutoff's rows."""
+    materialize_customer_summary(con, CALIBRATION_SUMMARY, date.min)

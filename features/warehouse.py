@@ -172,6 +172,63 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class RunLedger:
+    """A bookkeeping table that several steps, or the run machinery outside the job's steps,
+    append to: no one asset owns it, so it is declared here instead (every other table of the
+    warehouse is an asset's, see ``python -m pipelines.definitions``)."""
+
+    written_by: str
+    read_by: str
+
+
+# The migrations create them; what writes and reads each one.
+RUN_LEDGERS: dict[str, RunLedger] = {
+    "ops.loaded_files": RunLedger(
+        "every staging step, one row per file it loads or refuses",
+        "the staging steps (which files are new, how earlier ones were read), invoice "
+        "settlement (what changed since its last build), ops/data_quality",
+    ),
+    "quarantine.rejected_rows": RunLedger(
+        "every staging step, its own table's rejected rows",
+        "ops/data_quality, `crm-intel run` and `status`, the published snapshot (no row content)",
+    ),
+    "models.model_runs": RunLedger(
+        "each fit: CLV scores, the CLV backtest, the churn and delinquency scorer choices and "
+        "scores, one row per model and run",
+        "the report, notebooks, the published snapshot",
+    ),
+    "ops.publications": RunLedger(
+        "ops/published_snapshot and `crm-intel erase` (which republishes), one row per snapshot",
+        "`crm-intel status`, the run lock (a killed run that published keeps its rows), the report",
+    ),
+    "ops.run_status": RunLedger(
+        "the run lock, when a run starts and ends (begin_run, end_run)",
+        "the run lock (which runs died)",
+    ),
+    "ops.run_failures": RunLedger(
+        "the run-failure sensor and `crm-intel run`, one row per failed run",
+        "`crm-intel status`, the published snapshot",
+    ),
+    "ops.erasures": RunLedger(
+        "`crm-intel erase`, one row per erased customer or contact",
+        "whoever audits erasures (what, when, rows removed)",
+    ),
+    "ops.erasure_keys": RunLedger(
+        "`crm-intel erase`: the erased identifiers' SHA-256",
+        "every staging step (tombstoned rows never staged again)",
+    ),
+    "ops.schema_migrations": RunLedger(
+        "ensure_layout, one row per migration applied", "ensure_layout"
+    ),
+    "ops.source_files": RunLedger(
+        "nothing: the first migration created it; every loaded file's record is in "
+        "ops.loaded_files",
+        "nothing",
+    ),
+}
+
+
 def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
     """Create the schemas and apply the migrations this warehouse has not had yet, in order.
 

@@ -199,6 +199,20 @@ class DelinquencyModel(CalibratedScorecard):
         return features
 
 
+# models.delinquency_scores: one row per customer; probability, score and class NULL (unknown)
+# with the reason when no calibrated model could be fitted.
+SCORE_SCHEMA = {
+    "customer_id": pl.String,
+    "as_of_date": pl.Date,
+    "delinquency_probability": pl.Float64,
+    "delinquency_score": pl.Int64,
+    "delinquency_class": pl.String,
+    "delinquency_reasons": pl.String,
+    "delinquency_scorer": pl.String,
+    "delinquency_unknown_reason": pl.String,
+}
+
+
 def delinquency_score(probability: np.ndarray, anchor_odds: float = 10.0) -> np.ndarray:
     """Scorecard points 1-100, higher = safer (the bureau's direction).
 

@@ -62,15 +62,23 @@ def step_names() -> dict[str, StepName]:
         if not isinstance(definition, dg.AssetsDefinition):
             continue
         if definition.keys:
-            key = next(iter(definition.keys))
-            description = (definition.descriptions_by_key.get(key) or "").split("\n")[0]
-            # a step writing several tables is named by what it does ("churn snapshots")
-            label = (
-                asset_phrase(key.to_user_string())
-                if len(definition.keys) == 1
-                else _phrase(definition.op.name)
+            # a multi-asset's step is named after the table it is named for, else in its own
+            # words (delinquency_training writes the training features and the labels)
+            op = definition.op
+            key = next(
+                (
+                    key
+                    for key in definition.keys
+                    if op.name in (key.to_python_identifier(), key.path[-1])
+                ),
+                None,
             )
-            names[definition.op.name] = StepName(label, description)
+            if key is None:
+                label, description = _phrase(op.name), op.description or ""
+            else:
+                label = asset_phrase(key.to_user_string())
+                description = definition.descriptions_by_key.get(key) or ""
+            names[op.name] = StepName(label, description.split("\n")[0])
         else:  # a definition of checks only: one op, one or more checks of one asset
             specs = list(definition.check_specs)
             label = f"check on {asset_phrase(specs[0].asset_key.to_user_string())}: "

@@ -136,17 +136,22 @@ def write_scorer_choice(
     label_horizon_days: int,
     settings: dict[str, Any],
     labels_query: str,
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """Write ``models.<target>_evaluation`` and ``_reliability`` (also when empty, so no bins of
     an earlier run linger), record the choice with every candidate's metrics in
-    ``models.model_runs`` and return the step's metadata: one story for churn and delinquency."""
+    ``models.model_runs`` and return both tables' metadata (the evaluation asset's first): one
+    story for churn and delinquency."""
     chosen, reason, notes = evaluation.chosen, evaluation.choice.reason, evaluation.notes
+    evaluation_table, reliability_table = (
+        f"models.{target}_evaluation",
+        f"models.{target}_reliability",
+    )
     summary = evaluation.summary.with_columns(pl.lit(as_of).alias("as_of_date"))
-    write_frame(con, f"models.{target}_evaluation", summary)
+    write_frame(con, evaluation_table, summary)
     last = max(holdout_cutoffs) if holdout_cutoffs else None
     write_frame(
         con,
-        f"models.{target}_reliability",
+        reliability_table,
         evaluation.reliability.with_columns(
             pl.lit(as_of).alias("as_of_date"), pl.lit(last, pl.Date).alias("holdout_cutoff")
         ),
@@ -169,8 +174,10 @@ def write_scorer_choice(
         data_fingerprint=fingerprint(con, labels_query),
     )
     context.log.info(f"{target} scorer: {chosen}: {reason}")
-    return dg.MaterializeResult(
+    evaluated = dg.MaterializeResult(
+        asset_key=dg.AssetKey(evaluation_table.split(".")),
         metadata={
+            **table_metadata(con, evaluation_table),
             "dagster/row_count": summary.height,
             "chosen": chosen,
             "choice_reason": reason,
@@ -179,5 +186,10 @@ def write_scorer_choice(
             "not_candidates": dg.MetadataValue.json(notes),
             "metrics": dg.MetadataValue.json(metrics),
             "comparison": preview(summary.drop("as_of_date")),
-        }
+        },
     )
+    reliability = dg.MaterializeResult(
+        asset_key=dg.AssetKey(reliability_table.split(".")),
+        metadata={**table_metadata(con, reliability_table), "holdout_cutoff": str(last)},
+    )
+    return evaluated, reliability

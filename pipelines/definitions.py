@@ -5,11 +5,13 @@
 
 import importlib
 import pkgutil
+import re
 from typing import Any
 
 import dagster as dg
 
 import pipelines
+from features.warehouse import RUN_LEDGERS, SCHEMAS
 from pipelines.ops.automation import (
     build_failure_sensor,
     build_inbox_sensor,
@@ -115,14 +117,47 @@ def settings_read_by_assets() -> dict[str, tuple[str, ...]]:
     }
 
 
+# A table of the warehouse as an asset's ``writes`` metadata names it (anything else is a file).
+WAREHOUSE_TABLE = re.compile(rf"(?:{'|'.join(SCHEMAS)})\.\w+")
+
+
+def tables_written_by_assets() -> dict[str, str]:
+    """Every warehouse table an asset writes, and that asset (``schema/table``).
+
+    An asset writes the table its key names, unless its ``writes`` metadata names another one
+    (``ops/run_as_of`` writes ``ops.runs``) or something outside the warehouse (the published
+    snapshot file). One owner per table: two assets claiming one is an error.
+    """
+    graph = defs.get_repository_def().asset_graph
+    owners: dict[str, str] = {}
+    for assets_def in all_assets:
+        for key in assets_def.keys:
+            asset = key.to_user_string()
+            writes = graph.get(key).metadata.get("writes") or asset.replace("/", ".")
+            if not WAREHOUSE_TABLE.fullmatch(writes):
+                continue
+            if writes in owners:
+                raise ValueError(f"{writes} written by both {owners[writes]} and {asset}")
+            owners[writes] = asset
+    return owners
+
+
 def describe_assets() -> str:
-    """One line per asset: its stage, the sections of crm-intel.toml it reads, what it writes."""
+    """One line per asset: its stage, the sections of crm-intel.toml it reads, what it writes;
+    then the run ledgers (``features.warehouse.RUN_LEDGERS``), which no asset owns."""
     graph = defs.get_repository_def().asset_graph
     lines = [f"{'asset':<42}{'stage':<16}{'reads settings':<22}writes"]
     for asset, sections in sorted(settings_read_by_assets().items()):
         node = graph.get(dg.AssetKey.from_user_string(asset))
         writes = node.metadata.get("writes") or asset.replace("/", ".")
         lines.append(f"{asset:<42}{node.group_name:<16}{', '.join(sections) or '-':<22}{writes}")
+    lines += [
+        "",
+        "run ledgers: appended to by several steps or by the run machinery, so no asset owns them",
+        f"{'table':<28}written by / read by",
+    ]
+    for table, ledger in sorted(RUN_LEDGERS.items()):
+        lines += [f"{table:<28}{ledger.written_by}", f"{'':<28}read by {ledger.read_by}"]
     return "\n".join(lines)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 from typer.testing import CliRunner
@@ -46,6 +48,15 @@ def write_csv(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.lstrip())
     return path
+
+
+def staged_metadata(result: dg.ExecuteInProcessResult, table: str) -> dict[str, Any]:
+    """Metadata of ``staging.<table>``'s materialization (its step also writes ``raw.<table>``)."""
+    return next(
+        materialization.metadata
+        for materialization in result.asset_materializations_for_node(f"staging__{table}")
+        if materialization.asset_key == dg.AssetKey(["staging", table])
+    )
 
 
 def run_cli(inbox: Path, warehouse: Path, *extra: str) -> str:

@@ -14,6 +14,7 @@ from pipelines.ingest.assets import staging_assets
 from pipelines.ingest.checks import invoice_ids_unique, invoices_not_empty
 from pipelines.resources import Inbox, Warehouse
 from pipelines.settings import default_settings_resources, load_settings
+from tests.conftest import staged_metadata
 
 
 def _materialize(
@@ -35,7 +36,7 @@ def test_ingest_and_rfm_assets_write_their_tables(demo_inbox: Path, tmp_path: Pa
     warehouse = tmp_path / "warehouse.duckdb"
     result = _materialize(demo_inbox, warehouse)
     assert result.success
-    invoices = result.asset_materializations_for_node("staging__invoices")[0].metadata
+    invoices = staged_metadata(result, "invoices")
     assert invoices["dagster/row_count"].value > 0
     assert invoices["quarantined_rows"].value == 0
     with duckdb.connect(str(warehouse), read_only=True) as con:

@@ -152,3 +152,142 @@ def test_the_asset_listing_names_every_asset_and_what_it_reads() -> None:
         line.startswith("features/churn_snapshots") and "churn, clv, risk" in line for line in lines
     )
     assert any(line.startswith("ops/run_as_of") and "ops.runs" in line for line in lines)
+    assert any(line.startswith("features/receivables_dso_basis") for line in lines)
+    ledgers = lines.index(next(line for line in lines if line.startswith("run ledgers")))
+    assert any(line.startswith("quarantine.rejected_rows") for line in lines[ledgers:])
+    assert not any(line.startswith("quarantine.rejected_rows") for line in lines[:ledgers])
+
+
+def _warehouse_tables(warehouse: Path) -> set[str]:
+    """Every table and view of a warehouse file, in every schema."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return {
+            f"{schema}.{name}"
+            for schema, name in con.sql(
+                "select schema_name, table_name from duckdb_tables() "
+                "where database_name = current_database() and not internal "
+                "union all select schema_name, view_name from duckdb_views() "
+                "where database_name = current_database() and not internal"
+            ).fetchall()
+        }
+
+
+def test_every_warehouse_table_is_one_assets_or_a_declared_ledger(full_run) -> None:
+    """After a full run, no table was written as a side effect: each is an asset's (one owner)
+    or a run ledger declared in features.warehouse.RUN_LEDGERS; no asset claims a missing one."""
+    from features.warehouse import RUN_LEDGERS
+    from pipelines.definitions import tables_written_by_assets
+
+    warehouse, _ = full_run
+    tables = _warehouse_tables(warehouse)
+    owners = tables_written_by_assets()
+    assert not set(owners) & set(RUN_LEDGERS)
+    assert tables - set(owners) - set(RUN_LEDGERS) == set(), "written by no asset"
+    assert set(owners) - tables == set(), "claimed by an asset, not in the warehouse"
+    assert set(RUN_LEDGERS) - tables == set(), "declared a ledger, not in the warehouse"
+    # the tables that motivated this: each has its one asset
+    assert owners["features.receivables_dso_basis"] == "features/receivables_dso_basis"
+    assert owners["marts.finance_status"] == "marts/finance_status"
+    assert owners["staging.customer_keys"] == "staging/customer_keys"
+    assert owners["raw.invoices"] == "raw/invoices"
+    assert owners["ops.runs"] == "ops/run_as_of"
+
+
+# SQL files named for no table of their own, or run by more assets than the one named like them,
+# and the assets whose step runs them.
+SQL_RUN_BY: dict[str, tuple[str, ...]] = {
+    "feat_payment_behaviour": (
+        "features/payment_behaviour",
+        "features/payment_behaviour_history",
+        "features/churn_snapshots",
+    ),
+    "feat_churn_engagement": ("features/churn_snapshots",),
+    "feat_churn_purchases": ("features/churn_snapshots", "features/churn_labels"),
+    "feat_clv_holdout_purchases": ("models/clv_backtest",),
+    "feat_clv_tracking_actuals": ("models/clv_backtest_tracking",),
+    "feat_ledger_sample_invoices": (
+        "features/payment_behaviour_history",
+        "features/churn_snapshots",
+    ),
+    "feat_ledger_sample_payments": (
+        "features/payment_behaviour_history",
+        "features/churn_snapshots",
+    ),
+    "feat_settlement_changed_customers": ("features/invoice_settlement",),
+    "feat_settlement_ledger_checksum": ("features/invoice_settlement",),
+}
+# Prefixes of the SQL files that build an asset's table: feat_x.sql builds features.x.
+LAYER_OF_PREFIX = {"feat": "features", "mart": "marts", "ops": "ops"}
+# SQL files of the readers of the published snapshot (the CLI's exports, the report).
+READER_PREFIXES = ("export_", "report_")
+
+
+def _sql_reads() -> dict[str, set[str]]:
+    """The warehouse tables each features/sql file reads (``from`` or ``join``), comments aside."""
+    import re
+
+    from features.warehouse import SCHEMAS, SQL_DIR
+
+    table = re.compile(rf"\b(?:from|join)\s+((?:{'|'.join(SCHEMAS)})\.\w+)", re.IGNORECASE)
+    return {
+        path.stem: {
+            name.lower() for name in table.findall(re.sub(r"--[^\n]*", "", path.read_text()))
+        }
+        for path in sorted(SQL_DIR.glob("*.sql"))
+    }
+
+
+def test_every_asset_depends_on_the_assets_of_the_tables_its_sql_reads(full_run) -> None:
+    """Lineage is the truth: a table an asset's SQL reads is an upstream asset of it (or a run
+    ledger its description names, or the step's own scratch table, gone after the run)."""
+    import dagster as dg
+
+    from features.publish import PUBLISHED_TABLES
+    from features.warehouse import RUN_LEDGERS
+    from pipelines.definitions import defs, tables_written_by_assets
+
+    warehouse, _ = full_run
+    tables = _warehouse_tables(warehouse)
+    owners = tables_written_by_assets()
+    graph = defs.get_repository_def().asset_graph
+    reads = _sql_reads()
+    assert "features.receivables_dso_basis" in reads["mart_portfolio_risk"]  # the parse works
+    published_as = {table.published_as for table in PUBLISHED_TABLES if table.published_as}
+    missing: list[str] = []
+    for sql, read in reads.items():
+        if sql.startswith(READER_PREFIXES):
+            # readers open the published snapshot: every table they read is an asset's
+            unknown = read - set(owners) - set(RUN_LEDGERS) - published_as
+            missing += [f"{sql} reads {name}, which no asset writes" for name in unknown]
+            continue
+        prefix, _, name = sql.partition("_")
+        assets = SQL_RUN_BY.get(sql) or (f"{LAYER_OF_PREFIX.get(prefix)}/{name}",)
+        for asset in assets:
+            assert asset in set(owners.values()), f"{sql}.sql: which asset runs it?"
+            node = graph.get(dg.AssetKey.from_user_string(asset))
+            parents = {key.to_user_string() for key in node.parent_keys} | {asset}
+            for table in read:
+                if table in owners:
+                    if owners[table] not in parents:
+                        missing.append(f"{asset} reads {table} ({sql}.sql), no dep on it")
+                elif table in RUN_LEDGERS:
+                    if table not in (node.description or ""):
+                        missing.append(f"{asset} reads the ledger {table}, not said")
+                elif table in tables:
+                    missing.append(f"{asset} reads {table}, which no asset writes")
+    assert not missing, "\n".join(missing)
+    # the reads that motivated this, named
+    for reader, table in (
+        ("marts/portfolio_risk", "features/receivables_dso_basis"),
+        ("features/receivables_dso", "features/receivables_dso_basis"),
+        ("marts/customer_risk", "marts/finance_status"),
+        ("marts/customer_equity", "marts/finance_status"),
+        ("marts/portfolio_risk", "marts/finance_status"),
+        ("marts/risk_alerts", "marts/finance_status"),
+        ("features/customer_summary", "staging/customer_keys"),
+        ("staging/invoices", "raw/invoices"),
+    ):
+        node = graph.get(dg.AssetKey.from_user_string(reader))
+        assert dg.AssetKey.from_user_string(table) in node.parent_keys, (reader, table)

@@ -23,7 +23,7 @@ from pipelines.cli import app
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
 from pipelines.settings import default_settings_resources
-from tests.conftest import write_csv
+from tests.conftest import staged_metadata, write_csv
 
 ACCOUNTS = CONTRACTS_BY_TABLE["accounts"]
 INVOICES = CONTRACTS_BY_TABLE["invoices"]
@@ -332,7 +332,7 @@ def test_the_cli_and_the_failure_record_quote_a_bad_line_in_short(tmp_path: Path
 
 
 def _accounts_asset() -> dg.AssetsDefinition:
-    return next(a for a in staging_assets if a.key == dg.AssetKey(["staging", "accounts"]))
+    return next(a for a in staging_assets if dg.AssetKey(["staging", "accounts"]) in a.keys)
 
 
 def _warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -368,7 +368,7 @@ def test_a_file_removed_after_loading_is_said_to_be_gone_with_its_rows_still_sta
         "no crm/accounts* file in the inbox now: staging.accounts keeps 2 row(s) of earlier "
         f"loads of files no longer there: crm/accounts.csv (load {load_id[:12]}, 2 row(s))"
     ) in warnings
-    metadata = second.asset_materializations_for_node("staging__accounts")[0].metadata
+    metadata = staged_metadata(second, "accounts")
     assert metadata["files_gone"].value == [
         {"source_file": "crm/accounts.csv", "load_id": load_id, "staged_rows": 2}
     ]
@@ -378,7 +378,7 @@ def test_file_warnings_reach_the_run_log(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     write_csv(inbox / "invoices/invoices.csv", HEADER + "I1,C1,2024-01-05,1.234\n")
     instance = dg.DagsterInstance.ephemeral()
-    invoices = next(a for a in staging_assets if a.key == dg.AssetKey(["staging", "invoices"]))
+    invoices = next(a for a in staging_assets if dg.AssetKey(["staging", "invoices"]) in a.keys)
     result = dg.materialize(
         [invoices],
         resources={
@@ -394,7 +394,7 @@ def test_file_warnings_reach_the_run_log(tmp_path: Path) -> None:
         "1 amount value(s) with more than two decimals" in w
         for w in _warnings(instance, result.run_id)
     )
-    metadata = result.asset_materializations_for_node("staging__invoices")[0].metadata
+    metadata = staged_metadata(result, "invoices")
     assert metadata["file_warnings"].value == [
         "invoices/invoices.csv: 1 amount value(s) with more than two decimals rounded to the "
         "cent (half away from zero), e.g. line 2: 1.234 stored as 1.23"

@@ -20,6 +20,7 @@ from pipelines.ingest.checks import (
 from pipelines.resources import Inbox, Warehouse
 from pipelines.settings import default_settings_resources
 from synthetic import FAULT_KINDS, generate_demo_data
+from tests.conftest import staged_metadata
 
 GROUPS = frozenset({"crm/accounts", "invoices/invoices", "invoices/payments"})
 DATA_SCHEMAS = ("raw", "staging", "quarantine", "ops")
@@ -94,7 +95,7 @@ def test_only_faulty_rows_are_rejected(faulty: dict) -> None:
 
 @pytest.mark.parametrize("table", ["accounts", "invoices", "payments"])
 def test_raw_rows_are_staged_or_quarantined(faulty: dict, table: str) -> None:
-    metadata = faulty["first"].asset_materializations_for_node(f"staging__{table}")[0].metadata
+    metadata = staged_metadata(faulty["first"], table)
     raw, staged = metadata["raw_rows"].value, metadata["dagster/row_count"].value
     quarantined = metadata["quarantined_rows"].value
     assert raw == staged + quarantined
@@ -120,7 +121,7 @@ def test_loading_the_same_inbox_twice_changes_no_table(faulty: dict) -> None:
     assert faulty["second"].success
     assert faulty["after"] == faulty["before"]
     assert faulty["before"]["raw.invoices"]  # the comparison is over real rows
-    second = faulty["second"].asset_materializations_for_node("staging__invoices")[0].metadata
+    second = staged_metadata(faulty["second"], "invoices")
     assert second["new_files"].value == []
     with duckdb.connect(str(faulty["warehouse"]), read_only=True) as con:
         outcomes = con.sql(

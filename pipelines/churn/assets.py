@@ -128,14 +128,6 @@ def churn_snapshots(
             sample_fraction=sample_fraction,
             scoring_horizon_days=churn.horizon_days,
         )
-        missing = pl.DataFrame(
-            {
-                "feature_group": list(built.missing_groups),
-                "reason": list(built.missing_groups.values()),
-            },
-            schema={"feature_group": pl.String, "reason": pl.String},
-        )
-        write_frame(con, "features.churn_missing_groups", missing)
         rates = con.sql(
             "select cutoff_date::varchar, avg(churned::int) from features.churn_labels "
             "group by 1 order by 1"
@@ -190,17 +182,36 @@ def churn_snapshots(
     )
 
 
-@dg.asset(
-    key=["models", "churn_evaluation"],
-    deps=[SNAPSHOTS, LABELS, MISSING_GROUPS],
-    group_name=GROUP,
-    kinds={"duckdb", "scikitlearn"},
+EVALUATION = dg.AssetKey(["models", "churn_evaluation"])
+RELIABILITY = dg.AssetKey(["models", "churn_reliability"])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            EVALUATION,
+            deps=[SNAPSHOTS, LABELS, MISSING_GROUPS],
+            group_name=GROUP,
+            kinds={"duckdb", "scikitlearn"},
+            description="Every churn scorer graded on the latest labelled cutoffs; the best "
+            "one is chosen.",
+        ),
+        dg.AssetSpec(
+            RELIABILITY,
+            deps=[SNAPSHOTS, LABELS, MISSING_GROUPS],
+            group_name=GROUP,
+            kinds={"duckdb", "scikitlearn"},
+            description="Mean predicted against observed churn rate in ten probability bins on "
+            "the holdout: how far to trust the level (the report's reliability curve).",
+        ),
+    ],
+    name="models__churn_evaluation",
     pool=DUCKDB_POOL,
 )
 @asset_step
 def churn_evaluation(
     context: dg.AssetExecutionContext, churn: ChurnSettings, warehouse: Warehouse
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """Every churn scorer graded on the latest labelled cutoffs; the best one is chosen."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
@@ -231,7 +242,7 @@ def churn_evaluation(
 
 @dg.asset(
     key=["models", "churn_scores"],
-    deps=[churn_evaluation, SNAPSHOTS, MISSING_GROUPS],
+    deps=[EVALUATION, SNAPSHOTS, MISSING_GROUPS],
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,

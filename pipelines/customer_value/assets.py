@@ -5,7 +5,11 @@ from datetime import date, datetime, timedelta
 import dagster as dg
 import polars as pl
 
-from features.clv_backtest import build_backtest_inputs
+from features.clv_backtest import (
+    CALIBRATION_SUMMARY,
+    build_backtest_inputs,
+    clear_calibration_summary,
+)
 from features.customer import build_customer_summary, lifetimes_summary
 from features.warehouse import fingerprint, record_model_run, write_frame
 from models.clv import ClvModel, InsufficientDataError
@@ -15,10 +19,13 @@ from pipelines.common import asset_step, preview, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Warehouse
 from pipelines.settings import ClvSettings, RunSettings
 
+INVOICES = dg.AssetKey(["staging", "invoices"])
+CUSTOMER_KEYS = dg.AssetKey(["staging", "customer_keys"])
+
 
 @dg.asset(
     key=["ops", "run_as_of"],
-    deps=[dg.AssetKey(["staging", "invoices"])],
+    deps=[INVOICES],
     group_name="customer_value",
     metadata={"writes": "ops.runs"},
     kinds={"duckdb"},
@@ -52,7 +59,7 @@ def run_as_of_date(
 
 @dg.asset(
     key=["features", "customer_summary"],
-    deps=[run_as_of_date],
+    deps=[run_as_of_date, INVOICES, CUSTOMER_KEYS],
     group_name="customer_value",
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -202,13 +209,14 @@ def _clv_model(config: ClvSettings, n_bootstrap: int | None = None) -> ClvModel:
 
 BACKTEST = dg.AssetKey(["models", "clv_backtest"])
 BACKTEST_TRACKING = dg.AssetKey(["models", "clv_backtest_tracking"])
+BACKTEST_CALIBRATION = dg.AssetKey(CALIBRATION_SUMMARY.split("."))
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
             BACKTEST,
-            deps=[clv_scores],
+            deps=[clv_scores, INVOICES, BACKTEST_CALIBRATION],
             group_name="customer_value",
             kinds={"duckdb", "polars"},
             description="Holdout purchases per customer frequency: actual against predicted by "
@@ -216,11 +224,19 @@ BACKTEST_TRACKING = dg.AssetKey(["models", "clv_backtest_tracking"])
         ),
         dg.AssetSpec(
             BACKTEST_TRACKING,
-            deps=[clv_scores],
+            deps=[clv_scores, INVOICES, BACKTEST_CALIBRATION],
             group_name="customer_value",
             kinds={"duckdb", "polars"},
             description="Cumulative repeat purchases per period, actual against expected, "
             "before and after the backtest cutoff.",
+        ),
+        dg.AssetSpec(
+            BACKTEST_CALIBRATION,
+            deps=[run_as_of_date, INVOICES, CUSTOMER_KEYS],
+            group_name="customer_value",
+            kinds={"duckdb"},
+            description="The customer summary as of the backtest cutoff, which the backtest's "
+            "model is refitted on (no customer when the backtest is skipped).",
         ),
     ],
     name="clv_backtest",
@@ -229,7 +245,7 @@ BACKTEST_TRACKING = dg.AssetKey(["models", "clv_backtest_tracking"])
 @asset_step
 def clv_backtest(
     context: dg.AssetExecutionContext, clv: ClvSettings, warehouse: Warehouse
-) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult]:
     """How well CLV predicts: refit before a holdout window and compare with what happened."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
@@ -256,6 +272,7 @@ def clv_backtest(
             except InsufficientDataError as error:
                 skipped = f"history too short before the cutoff {cutoff}: {error}"
         if skipped:
+            clear_calibration_summary(con)
             by_frequency = pl.DataFrame(schema=BY_FREQUENCY_SCHEMA)
             tracking = pl.DataFrame(schema=TRACKING_SCHEMA)
             metrics = {"skipped": True, "reason": skipped, "cutoff_date": str(cutoff)}
@@ -290,7 +307,8 @@ def clv_backtest(
         )
         tables = {
             key: table_metadata(con, table)
-            for key, table in (
+            for key, table in (  # in lineage order, as Dagster wants a step's results
+                (BACKTEST_CALIBRATION, CALIBRATION_SUMMARY),
                 (BACKTEST, "models.clv_backtest"),
                 (BACKTEST_TRACKING, "models.clv_backtest_tracking"),
             )
@@ -306,6 +324,10 @@ def clv_backtest(
         f"predicted {metrics['predicted_holdout_purchases']:.1f} holdout purchases"
     )
     return (
+        dg.MaterializeResult(
+            asset_key=BACKTEST_CALIBRATION,
+            metadata={**tables[BACKTEST_CALIBRATION], "cutoff_date": str(cutoff)},
+        ),
         dg.MaterializeResult(
             asset_key=BACKTEST,
             metadata={

@@ -6,7 +6,7 @@ import dagster as dg
 
 from features.contracts import CONTRACTS, Contract
 from features.erasure import ERASED_REASON
-from features.ingest import InboxError, IngestOptions, ingest_group
+from features.ingest import CUSTOMER_KEYED_TABLES, InboxError, IngestOptions, ingest_group
 from features.warehouse import materialize_sql
 from pipelines.common import asset_step, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
@@ -24,23 +24,60 @@ def ingest_options(config: IngestSettings) -> IngestOptions:
     )
 
 
+CUSTOMER_KEYS = dg.AssetKey(["staging", "customer_keys"])
+
+
 def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=["staging", contract.table],
-        # referential rules (unknown_customer, unknown_invoice) and FX conversion read these
-        deps=[dg.AssetKey(["staging", table]) for table in contract.depends_on],
-        group_name="ingest",
-        kinds={"duckdb", "polars"},
-        pool=DUCKDB_POOL,
-        description=f"{contract.description} Typed, deduplicated; bad rows quarantined.",
-    )
+    """One step per file group: ``raw.<table>`` (every loaded file's rows) and ``staging.<table>``
+    (typed, deduplicated); ``staging.customer_keys`` too where the table carries the key."""
+    raw = dg.AssetKey(["raw", contract.table])
+    staging = dg.AssetKey(["staging", contract.table])
+    keyed = contract.table in CUSTOMER_KEYED_TABLES
+    specs = [
+        dg.AssetSpec(
+            staging,
+            # referential rules (unknown_customer, unknown_invoice) and FX conversion read these
+            deps=[
+                raw,
+                *([CUSTOMER_KEYS] if keyed else []),
+                *(dg.AssetKey(["staging", table]) for table in contract.depends_on),
+            ],
+            group_name="ingest",
+            kinds={"duckdb", "polars"},
+            description=f"{contract.description} Typed, deduplicated; bad rows quarantined "
+            "(quarantine.rejected_rows), every file recorded (ops.loaded_files).",
+        ),
+        dg.AssetSpec(
+            raw,
+            group_name="ingest",
+            kinds={"duckdb", "polars"},
+            description=f"Every row of every {contract.group}* file loaded so far, as text, with "
+            "the file's content hash (load_id) and line: what staging is rebuilt from.",
+        ),
+    ]
+    if keyed:
+        specs.append(
+            dg.AssetSpec(
+                CUSTOMER_KEYS,
+                deps=[raw],
+                group_name="ingest",
+                kinds={"duckdb"},
+                description="A dense integer key per staged customer id, in id order: what "
+                "per-customer summaries group by.",
+            )
+        )
+
+    # one result per table, which Dagster reads off the return annotation
+    Results = tuple[(dg.MaterializeResult,) * len(specs)]
+
+    @dg.multi_asset(specs=specs, name=f"staging__{contract.table}", pool=DUCKDB_POOL)
     @asset_step
     def staging_table(
         context: dg.AssetExecutionContext,
         ingest: IngestSettings,
         warehouse: Warehouse,
         inbox: Inbox,
-    ) -> dg.MaterializeResult:
+    ) -> Results:
         with warehouse.connect() as con:
             try:
                 result = ingest_group(
@@ -48,6 +85,11 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                 )
             except InboxError as error:
                 raise dg.Failure(description=str(error), allow_retries=False) from error
+            tables = {
+                staging: table_metadata(con, f"staging.{contract.table}"),
+                raw: table_metadata(con, f"raw.{contract.table}"),
+                **({CUSTOMER_KEYS: table_metadata(con, "staging.customer_keys")} if keyed else {}),
+            }
         gone = [
             f"{source_file} (load {load_id[:12]}, {rows} row(s))"
             for source_file, load_id, rows in result.gone_files
@@ -89,8 +131,10 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                 f"{result.quarantined_rows} row(s) of {contract.group} quarantined: "
                 f"{result.reasons}"
             )
-        return dg.MaterializeResult(
+        staged = dg.MaterializeResult(
+            asset_key=staging,
             metadata={
+                **tables[staging],
                 "source_present": result.present,
                 "files": dg.MetadataValue.json(list(result.files)),
                 "new_files": dg.MetadataValue.json(list(result.new_files)),
@@ -111,8 +155,23 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
                         for f, load_id, rows in result.gone_files
                     ]
                 ),
-            }
+            },
         )
+        # in lineage order, as Dagster wants a step's results: raw, customer keys, staging
+        results = [
+            dg.MaterializeResult(
+                asset_key=raw,
+                metadata={
+                    **tables[raw],
+                    "new_files": dg.MetadataValue.json(list(result.new_files)),
+                },
+            )
+        ]
+        if keyed:
+            results.append(
+                dg.MaterializeResult(asset_key=CUSTOMER_KEYS, metadata=tables[CUSTOMER_KEYS])
+            )
+        return (*results, staged)
 
     return staging_table
 
@@ -122,6 +181,7 @@ staging_assets = [build_staging_asset(contract) for contract in CONTRACTS]
 
 @dg.asset(
     key=["ops", "data_quality"],
+    # and the run ledgers ops.loaded_files and quarantine.rejected_rows, which no asset owns
     deps=[
         dg.AssetKey(["ops", "run_as_of"]),
         *(dg.AssetKey(["staging", contract.table]) for contract in CONTRACTS),
@@ -134,8 +194,10 @@ staging_assets = [build_staging_asset(contract) for contract in CONTRACTS]
 def data_quality(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Rows staged, quarantined (per reason), superseded or refused, per source file.
 
-    Counts only: the published snapshot carries it, so the report can show the data quality of
-    the night without raw rows or quarantined content leaving the working warehouse.
+    Read from the run ledgers every staging step appends to, ops.loaded_files and
+    quarantine.rejected_rows. Counts only: the published snapshot carries it, so the report can
+    show the data quality of the night without raw rows or quarantined content leaving the
+    working warehouse.
     """
     with warehouse.connect() as con:
         materialize_sql(

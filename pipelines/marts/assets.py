@@ -11,6 +11,7 @@ from pipelines.resources import DUCKDB_POOL, Warehouse
     key=["marts", "customer_360"],
     deps=[
         dg.AssetKey(["ops", "run_as_of"]),
+        dg.AssetKey(["features", "customer_summary"]),
         dg.AssetKey(["models", "rfm_scores"]),
         dg.AssetKey(["models", "clv_scores"]),
         dg.AssetKey(["staging", "accounts"]),

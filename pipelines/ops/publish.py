@@ -35,7 +35,7 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
         group_name="ops",
         kinds={"duckdb"},
         pool=DUCKDB_POOL,
-        metadata={"writes": "the published snapshot file, ops.publications"},
+        metadata={"writes": "the published snapshot file (recorded in ops.publications)"},
     )
     @asset_step
     def published_snapshot(

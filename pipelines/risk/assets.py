@@ -6,8 +6,11 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from features.point_in_time import first_invoice_date, labelled_cutoffs
+from features.point_in_time import SOURCES, first_invoice_date, labelled_cutoffs
 from features.receivables import (
+    DSO_BASIS,
+    FINANCE_STATUS,
+    SETTLEMENT_STATE,
     build_delinquency_labels,
     build_dso,
     build_payment_behaviour,
@@ -27,6 +30,7 @@ from features.warehouse import (
     write_frame,
 )
 from models.delinquency import (
+    SCORE_SCHEMA,
     DelinquencyModel,
     delinquency_class,
     delinquency_score,
@@ -46,7 +50,9 @@ INVOICES = dg.AssetKey(["staging", "invoices"])
 PAYMENTS = dg.AssetKey(["staging", "payments"])
 ACCOUNTS = dg.AssetKey(["staging", "accounts"])
 CREDIT_REPORTS = dg.AssetKey(["staging", "credit_reports"])
+CLV_SCORES = dg.AssetKey(["models", "clv_scores"])
 SETTLEMENT = dg.AssetKey(["features", "invoice_settlement"])
+SETTLEMENT_REFRESH = dg.AssetKey(SETTLEMENT_STATE.split("."))
 NO_BUREAU = "missing: no credit report joins a CRM account; payment history only"
 
 
@@ -66,7 +72,9 @@ def _label_plan(con, config: RiskSettings, as_of) -> tuple[int, list]:
 
 
 RECEIVABLE_ITEMS = dg.AssetKey(["features", "receivable_items"])
+CREDIT_NOTE_REFUNDS = dg.AssetKey(["features", "credit_note_refunds"])
 AGING = dg.AssetKey(["marts", "receivables_aging"])
+FINANCE_STATUS_KEY = dg.AssetKey(FINANCE_STATUS.split("."))
 
 
 @dg.multi_asset(
@@ -74,7 +82,7 @@ AGING = dg.AssetKey(["marts", "receivables_aging"])
         dg.AssetSpec(
             RECEIVABLE_ITEMS,
             # the settlement's payment totals are the invoices' residuals (one pass over payments)
-            deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT],
+            deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT, CREDIT_NOTE_REFUNDS],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Every open item on the as-of date (invoice, credit note, unapplied "
@@ -82,10 +90,27 @@ AGING = dg.AssetKey(["marts", "receivables_aging"])
         ),
         dg.AssetSpec(
             AGING,
-            deps=[RECEIVABLE_ITEMS],
+            deps=[RECEIVABLE_ITEMS, INVOICES, FINANCE_STATUS_KEY],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Open receivables per customer in aging buckets, to the cent.",
+        ),
+        dg.AssetSpec(
+            CREDIT_NOTE_REFUNDS,
+            deps=[RUN_AS_OF, INVOICES, PAYMENTS],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Per credit note known on the as-of date: the payments refunding it, "
+            "which the open items and the risk alerts' deposits count.",
+        ),
+        dg.AssetSpec(
+            FINANCE_STATUS_KEY,
+            # missing_payments_reason asks the same sources as the churn stage's detector
+            deps=[RUN_AS_OF, *(dg.AssetKey(table.split(".")) for table in SOURCES.values())],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="The aging's as-of date and, when no payment is known by then, why the "
+            "finance figures are unknown: the marts and exports read it.",
         ),
     ],
     name="receivables_aging",
@@ -94,13 +119,15 @@ AGING = dg.AssetKey(["marts", "receivables_aging"])
 @asset_step
 def receivables_aging(
     context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
-) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult]:
     """Open receivables per invoice and per customer in aging buckets, to the cent."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         summary = build_receivables(con, as_of, risk.default_payment_terms_days)
         items = table_metadata(con, "features.receivable_items", as_of_date=str(as_of))
         metadata = table_metadata(con, "marts.receivables_aging", as_of_date=str(as_of))
+        refunds = table_metadata(con, "features.credit_note_refunds", as_of_date=str(as_of))
+        status = table_metadata(con, FINANCE_STATUS, as_of_date=str(as_of))
         aging = con.sql("select * from marts.receivables_aging order by total_open desc").pl()
     if summary.unmatched_payments:
         context.log.warning(
@@ -111,7 +138,13 @@ def receivables_aging(
         context.log.warning(
             f"receivables unknown, not published as numbers: {summary.finance_unknown_reason}"
         )
+    # in lineage order, as Dagster wants a step's results
     return (
+        dg.MaterializeResult(asset_key=CREDIT_NOTE_REFUNDS, metadata=refunds),
+        dg.MaterializeResult(
+            asset_key=FINANCE_STATUS_KEY,
+            metadata={**status, "finance_unknown_reason": summary.finance_unknown_reason or ""},
+        ),
         dg.MaterializeResult(
             asset_key=RECEIVABLE_ITEMS,
             metadata={
@@ -135,36 +168,80 @@ def receivables_aging(
     )
 
 
-@dg.asset(
-    key=["features", "receivables_dso"],
-    deps=[RECEIVABLE_ITEMS],
-    group_name=GROUP,
-    kinds={"duckdb"},
+DSO = dg.AssetKey(["features", "receivables_dso"])
+DSO_BASIS_KEY = dg.AssetKey(DSO_BASIS.split("."))
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            DSO,
+            deps=[DSO_BASIS_KEY],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Days sales outstanding by the countback method, per customer and for "
+            "the portfolio.",
+        ),
+        dg.AssetSpec(
+            DSO_BASIS_KEY,
+            deps=[RUN_AS_OF, RECEIVABLE_ITEMS, INVOICES],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Each customer's net open receivables and sales per month before the "
+            "as-of date: what countback DSO counts back, per customer and per portfolio slice.",
+        ),
+    ],
+    name="features__receivables_dso",
     pool=DUCKDB_POOL,
 )
 @asset_step
 def receivables_dso(
     context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """Days sales outstanding by the countback method, per customer and for the portfolio."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         portfolio_dso = build_dso(con, as_of, risk.dso_months)
         metadata = table_metadata(con, "features.receivables_dso", as_of_date=str(as_of))
-    return dg.MaterializeResult(metadata={**metadata, "portfolio_dso_days": portfolio_dso})
+        basis = table_metadata(con, DSO_BASIS, as_of_date=str(as_of))
+    return (
+        dg.MaterializeResult(
+            asset_key=DSO_BASIS_KEY, metadata={**basis, "dso_months": risk.dso_months}
+        ),
+        dg.MaterializeResult(
+            asset_key=DSO, metadata={**metadata, "portfolio_dso_days": portfolio_dso}
+        ),
+    )
 
 
-@dg.asset(
-    key=["features", "invoice_settlement"],
-    deps=[RUN_AS_OF, INVOICES, PAYMENTS],
-    group_name=GROUP,
-    kinds={"duckdb"},
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            SETTLEMENT,
+            deps=[RUN_AS_OF, INVOICES, PAYMENTS],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="When each invoice was paid off, from payments known on the as-of "
+            "date. Reads the run ledger ops.loaded_files to re-settle only customers with new "
+            "facts.",
+        ),
+        dg.AssetSpec(
+            SETTLEMENT_REFRESH,
+            deps=[RUN_AS_OF, INVOICES, PAYMENTS],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="What the last settlement build saw (as-of date, loads, checksums, "
+            "settings) and how it was refreshed: the next run's starting point, and "
+            "`crm-intel status` shows it.",
+        ),
+    ],
+    name="features__invoice_settlement",
     pool=DUCKDB_POOL,
 )
 @asset_step
 def invoice_settlement(
     context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """When each invoice was paid off, from payments known on the as-of date; re-settles only
     customers with new facts when the previous build allows it (``refresh_invoice_settlement``)."""
     with warehouse.connect() as con:
@@ -178,23 +255,29 @@ def invoice_settlement(
         )
         payments = row_count(con, "staging.payments")
         metadata = table_metadata(con, "features.invoice_settlement", as_of_date=str(as_of))
+        state = table_metadata(con, SETTLEMENT_STATE, as_of_date=str(as_of))
     context.log.info(
         f"invoice settlement {refresh.mode}: {refresh.customers_resettled:,d} customers "
         f"settled ({refresh.reason})"
     )
-    metadata |= {
+    refreshed = {
         "refresh_mode": refresh.mode,
         "refresh_reason": refresh.reason,
         "customers_resettled": refresh.customers_resettled,
     }
     # no payment known: the aging and everything read from it say so (missing_payments_reason)
-    return dg.MaterializeResult(metadata={**metadata, "payments": payments})
+    return (
+        dg.MaterializeResult(
+            asset_key=SETTLEMENT, metadata={**metadata, **refreshed, "payments": payments}
+        ),
+        dg.MaterializeResult(asset_key=SETTLEMENT_REFRESH, metadata={**state, **refreshed}),
+    )
 
 
 @dg.asset(
     key=["features", "payment_behaviour"],
     # open amounts, open invoices and days past due are the aging's own receivable items
-    deps=[invoice_settlement, RECEIVABLE_ITEMS, ACCOUNTS, CREDIT_REPORTS],
+    deps=[SETTLEMENT, RECEIVABLE_ITEMS, ACCOUNTS, CREDIT_REPORTS],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -239,7 +322,8 @@ DELINQUENCY_LABELS = dg.AssetKey(["features", "delinquency_labels"])
     specs=[
         dg.AssetSpec(
             PAYMENT_BEHAVIOUR_HISTORY,
-            deps=[invoice_settlement, ACCOUNTS, CREDIT_REPORTS],
+            # settlement and open items rebuilt from the ledger as known at each cutoff
+            deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT, ACCOUNTS, CREDIT_REPORTS],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Payment-behaviour features at each past cutoff, each from the ledger "
@@ -247,7 +331,7 @@ DELINQUENCY_LABELS = dg.AssetKey(["features", "delinquency_labels"])
         ),
         dg.AssetSpec(
             DELINQUENCY_LABELS,
-            deps=[invoice_settlement],
+            deps=[SETTLEMENT, PAYMENT_BEHAVIOUR_HISTORY],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Per customer and past cutoff: more than label_days_past_due days past "
@@ -310,17 +394,36 @@ def delinquency_training(
     )
 
 
-@dg.asset(
-    key=["models", "delinquency_evaluation"],
-    deps=[PAYMENT_BEHAVIOUR_HISTORY, DELINQUENCY_LABELS, payment_behaviour],
-    group_name=GROUP,
-    kinds={"duckdb", "scikitlearn"},
+EVALUATION = dg.AssetKey(["models", "delinquency_evaluation"])
+RELIABILITY = dg.AssetKey(["models", "delinquency_reliability"])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            EVALUATION,
+            deps=[PAYMENT_BEHAVIOUR_HISTORY, DELINQUENCY_LABELS, payment_behaviour],
+            group_name=GROUP,
+            kinds={"duckdb", "scikitlearn"},
+            description="Every delinquency scorer graded on the latest labelled cutoff; the "
+            "best one is chosen.",
+        ),
+        dg.AssetSpec(
+            RELIABILITY,
+            deps=[PAYMENT_BEHAVIOUR_HISTORY, DELINQUENCY_LABELS, payment_behaviour],
+            group_name=GROUP,
+            kinds={"duckdb", "scikitlearn"},
+            description="Mean predicted against observed delinquency rate in ten probability "
+            "bins on the holdout: how far to trust the level (the report's reliability curve).",
+        ),
+    ],
+    name="models__delinquency_evaluation",
     pool=DUCKDB_POOL,
 )
 @asset_step
 def delinquency_evaluation(
     context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """Every delinquency scorer graded on the latest labelled cutoff (the scorecard, the bureau
     score alone, share paid late, days late, days past due); the best one is chosen."""
     with warehouse.connect() as con:
@@ -351,7 +454,7 @@ def delinquency_evaluation(
 
 @dg.asset(
     key=["models", "delinquency_scores"],
-    deps=[delinquency_evaluation, payment_behaviour],
+    deps=[EVALUATION, payment_behaviour],
     group_name=GROUP,
     kinds={"duckdb", "scikitlearn"},
     pool=DUCKDB_POOL,
@@ -401,11 +504,7 @@ def delinquency_scores(
                 "delinquency_scorer": [chosen if model is not None else None] * current.height,
                 "delinquency_unknown_reason": [unknown] * current.height,
             },
-            schema_overrides={
-                "as_of_date": pl.Date,
-                "delinquency_scorer": pl.String,
-                "delinquency_unknown_reason": pl.String,
-            },
+            schema=SCORE_SCHEMA,
         )
         write_frame(con, "models.delinquency_scores", scores)
         record_model_run(
@@ -451,10 +550,11 @@ def delinquency_scores(
     key=["marts", "customer_risk"],
     deps=[
         AGING,
-        receivables_dso,
+        FINANCE_STATUS_KEY,
+        DSO,
         payment_behaviour,
         delinquency_scores,
-        dg.AssetKey(["models", "clv_scores"]),
+        CLV_SCORES,
     ],
     group_name=GROUP,
     kinds={"duckdb"},
@@ -486,10 +586,12 @@ def customer_risk(
 
 @dg.asset(
     key=["marts", "portfolio_risk"],
+    # DSO counted back per slice from the same basis as the customers' (build_portfolio_risk)
     deps=[
         customer_risk,
         AGING,
-        receivables_dso,
+        FINANCE_STATUS_KEY,
+        DSO_BASIS_KEY,
         dg.AssetKey(["models", "rfm_scores"]),
         ACCOUNTS,
     ],
@@ -513,7 +615,7 @@ def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
 
 @dg.asset(
     key=["marts", "customer_equity"],
-    deps=[customer_risk],
+    deps=[customer_risk, FINANCE_STATUS_KEY, CLV_SCORES],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -541,7 +643,17 @@ def customer_equity(
 
 @dg.asset(
     key=["marts", "risk_alerts"],
-    deps=[invoice_settlement, AGING, INVOICES, PAYMENTS, ACCOUNTS, CREDIT_REPORTS],
+    deps=[
+        SETTLEMENT,
+        CREDIT_NOTE_REFUNDS,
+        RECEIVABLE_ITEMS,
+        AGING,
+        FINANCE_STATUS_KEY,
+        INVOICES,
+        PAYMENTS,
+        ACCOUNTS,
+        CREDIT_REPORTS,
+    ],
     group_name=GROUP,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
