@@ -20,7 +20,7 @@ import polars as pl
 from features.customer import lifetimes_summary
 from features.point_in_time import missing_feature_groups
 from features.receivables import build_payment_behaviour
-from features.warehouse import materialize_sql, write_frame
+from features.warehouse import materialize_sql, row_count, transaction, write_frame
 
 BG_NBD_COLUMNS = ("bg_nbd_p_alive", "bg_nbd_expected_purchases", "bg_nbd_churn_probability")
 # features.churn_missing_groups: one row per feature group whose source is missing, and why.
@@ -100,6 +100,7 @@ def build_churn_snapshots(
     baseline: CutoffBaseline,
     default_payment_terms_days: int,
     settlement_tolerance: float,
+    payment_behaviour_today: str,
     sample_fraction: float = 1.0,
     scoring_horizon_days: int | None = None,
 ) -> ChurnSnapshots:
@@ -114,32 +115,127 @@ def build_churn_snapshots(
 
     ``sample_fraction`` keeps a deterministic share of customers in the training cutoffs (the
     ``as_of`` snapshot is always whole), to bound the fit on very large ledgers.
+    ``payment_behaviour_today`` is the credit-risk stage's payment behaviour as of ``as_of``
+    (``features.payment_behaviour``, the same definition on the whole ledger): the as-of
+    snapshot takes it rather than settling the whole ledger again.
     """
     late = [c for c in training_cutoffs if (as_of - c).days < horizon_days]
     if late:
         raise ValueError(f"training cutoffs {late} leave less than {horizon_days} days to {as_of}")
     cutoffs = sorted({*training_cutoffs, as_of})
-    common = {"cutoffs": cutoffs, "as_of": as_of, "sample_fraction": sample_fraction}
-    materialize_sql(con, "features.churn_purchase_history", "feat_churn_purchases", **common)
-    materialize_sql(con, "features.churn_engagement_history", "feat_churn_engagement", **common)
-    # the credit-risk stage's payment behaviour, each cutoff's from the ledger known then
-    build_payment_behaviour(
+    failures = _cutoff_histories(
         con,
-        "features.churn_payment_history",
         cutoffs,
+        as_of,
+        baseline=baseline,
         default_payment_terms_days=default_payment_terms_days,
         settlement_tolerance=settlement_tolerance,
-        whole_ledger=True,
+        payment_behaviour_today=payment_behaviour_today,
         sample_fraction=sample_fraction,
-        whole_ledger_at=as_of,
+        horizon_days=scoring_horizon_days or horizon_days,
     )
-    failures = _bg_nbd_history(con, cutoffs, scoring_horizon_days or horizon_days, baseline)
     snapshots = materialize_sql(con, "features.churn_snapshots", "feat_churn_snapshots")
     labelled = materialize_sql(
         con, "features.churn_labels", "feat_churn_labels", as_of=as_of, horizon_days=horizon_days
     )
-    for table in ("purchase", "engagement", "payment", "bg_nbd"):
-        con.execute(f"drop table features.churn_{table}_history")
+    _drop_histories(con)
+    return ChurnSnapshots(snapshots, labelled, _write_missing_groups(con, as_of), failures)
+
+
+def refresh_scoring_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    as_of: date,
+    *,
+    baseline: CutoffBaseline,
+    payment_behaviour_today: str,
+    scoring_horizon_days: int,
+) -> ChurnSnapshots:
+    """Replace only the snapshot scored tonight, keeping the labelled training snapshots.
+
+    For a night that scores with a kept fit (``features.model_store``): the training snapshots
+    and labels stay those the fit learnt from, and the as-of snapshot is built exactly as
+    ``build_churn_snapshots`` builds it, from the same SQL.
+    """
+    failures = _cutoff_histories(
+        con,
+        [as_of],
+        as_of,
+        baseline=baseline,
+        default_payment_terms_days=None,
+        settlement_tolerance=None,
+        payment_behaviour_today=payment_behaviour_today,
+        sample_fraction=1.0,
+        horizon_days=scoring_horizon_days,
+    )
+    with transaction(con):
+        materialize_sql(con, SCORING_SNAPSHOT, "feat_churn_snapshots", temporary=True)
+        con.execute(
+            "delete from features.churn_snapshots where cutoff_date not in "
+            "(select distinct cutoff_date from features.churn_labels)"
+        )
+        con.execute(
+            f"insert into features.churn_snapshots by name select * from {SCORING_SNAPSHOT}"
+        )
+    con.execute(f"drop table {SCORING_SNAPSHOT}")
+    _drop_histories(con)
+    return ChurnSnapshots(
+        row_count(con, "features.churn_snapshots"),
+        row_count(con, "features.churn_labels"),
+        _write_missing_groups(con, as_of),
+        failures,
+    )
+
+
+SCORING_SNAPSHOT = "churn_scoring_snapshot"
+HISTORIES = ("purchase", "engagement", "payment", "bg_nbd")
+
+
+def _cutoff_histories(
+    con: duckdb.DuckDBPyConnection,
+    cutoffs: list[date],
+    as_of: date,
+    *,
+    baseline: CutoffBaseline,
+    default_payment_terms_days: int | None,
+    settlement_tolerance: float | None,
+    payment_behaviour_today: str,
+    sample_fraction: float,
+    horizon_days: int,
+) -> dict[str, str]:
+    """The per-cutoff inputs of ``feat_churn_snapshots.sql``: purchases, engagement, payment
+    behaviour (the as-of date's taken from ``payment_behaviour_today``) and the BG/NBD baseline.
+    Returns the cutoffs where BG/NBD could not be fitted."""
+    common = {"cutoffs": cutoffs, "as_of": as_of, "sample_fraction": sample_fraction}
+    materialize_sql(con, "features.churn_purchase_history", "feat_churn_purchases", **common)
+    materialize_sql(con, "features.churn_engagement_history", "feat_churn_engagement", **common)
+    past = [c for c in cutoffs if c != as_of]
+    if past:
+        # the credit-risk stage's payment behaviour, each cutoff's from the ledger known then
+        build_payment_behaviour(
+            con,
+            "features.churn_payment_history",
+            past,
+            default_payment_terms_days=default_payment_terms_days,
+            settlement_tolerance=settlement_tolerance,
+            whole_ledger=True,
+            sample_fraction=sample_fraction,
+        )
+        con.execute(
+            f"insert into features.churn_payment_history by name "
+            f"select * from {payment_behaviour_today} where cutoff_date = $as_of",
+            {"as_of": as_of},
+        )
+    else:
+        con.execute(
+            f"create or replace table features.churn_payment_history as "
+            f"select * from {payment_behaviour_today} where cutoff_date = $as_of",
+            {"as_of": as_of},
+        )
+    return _bg_nbd_history(con, cutoffs, horizon_days, baseline)
+
+
+def _write_missing_groups(con: duckdb.DuckDBPyConnection, as_of: date) -> dict[str, str]:
+    """``features.churn_missing_groups``: the feature groups whose source is missing, and why."""
     missing = missing_feature_groups(con, as_of)
     write_frame(
         con,
@@ -149,7 +245,12 @@ def build_churn_snapshots(
             schema=MISSING_GROUPS_SCHEMA,
         ),
     )
-    return ChurnSnapshots(snapshots, labelled, missing, failures)
+    return missing
+
+
+def _drop_histories(con: duckdb.DuckDBPyConnection) -> None:
+    for table in HISTORIES:
+        con.execute(f"drop table features.churn_{table}_history")
 
 
 def training_frame(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

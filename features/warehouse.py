@@ -169,6 +169,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        5,
+        "churn and delinquency fits kept between nights, and each run's refit decision",
+        (
+            """
+        create table if not exists models.kept_fits (
+            model varchar primary key,
+            run_id varchar not null,
+            as_of_date date not null,
+            fitted_at timestamp not null,
+            settings_key varchar not null,
+            code_version varchar not null,
+            history_fingerprint varchar not null,
+            customers bigint not null,
+            chosen varchar not null,
+            note varchar,
+            scorer blob
+        )""",
+            """
+        create table if not exists models.fit_plans (
+            run_id varchar not null,
+            model varchar not null,
+            refit boolean not null,
+            reason varchar not null,
+            settings_key varchar not null,
+            customers bigint not null,
+            kept_run_id varchar,
+            kept_as_of date
+        )""",
+        ),
+    ),
 )
 
 
@@ -217,6 +248,18 @@ RUN_LEDGERS: dict[str, RunLedger] = {
     "ops.erasure_keys": RunLedger(
         "`crm-intel erase`: the erased identifiers' SHA-256",
         "every staging step (tombstoned rows never staged again)",
+    ),
+    "ops.step_runs": RunLedger(
+        "two job hooks (pipelines/ops/step_runs.py), one row per step of every run",
+        "`crm-intel status --steps`, bench/bench_nightly.py",
+    ),
+    "models.kept_fits": RunLedger(
+        "the churn and delinquency scores steps on a night that refits, one row per model",
+        "the same steps on the nights in between (features/model_store.py)",
+    ),
+    "models.fit_plans": RunLedger(
+        "churn snapshots and delinquency training, one row per model and run: refit or not, why",
+        "the later churn and delinquency steps of the same run, `crm-intel status`",
     ),
     "ops.schema_migrations": RunLedger(
         "ensure_layout, one row per migration applied", "ensure_layout"

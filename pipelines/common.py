@@ -10,6 +10,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from features.model_store import FitPlan
 from features.warehouse import fingerprint, record_model_run, write_frame
 from models.selection import Evaluation, candidate_metrics
 from models.threads import bounded_blas_threads
@@ -193,3 +194,21 @@ def write_scorer_choice(
         metadata={**table_metadata(con, reliability_table), "holdout_cutoff": str(last)},
     )
     return evaluated, reliability
+
+
+def kept_scorer_choice(
+    con: duckdb.DuckDBPyConnection, *, target: str, plan: FitPlan
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
+    """The evaluation step of a night that scores with the kept fit: the tables keep the grading
+    of that fit (they are what it was chosen on), and the metadata says so."""
+    chosen = con.sql(
+        f"select scorer from models.{target}_evaluation where chosen and population = 'all'"
+    ).fetchall()[0][0]
+    kept = {"refit": False, "refit_reason": plan.reason, "chosen": chosen}
+    return tuple(  # type: ignore[return-value]
+        dg.MaterializeResult(
+            asset_key=dg.AssetKey(["models", table]),
+            metadata={**table_metadata(con, f"models.{table}"), **kept},
+        )
+        for table in (f"{target}_evaluation", f"{target}_reliability")
+    )

@@ -274,6 +274,25 @@ class PublishSettings(dg.ConfigurableResource):
     )
 
 
+class ModelsSettings(dg.ConfigurableResource):
+    """When the churn and delinquency scorers are refitted; they score every night."""
+
+    refit_every_days: int = Field(
+        default=7,
+        ge=0,
+        description="Refit (build the training snapshots, grade every candidate, fit) when the "
+        "kept fit is this many days old; in between, the kept fit scores the night's customers. "
+        "0: refit every night.",
+    )
+    max_customer_change: float = Field(
+        default=0.10,
+        ge=0.0,
+        description="Refit early when the customers scored moved by more than this share since "
+        "the kept fit (a new segment, a migration). A fact dated before the kept fit's as-of date "
+        "that arrives or changes, new code or new settings always refit.",
+    )
+
+
 class NightlySettings(dg.Config):
     """When the nightly run starts, how the inbox is watched, and who hears about failures."""
 
@@ -325,11 +344,12 @@ SECTIONS: dict[str, type[dg.Config]] = {
     "risk": RiskSettings,
     "ingest": IngestSettings,
     "publish": PublishSettings,
+    "models": ModelsSettings,
     "nightly": NightlySettings,
 }
 # The sections assets read, as resources of the same name; [nightly] configures the schedule
 # and sensors, which read it when the code location loads.
-ASSET_SECTIONS = ("run", "clv", "churn", "risk", "ingest", "publish")
+ASSET_SECTIONS = ("run", "clv", "churn", "risk", "ingest", "publish", "models")
 
 
 class SettingsError(ValueError):

@@ -4,7 +4,19 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from features.churn import build_churn_snapshots, scoring_frame, training_frame
+from features.churn import (
+    build_churn_snapshots,
+    refresh_scoring_snapshot,
+    scoring_frame,
+    training_frame,
+)
+from features.model_store import (
+    fit_plan,
+    history_fingerprint,
+    keep_fit,
+    kept_fit,
+    plan_fit,
+)
 from features.point_in_time import first_invoice_date, labelled_cutoffs
 from features.receivables import customers_invoiced
 from features.warehouse import fingerprint, record_model_run, write_frame
@@ -21,13 +33,14 @@ from models.selection import (
 )
 from pipelines.common import (
     asset_step,
+    kept_scorer_choice,
     preview,
     run_as_of,
     table_metadata,
     write_scorer_choice,
 )
 from pipelines.resources import DUCKDB_POOL, Warehouse
-from pipelines.settings import ChurnSettings, ClvSettings, RiskSettings
+from pipelines.settings import ChurnSettings, ClvSettings, ModelsSettings, RiskSettings
 
 GROUP = "churn"
 LABELS_QUERY = "select * from features.churn_labels"
@@ -35,6 +48,16 @@ LABELS_QUERY = "select * from features.churn_labels"
 
 def _model(config: ChurnSettings, missing: dict[str, str]) -> ChurnModel:
     return ChurnModel(calibration=config.calibration, missing_groups=missing)
+
+
+def _fit_settings(churn: ChurnSettings, risk: RiskSettings, clv: ClvSettings) -> dict:
+    """Every setting the churn snapshots and scorer depend on: a change to one refits."""
+    return {
+        "churn": churn.model_dump(),
+        "default_payment_terms_days": risk.default_payment_terms_days,
+        "settlement_tolerance": risk.settlement_tolerance,
+        "clv": clv.model_dump(),
+    }
 
 
 def _missing_groups(con) -> dict[str, str]:
@@ -76,7 +99,8 @@ CHURN_INPUTS = [
     specs=[
         dg.AssetSpec(
             SNAPSHOTS,
-            deps=CHURN_INPUTS,
+            # tonight's payment features are the credit-risk stage's own
+            deps=[*CHURN_INPUTS, dg.AssetKey(["features", "payment_behaviour"])],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Churn features per customer at past cutoffs and on the as-of date, "
@@ -106,6 +130,7 @@ def churn_snapshots(
     churn: ChurnSettings,
     risk: RiskSettings,
     clv: ClvSettings,
+    models: ModelsSettings,
     warehouse: Warehouse,
 ) -> tuple[dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult]:
     """Churn features at past cutoffs (labelled by the horizon after) and on the as-of date.
@@ -117,17 +142,38 @@ def churn_snapshots(
         label_horizon, cutoffs = _label_plan(con, churn, as_of)
         customers = customers_invoiced(con)
         sample_fraction = min(1.0, churn.max_training_customers / max(customers, 1))
-        built = build_churn_snapshots(
+        baseline = PurchaseBaseline(time_unit_days=clv.time_unit_days)
+        fit = plan_fit(
             con,
-            cutoffs,
-            as_of,
-            label_horizon,
-            baseline=PurchaseBaseline(time_unit_days=clv.time_unit_days),
-            default_payment_terms_days=risk.default_payment_terms_days,
-            settlement_tolerance=risk.settlement_tolerance,
-            sample_fraction=sample_fraction,
-            scoring_horizon_days=churn.horizon_days,
+            model="churn",
+            run_id=context.run_id,
+            as_of=as_of,
+            settings=_fit_settings(churn, risk, clv),
+            customers=customers,
+            refit_every_days=models.refit_every_days,
+            max_customer_change=models.max_customer_change,
         )
+        if fit.refit:
+            built = build_churn_snapshots(
+                con,
+                cutoffs,
+                as_of,
+                label_horizon,
+                baseline=baseline,
+                default_payment_terms_days=risk.default_payment_terms_days,
+                settlement_tolerance=risk.settlement_tolerance,
+                payment_behaviour_today="features.payment_behaviour",
+                sample_fraction=sample_fraction,
+                scoring_horizon_days=churn.horizon_days,
+            )
+        else:  # the kept fit scores tonight: only tonight's snapshot is new
+            built = refresh_scoring_snapshot(
+                con,
+                as_of,
+                baseline=baseline,
+                payment_behaviour_today="features.payment_behaviour",
+                scoring_horizon_days=churn.horizon_days,
+            )
         rates = con.sql(
             "select cutoff_date::varchar, avg(churned::int) from features.churn_labels "
             "group by 1 order by 1"
@@ -149,7 +195,13 @@ def churn_snapshots(
         )
     for cutoff, reason in built.bg_nbd_failures.items():
         context.log.warning(f"BG/NBD not fitted at cutoff {cutoff}: {reason}")
-    plan = {"cutoffs": [c.isoformat() for c in cutoffs], "sample_fraction": sample_fraction}
+    context.log.info(f"churn scorer: {'refit' if fit.refit else 'kept'}: {fit.reason}")
+    plan = {
+        "cutoffs": [c.isoformat() for c in cutoffs] if fit.refit else "kept from the fit",
+        "sample_fraction": sample_fraction,
+        "refit": fit.refit,
+        "refit_reason": fit.reason,
+    }
     return (
         dg.MaterializeResult(
             asset_key=SNAPSHOTS,
@@ -212,8 +264,12 @@ RELIABILITY = dg.AssetKey(["models", "churn_reliability"])
 def churn_evaluation(
     context: dg.AssetExecutionContext, churn: ChurnSettings, warehouse: Warehouse
 ) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
-    """Every churn scorer graded on the latest labelled cutoffs; the best one is chosen."""
+    """Every churn scorer graded on the latest labelled cutoffs; the best one is chosen.
+    On a night that scores with the kept fit, the grading of that fit stands."""
     with warehouse.connect() as con:
+        fit = fit_plan(con, model="churn", run_id=context.run_id)
+        if not fit.refit:
+            return kept_scorer_choice(con, target="churn", plan=fit)
         as_of = run_as_of(con, context.run_id)
         label_horizon, cutoffs = _label_plan(con, churn, as_of)
         history = training_frame(con)
@@ -255,20 +311,43 @@ def churn_scores(
     scorer the holdout chose, fitted on every labelled cutoff."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, _ = _label_plan(con, churn, as_of)
-        history = training_frame(con)
+        fit = fit_plan(con, model="churn", run_id=context.run_id)
         current = scoring_frame(con, as_of)
         missing = _missing_groups(con)
-        chosen = con.sql(
-            "select scorer from models.churn_evaluation where chosen and population = 'all'"
-        ).fetchall()[0][0]
         scorer: ChurnModel | None = None
-        if label_horizon == churn.horizon_days and history.height:
-            try:
-                scorer = fit_shipped(chosen, history, _model(churn, missing))
-            except NotEnoughEvidence as error:
-                context.log.warning(f"churn scorer {chosen} not calibrated: {error}")
-        version = f"churn-{chosen}-{as_of.isoformat()}-{context.run_id[:8]}"
+        if fit.refit:
+            label_horizon, _ = _label_plan(con, churn, as_of)
+            history = training_frame(con)
+            chosen = con.sql(
+                "select scorer from models.churn_evaluation where chosen and population = 'all'"
+            ).fetchall()[0][0]
+            note = None
+            if label_horizon == churn.horizon_days and history.height:
+                try:
+                    scorer = fit_shipped(chosen, history, _model(churn, missing))
+                except NotEnoughEvidence as error:
+                    note = f"churn scorer {chosen} not calibrated: {error}"
+                    context.log.warning(note)
+            fitted_by, fitted_as_of = context.run_id, as_of
+            keep_fit(
+                con,
+                model="churn",
+                run_id=context.run_id,
+                as_of=as_of,
+                settings=fit.settings_key,
+                history=history_fingerprint(con, as_of),
+                customers=fit.customers,
+                chosen=chosen,
+                note=note,
+                scorer=scorer,
+            )
+        else:
+            kept = kept_fit(con, "churn")
+            assert kept is not None  # plan_fit keeps a fit only when one is kept
+            scorer, chosen = kept.scorer, kept.chosen
+            fitted_by, fitted_as_of = kept.run_id, kept.as_of_date
+        # the version names the fit that scored: the same on every night it is kept
+        version = f"churn-{chosen}-{fitted_as_of.isoformat()}-{fitted_by[:8]}"
         if current.height == 0:
             scores = pl.DataFrame(schema=SCORE_SCHEMA)
         else:
@@ -301,6 +380,9 @@ def churn_scores(
                 "coefficients": scorer.coefficients_ if scorer else {},
                 "regularization": scorer.regularization_ if scorer else None,
                 "settings": churn.model_dump(),
+                "refit": fit.refit,
+                "refit_reason": fit.reason,
+                "fitted_by_run": fitted_by,
             },
             metrics={
                 "training_rows": scorer.training_rows_ if scorer else 0,
@@ -317,6 +399,8 @@ def churn_scores(
             "dagster/row_count": scores.height,
             "chosen": chosen,
             "calibrated": scorer is not None,
+            "refit": fit.refit,
+            "refit_reason": fit.reason,
             "model_version": version,
             "feature_groups": groups,
             "missing_feature_groups": dg.MetadataValue.json(

@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from features.model_store import fit_plan, history_fingerprint, keep_fit, kept_fit, plan_fit
 from features.point_in_time import SOURCES, first_invoice_date, labelled_cutoffs
 from features.receivables import (
     DSO_BASIS,
@@ -40,9 +41,16 @@ from models.scorecard import NotEnoughEvidence
 from models.selection import (
     fit_shipped,
 )
-from pipelines.common import asset_step, preview, run_as_of, table_metadata, write_scorer_choice
+from pipelines.common import (
+    asset_step,
+    kept_scorer_choice,
+    preview,
+    run_as_of,
+    table_metadata,
+    write_scorer_choice,
+)
 from pipelines.resources import DUCKDB_POOL, Warehouse
-from pipelines.settings import RiskSettings
+from pipelines.settings import ModelsSettings, RiskSettings
 
 GROUP = "credit_risk"
 RUN_AS_OF = dg.AssetKey(["ops", "run_as_of"])
@@ -343,13 +351,43 @@ DELINQUENCY_LABELS = dg.AssetKey(["features", "delinquency_labels"])
 )
 @asset_step
 def delinquency_training(
-    context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
+    context: dg.AssetExecutionContext,
+    risk: RiskSettings,
+    models: ModelsSettings,
+    warehouse: Warehouse,
 ) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
-    """Point-in-time snapshots at past cutoffs with the delinquency label of the window after."""
+    """Point-in-time snapshots at past cutoffs with the delinquency label of the window after;
+    kept as they are on a night that scores with the kept fit."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         label_horizon, cutoffs = _label_plan(con, risk, as_of)
         customers = con.sql("select count(distinct customer_id) from staging.invoices").fetchall()
+        fit = plan_fit(
+            con,
+            model="delinquency",
+            run_id=context.run_id,
+            as_of=as_of,
+            settings=risk.model_dump(),
+            customers=customers[0][0],
+            refit_every_days=models.refit_every_days,
+            max_customer_change=models.max_customer_change,
+        )
+        context.log.info(f"delinquency scorer: {'refit' if fit.refit else 'kept'}: {fit.reason}")
+        if not fit.refit:
+            kept = {"refit": False, "refit_reason": fit.reason}
+            return (
+                dg.MaterializeResult(
+                    asset_key=PAYMENT_BEHAVIOUR_HISTORY,
+                    metadata={
+                        **table_metadata(con, "features.payment_behaviour_history"),
+                        **kept,
+                    },
+                ),
+                dg.MaterializeResult(
+                    asset_key=DELINQUENCY_LABELS,
+                    metadata={**table_metadata(con, "features.delinquency_labels"), **kept},
+                ),
+            )
         sample_fraction = min(1.0, risk.max_training_customers / max(customers[0][0], 1))
         # settlement rebuilt as of each cutoff: no payment or credit note dated later is seen
         # (no cutoff: empty tables, so the evaluation says nothing could be validated)
@@ -375,7 +413,12 @@ def delinquency_training(
             f"delinquency labels over {label_horizon} days, not {risk.label_horizon_days}: "
             "the history before the as-of date is too short for the configured horizon"
         )
-    plan = {"cutoffs": [c.isoformat() for c in cutoffs], "sample_fraction": sample_fraction}
+    plan = {
+        "cutoffs": [c.isoformat() for c in cutoffs],
+        "sample_fraction": sample_fraction,
+        "refit": True,
+        "refit_reason": fit.reason,
+    }
     return (
         dg.MaterializeResult(asset_key=PAYMENT_BEHAVIOUR_HISTORY, metadata={**history, **plan}),
         dg.MaterializeResult(
@@ -425,8 +468,12 @@ def delinquency_evaluation(
     context: dg.AssetExecutionContext, risk: RiskSettings, warehouse: Warehouse
 ) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
     """Every delinquency scorer graded on the latest labelled cutoff (the scorecard, the bureau
-    score alone, share paid late, days late, days past due); the best one is chosen."""
+    score alone, share paid late, days late, days past due); the best one is chosen. On a night
+    that scores with the kept fit, the grading of that fit stands."""
     with warehouse.connect() as con:
+        fit = fit_plan(con, model="delinquency", run_id=context.run_id)
+        if not fit.refit:
+            return kept_scorer_choice(con, target="delinquency", plan=fit)
         as_of = run_as_of(con, context.run_id)
         label_horizon, cutoffs = _label_plan(con, risk, as_of)
         snapshots = training_snapshots(con)
@@ -467,21 +514,41 @@ def delinquency_scores(
     the scorer the holdout chose, fitted on every labelled cutoff."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        label_horizon, _ = _label_plan(con, risk, as_of)
-        snapshots = training_snapshots(con)
+        fit = fit_plan(con, model="delinquency", run_id=context.run_id)
         current = con.sql("select * from features.payment_behaviour").pl()
-        chosen = con.sql(
-            "select scorer from models.delinquency_evaluation where chosen and population = 'all'"
-        ).fetchall()[0][0]
         unknown = missing_payments_reason(con, as_of)
         model: DelinquencyModel | None = None
-        if unknown is None and label_horizon != risk.label_horizon_days:
-            unknown = f"no labels at the {risk.label_horizon_days}-day horizon yet"
-        if unknown is None:
-            try:
-                model = fit_shipped(chosen, snapshots, _model(risk))
-            except NotEnoughEvidence as error:
-                unknown = str(error)
+        if fit.refit:
+            label_horizon, _ = _label_plan(con, risk, as_of)
+            chosen = con.sql(
+                "select scorer from models.delinquency_evaluation "
+                "where chosen and population = 'all'"
+            ).fetchall()[0][0]
+            if unknown is None and label_horizon != risk.label_horizon_days:
+                unknown = f"no labels at the {risk.label_horizon_days}-day horizon yet"
+            if unknown is None:
+                try:
+                    model = fit_shipped(chosen, training_snapshots(con), _model(risk))
+                except NotEnoughEvidence as error:
+                    unknown = str(error)
+            fitted_by = context.run_id
+            keep_fit(
+                con,
+                model="delinquency",
+                run_id=context.run_id,
+                as_of=as_of,
+                settings=fit.settings_key,
+                history=history_fingerprint(con, as_of),
+                customers=fit.customers,
+                chosen=chosen,
+                note=unknown,
+                scorer=model,
+            )
+        else:
+            kept = kept_fit(con, "delinquency")
+            assert kept is not None  # plan_fit keeps a fit only when one is kept
+            model, chosen, fitted_by = kept.scorer, kept.chosen, kept.run_id
+            unknown = unknown or (kept.note if model is None else None)
         if model is None:
             # a ranking without a calibrated level is no probability: unknown, with the reason
             context.log.warning(f"no delinquency probability today: {unknown}")
@@ -520,6 +587,9 @@ def delinquency_scores(
                 "bureau_used": getattr(model, "bureau_used_", False),
                 "regularization": model.regularization_ if model else None,
                 "settings": risk.model_dump(),
+                "refit": fit.refit,
+                "refit_reason": fit.reason,
+                "fitted_by_run": fitted_by,
             },
             metrics={
                 "training_rows": model.training_rows_ if model else 0,
@@ -536,6 +606,8 @@ def delinquency_scores(
         metadata={
             "dagster/row_count": scores.height,
             "chosen": chosen,
+            "refit": fit.refit,
+            "refit_reason": fit.reason,
             "unknown_reason": unknown or "",
             "bureau_features": "used" if bureau_used else NO_BUREAU,
             "training_rows": model.training_rows_ if model else 0,
