@@ -98,16 +98,16 @@ def build_churn_snapshots(
     baseline: CutoffBaseline,
     default_payment_terms_days: int,
     settlement_tolerance: float,
+    scoring_horizon_days: int,
     sample_fraction: float = 1.0,
-    scoring_horizon_days: int | None = None,
 ) -> ChurnSnapshots:
     """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``) and
     ``features.churn_labels`` (training cutoffs only, labelled over ``horizon_days``).
 
-    ``scoring_horizon_days`` (default ``horizon_days``) is the horizon of BG/NBD's P(no
-    purchase) and expected purchases at every cutoff: the configured one, also when a short
-    history only lets the labels use a shorter one, so the holdout grades the very quantity
-    that would ship.
+    ``scoring_horizon_days`` is the horizon of BG/NBD's P(no purchase) and expected purchases at
+    every cutoff: the configured ``[churn] horizon_days``, also when a short history only lets
+    the labels use a shorter ``horizon_days``, so the holdout grades the very quantity that
+    would ship.
 
     ``sample_fraction`` keeps a deterministic share of customers in the training cutoffs (the
     ``as_of`` snapshot is always whole), to bound the fit on very large ledgers.
@@ -130,7 +130,7 @@ def build_churn_snapshots(
         sample_fraction=sample_fraction,
         whole_ledger_at=as_of,
     )
-    failures = _bg_nbd_history(con, cutoffs, scoring_horizon_days or horizon_days, baseline)
+    failures = _bg_nbd_history(con, cutoffs, scoring_horizon_days, baseline)
     snapshots = materialize_sql(con, "features.churn_snapshots", "feat_churn_snapshots")
     labelled = materialize_sql(
         con, "features.churn_labels", "feat_churn_labels", as_of=as_of, horizon_days=horizon_days

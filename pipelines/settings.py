@@ -19,6 +19,11 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from features.ingest import IngestOptions
+from models.churn import ChurnModel
+from models.clv import ClvModel
+from models.delinquency import DelinquencyModel
+
 DEFAULT_CONFIG_FILE = "crm-intel.toml"
 
 
@@ -78,6 +83,21 @@ class ClvSettings(dg.ConfigurableResource):
         "lifetimes' fitter, slower). Either falls back to NBD when dropout is not identifiable.",
     )
 
+    def model(self, **changes: Any) -> ClvModel:
+        """The CLV model of these settings; ``changes`` replace some of its arguments (the
+        backtest's point scores need one parameter draw, not ``n_bootstrap``)."""
+        arguments = {
+            "time_unit_days": self.time_unit_days,
+            "horizon_days": self.horizon_days,
+            "annual_discount_rate": self.annual_discount_rate,
+            "penalizer": self.penalizer,
+            "interval": self.interval,
+            "n_bootstrap": self.n_bootstrap,
+            "min_repeat_customers": self.min_repeat_customers,
+            "purchase_model": self.purchase_model,
+        }
+        return ClvModel(**arguments | changes)
+
 
 class ChurnSettings(dg.ConfigurableResource):
     """Churn definition."""
@@ -136,6 +156,10 @@ class ChurnSettings(dg.ConfigurableResource):
     calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
     )
+
+    def model(self, missing_groups: dict[str, str] | None = None) -> ChurnModel:
+        """The supervised churn scorer; ``missing_groups`` names feature groups without data."""
+        return ChurnModel(calibration=self.calibration, missing_groups=missing_groups)
 
 
 class RiskSettings(dg.ConfigurableResource):
@@ -210,6 +234,10 @@ class RiskSettings(dg.ConfigurableResource):
         description="Alert when the bureau failure score falls by this many points.",
     )
 
+    def model(self) -> DelinquencyModel:
+        """The supervised delinquency scorer."""
+        return DelinquencyModel(calibration=self.calibration)
+
     @field_validator("class_cut_points")
     @classmethod
     def _four_decreasing_scores(cls, value: list[int]) -> list[int]:
@@ -253,6 +281,17 @@ class IngestSettings(dg.ConfigurableResource):
         ge=1,
         description="Above this many rows GX validates a fixed sample (SQL checks every row).",
     )
+
+    def options(self) -> IngestOptions:
+        """The loader's options: these settings as ``features.ingest`` takes them."""
+        return IngestOptions(
+            base_currency=self.base_currency,
+            reject_threshold=self.reject_threshold,
+            settle_seconds=self.settle_seconds,
+            mappings_dir=Path(self.mappings_dir) if self.mappings_dir else None,
+            validate=self.validate_files,
+            validation_sample_rows=self.validation_sample_rows,
+        )
 
 
 class PublishSettings(dg.ConfigurableResource):

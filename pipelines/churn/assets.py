@@ -33,10 +33,6 @@ GROUP = "churn"
 LABELS_QUERY = "select * from features.churn_labels"
 
 
-def _model(config: ChurnSettings, missing: dict[str, str]) -> ChurnModel:
-    return ChurnModel(calibration=config.calibration, missing_groups=missing)
-
-
 def _missing_groups(con) -> dict[str, str]:
     rows = con.sql("select feature_group, reason from features.churn_missing_groups").fetchall()
     return dict(rows)
@@ -122,7 +118,7 @@ def churn_snapshots(
             cutoffs,
             as_of,
             label_horizon,
-            baseline=PurchaseBaseline(time_unit_days=clv.time_unit_days),
+            baseline=PurchaseBaseline(clv.model(purchase_model="bg_nbd", n_bootstrap=1)),
             default_payment_terms_days=risk.default_payment_terms_days,
             settlement_tolerance=risk.settlement_tolerance,
             sample_fraction=sample_fraction,
@@ -214,7 +210,7 @@ def churn_evaluation(
             holdout,
             label_horizon,
             churn.horizon_days,
-            _model(churn, _missing_groups(con)),
+            churn.model(_missing_groups(con)),
         )
         return write_scorer_choice(
             context,
@@ -254,7 +250,7 @@ def churn_scores(
         scorer: ChurnModel | None = None
         if label_horizon == churn.horizon_days and history.height:
             try:
-                scorer = fit_shipped(chosen, history, _model(churn, missing))
+                scorer = fit_shipped(chosen, history, churn.model(missing))
             except NotEnoughEvidence as error:
                 context.log.warning(f"churn scorer {chosen} not calibrated: {error}")
         version = f"churn-{chosen}-{as_of.isoformat()}-{context.run_id[:8]}"

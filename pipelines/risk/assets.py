@@ -50,10 +50,6 @@ SETTLEMENT = dg.AssetKey(["features", "invoice_settlement"])
 NO_BUREAU = "missing: no credit report joins a CRM account; payment history only"
 
 
-def _model(config: RiskSettings) -> DelinquencyModel:
-    return DelinquencyModel(calibration=config.calibration)
-
-
 def _label_plan(con, config: RiskSettings, as_of) -> tuple[int, list]:
     """The labels' horizon and cutoffs: the configured horizon unless the history is too short."""
     return labelled_cutoffs(
@@ -149,7 +145,7 @@ def receivables_dso(
     """Days sales outstanding by the countback method, per customer and for the portfolio."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        portfolio_dso = build_dso(con, as_of, risk.dso_months)
+        portfolio_dso = build_dso(con, as_of, months=risk.dso_months)
         metadata = table_metadata(con, "features.receivables_dso", as_of_date=str(as_of))
     return dg.MaterializeResult(metadata={**metadata, "portfolio_dso_days": portfolio_dso})
 
@@ -334,7 +330,7 @@ def delinquency_evaluation(
             cutoffs[-1:],
             label_horizon,
             risk.label_horizon_days,
-            _model(risk),
+            risk.model(),
         )
         return write_scorer_choice(
             context,
@@ -376,7 +372,7 @@ def delinquency_scores(
             unknown = f"no labels at the {risk.label_horizon_days}-day horizon yet"
         if unknown is None:
             try:
-                model = fit_shipped(chosen, snapshots, _model(risk))
+                model = fit_shipped(chosen, snapshots, risk.model())
             except NotEnoughEvidence as error:
                 unknown = str(error)
         if model is None:
