@@ -58,7 +58,7 @@ class ClvSettings(dg.ConfigurableResource):
     )
     penalizer: float = Field(default=0.0, ge=0, description="L2 penalizer of the BG/NBD fit.")
     interval: float = Field(
-        default=0.80, gt=0, lt=1, description="Central interval width for clv_12m_low/high."
+        default=0.80, gt=0, lt=1, description="Central interval width for clv_low/high."
     )
     n_bootstrap: int = Field(default=200, ge=1, description="Bootstrap draws for the CLV interval.")
     min_repeat_customers: int = Field(

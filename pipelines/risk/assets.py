@@ -518,7 +518,7 @@ def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
 def customer_equity(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """Sum of 12-month CLV over all customers, gross and net of expected credit loss."""
+    """Sum of CLV over all customers, gross and net of expected credit loss."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         materialize_sql(con, "marts.customer_equity", "mart_customer_equity", as_of=as_of)
