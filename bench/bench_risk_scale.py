@@ -171,7 +171,7 @@ where report_date <= $as_of::date;
 
 -- the other stages' outputs the risk marts join (CLV, RFM): not timed here
 create table models.clv_scores as
-select customer_id, (hash(customer_id, 'clv') % 2000000) / 100.0 as clv
+select customer_id, (hash(customer_id, 'clv') % 2000000) / 100.0 as clv, 365 as clv_horizon_days
 from staging.accounts;
 
 create table models.rfm_scores as

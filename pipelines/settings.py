@@ -14,15 +14,16 @@ import typing
 import zoneinfo
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from features.ingest import IngestOptions
-from models.churn import ChurnModel
-from models.clv import ClvModel
-from models.delinquency import DelinquencyModel
+if TYPE_CHECKING:  # the builders import them when called: the CLI starts without the models
+    from features.ingest import IngestOptions
+    from models.churn import ChurnModel
+    from models.clv import ClvModel
+    from models.delinquency import DelinquencyModel
 
 DEFAULT_CONFIG_FILE = "crm-intel.toml"
 
@@ -83,9 +84,11 @@ class ClvSettings(dg.ConfigurableResource):
         "lifetimes' fitter, slower). Either falls back to NBD when dropout is not identifiable.",
     )
 
-    def model(self, **changes: Any) -> ClvModel:
+    def model(self, **changes: Any) -> "ClvModel":
         """The CLV model of these settings; ``changes`` replace some of its arguments (the
         backtest's point scores need one parameter draw, not ``n_bootstrap``)."""
+        from models.clv import ClvModel
+
         arguments = {
             "time_unit_days": self.time_unit_days,
             "horizon_days": self.horizon_days,
@@ -157,8 +160,10 @@ class ChurnSettings(dg.ConfigurableResource):
         default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
     )
 
-    def model(self, missing_groups: dict[str, str] | None = None) -> ChurnModel:
+    def model(self, missing_groups: dict[str, str] | None = None) -> "ChurnModel":
         """The supervised churn scorer; ``missing_groups`` names feature groups without data."""
+        from models.churn import ChurnModel
+
         return ChurnModel(calibration=self.calibration, missing_groups=missing_groups)
 
 
@@ -234,8 +239,10 @@ class RiskSettings(dg.ConfigurableResource):
         description="Alert when the bureau failure score falls by this many points.",
     )
 
-    def model(self) -> DelinquencyModel:
+    def model(self) -> "DelinquencyModel":
         """The supervised delinquency scorer."""
+        from models.delinquency import DelinquencyModel
+
         return DelinquencyModel(calibration=self.calibration)
 
     @field_validator("class_cut_points")
@@ -282,8 +289,10 @@ class IngestSettings(dg.ConfigurableResource):
         description="Above this many rows GX validates a fixed sample (SQL checks every row).",
     )
 
-    def options(self) -> IngestOptions:
+    def options(self) -> "IngestOptions":
         """The loader's options: these settings as ``features.ingest`` takes them."""
+        from features.ingest import IngestOptions
+
         return IngestOptions(
             base_currency=self.base_currency,
             reject_threshold=self.reject_threshold,
