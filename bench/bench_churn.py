@@ -27,7 +27,7 @@ from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.point_in_time import training_cutoffs
 from features.warehouse import ensure_layout, table_exists
 from models.churn import ChurnModel, PurchaseBaseline, evaluate_holdout, score_customers
-from pipelines.settings import ClvSettings, RiskSettings
+from pipelines.settings import ChurnSettings, ClvSettings, RiskSettings
 from synthetic import generate_demo_data
 
 STAGING = {
@@ -120,8 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("customers", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--horizon-days", type=int, default=180)
-    parser.add_argument("--max-training-customers", type=int, default=100_000)
+    parser.add_argument("--horizon-days", type=int, default=ChurnSettings().horizon_days)
+    parser.add_argument(
+        "--max-training-customers", type=int, default=ChurnSettings().max_training_customers
+    )
     parser.add_argument("--cache", type=Path, help="keep inbox and warehouse here for reruns")
     parser.add_argument("--memory-limit", default="8GB")
     parser.add_argument(
@@ -135,7 +137,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         con = _prepare(args, work, timings)
         as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
-        cutoffs = training_cutoffs(as_of, args.horizon_days, count=12)
+        cutoffs = training_cutoffs(as_of, args.horizon_days, count=ChurnSettings().training_cutoffs)
         sample_fraction = min(1.0, args.max_training_customers / args.customers)
         if args.rebuild_snapshots or not table_exists(con, "features.churn_snapshots"):
             _timed(
@@ -146,9 +148,12 @@ def main() -> None:
                     cutoffs,
                     as_of,
                     args.horizon_days,
-                    baseline=PurchaseBaseline(time_unit_days=ClvSettings().time_unit_days),
+                    baseline=PurchaseBaseline(
+                        ClvSettings().model(purchase_model="bg_nbd", n_bootstrap=1)
+                    ),
                     default_payment_terms_days=RiskSettings().default_payment_terms_days,
                     settlement_tolerance=RiskSettings().settlement_tolerance,
+                    scoring_horizon_days=args.horizon_days,
                     sample_fraction=sample_fraction,
                 ),
             )
@@ -159,10 +164,17 @@ def main() -> None:
             "holdout evaluation (fit + grade)",
             timings,
             lambda: evaluate_holdout(
-                history, history, cutoffs[-1:], args.horizon_days, args.horizon_days, ChurnModel()
+                history,
+                history,
+                cutoffs[-1:],
+                args.horizon_days,
+                args.horizon_days,
+                ChurnSettings().model(),
             ),
         )
-        model = _timed("fit on all labelled cutoffs", timings, lambda: ChurnModel().fit(history))
+        model = _timed(
+            "fit on all labelled cutoffs", timings, lambda: ChurnSettings().model().fit(history)
+        )
         scores = _score(con, model, as_of, timings)
         invoices = con.sql("select count(*) from staging.invoices").fetchall()[0][0]
         snapshots = con.sql("select count(*) from features.churn_snapshots").fetchall()[0][0]

@@ -40,9 +40,9 @@ import pyarrow  # noqa: F401
 from features.clv_backtest import build_backtest_inputs
 from features.customer import build_customer_summary, lifetimes_summary
 from features.ingest import build_customer_keys
-from models.clv import ClvModel
 from models.clv_backtest import backtest_clv
 from pipelines.resources import Warehouse
+from pipelines.settings import ClvSettings
 from synthetic import generate_demo_data
 
 ANNUAL_DISCOUNT_RATE = 0.10
@@ -95,7 +95,11 @@ def run_ours(con: duckdb.DuckDBPyConnection, as_of: date, extras: bool = True) -
     timings["summary_user_s"] = os.times().user - cpu.user
     timings["summary_system_s"] = os.times().system - cpu.system
     step = time.perf_counter()
-    model = ClvModel(time_unit_days=7.0, annual_discount_rate=ANNUAL_DISCOUNT_RATE).fit(summary)
+    model = (
+        ClvSettings()
+        .model(time_unit_days=7.0, annual_discount_rate=ANNUAL_DISCOUNT_RATE)
+        .fit(summary)
+    )
     timings["fit_s"] = time.perf_counter() - step
     step = time.perf_counter()
     clv = model.predict_clv(summary)
@@ -107,8 +111,8 @@ def run_ours(con: duckdb.DuckDBPyConnection, as_of: date, extras: bool = True) -
         "patterns": model.n_patterns_,
         "purchase_model": model.purchase_model_,
         "params": {**model.purchase_params_, **model.spend_params_},
-        "clv_total": float(clv["clv_12m"].sum()),
-        "clv": clv.select("customer_id", "clv_12m"),
+        "clv_total": float(clv["clv"].sum()),
+        "clv": clv.select("customer_id", "clv"),
     }
     if not extras:
         return result
@@ -126,12 +130,12 @@ def run_ours(con: duckdb.DuckDBPyConnection, as_of: date, extras: bool = True) -
     extras["backtest_inputs_s"] = time.perf_counter() - step
     step = time.perf_counter()
     backtest = backtest_clv(
-        ClvModel(time_unit_days=7.0), calibration, tracking_actuals, cutoff, as_of
+        ClvSettings().model(time_unit_days=7.0), calibration, tracking_actuals, cutoff, as_of
     )
     extras["backtest_fit_score_s"] = time.perf_counter() - step
     return result | {
         "extras": extras,
-        "full_scoring_clv_total": float(scores["clv_12m"].sum()),
+        "full_scoring_clv_total": float(scores["clv"].sum()),
         "backtest_aggregate_error_pct": backtest.metrics["aggregate_error_pct"],
     }
 
@@ -340,7 +344,7 @@ def compare(con: duckdb.DuckDBPyConnection, as_of: date, args: argparse.Namespac
             f"{significant_digits_equal(a, b):>12}"
         )
     joined = first["clv"].join(theirs["clv"], on="customer_id")
-    rel = np.abs(joined["clv_12m"] - joined["clv_lifetimes"]) / joined["clv_lifetimes"]
+    rel = np.abs(joined["clv"] - joined["clv_lifetimes"]) / joined["clv_lifetimes"]
     print(
         f"CLV total ours {first['clv_total']:,.0f} vs lifetimes {theirs['clv_total']:,.0f};"
         f" per-customer max relative difference {rel.max():.2e}"

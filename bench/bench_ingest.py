@@ -41,6 +41,7 @@ from features.ingest import (
     load_new_files,
 )
 from features.warehouse import ensure_layout
+from pipelines.settings import IngestSettings
 from synthetic import generate_demo_data
 
 INVOICES = CONTRACTS_BY_TABLE["invoices"]
@@ -115,7 +116,7 @@ def timed_load(inbox: Path, warehouse: Path, options: IngestOptions, fresh: bool
 
 def timed_unvalidated_load(inbox: Path, warehouse: Path) -> dict:
     """The same load with every contract rule off: the floor validation is compared with."""
-    options = IngestOptions(validate=False)
+    options = IngestSettings(validate_files=False).options()
     with open_warehouse_with_accounts(inbox, warehouse, options) as con:
         started, cpu = time.perf_counter(), time.process_time()
         con.begin()
@@ -177,13 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     arms = {
         "load (no contract rule)": lambda: timed_unvalidated_load(inbox, warehouse),
         "load + contract checks": lambda: timed_load(
-            inbox, warehouse, IngestOptions(validate=False)
+            inbox, warehouse, IngestSettings(validate_files=False).options()
         ),
         "load + contract checks + GX": lambda: timed_load(
-            inbox, warehouse, IngestOptions(validate=True)
+            inbox, warehouse, IngestSettings(validate_files=True).options()
         ),
         "rerun, nothing new": lambda: timed_load(
-            inbox, warehouse, IngestOptions(validate=True), fresh=False
+            inbox, warehouse, IngestSettings(validate_files=True).options(), fresh=False
         ),
     }
     seconds: dict[str, list[float]] = {arm: [] for arm in arms}

@@ -19,13 +19,13 @@ import duckdb
 
 from bench.bench_ingest import INVOICES, open_warehouse_with_accounts
 from features.ingest import (
-    IngestOptions,
     _reject_gate,
     build_staging,
     discover_files,
     inbox_mappings,
     load_new_files,
 )
+from pipelines.settings import IngestSettings
 
 
 def peak_rss() -> str:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     warehouse = args.out / "steps.duckdb"
     import great_expectations  # noqa: F401  (imported before timing, as in bench_ingest)
 
-    options = IngestOptions(validate=True)
+    options = IngestSettings(validate_files=True).options()
     with open_warehouse_with_accounts(inbox, warehouse, options) as plain:
         con = TimedConnection(plain)
         con.begin()

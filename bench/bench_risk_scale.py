@@ -171,7 +171,7 @@ where report_date <= $as_of::date;
 
 -- the other stages' outputs the risk marts join (CLV, RFM): not timed here
 create table models.clv_scores as
-select customer_id, (hash(customer_id, 'clv') % 2000000) / 100.0 as clv_12m
+select customer_id, (hash(customer_id, 'clv') % 2000000) / 100.0 as clv, 365 as clv_horizon_days
 from staging.accounts;
 
 create table models.rfm_scores as
@@ -286,13 +286,13 @@ def train(con: duckdb.DuckDBPyConnection, config: RiskSettings) -> DelinquencyMo
             cutoffs[-1:],
             config.label_horizon_days,
             config.label_horizon_days,
-            DelinquencyModel(calibration=config.calibration),
+            config.model(),
         ),
     )
     model = _timed(
         "fit on every training cutoff",
         timings,
-        lambda: DelinquencyModel(calibration=config.calibration).fit(snapshots),
+        lambda: config.model().fit(snapshots),
     )
     print(f"  training total {sum(timings.values()):.1f} s on {snapshots.height:,d} snapshots")
     print(evaluation.summary.select("population", "scorer", "customers", "roc_auc", "brier"))
@@ -320,7 +320,8 @@ def portfolio_and_scoring(
             f"select * from staging.{table}_all where load_id = 'history'"
         )
     night = date.fromordinal(AS_OF.toordinal() - NIGHT_DAYS)
-    previous = refresh_invoice_settlement(con, night, *settle[2:])
+    rebuild = {"full_rebuild_days": config.settlement_full_rebuild_days}
+    previous = refresh_invoice_settlement(con, night, *settle[2:], **rebuild)
     for table in ("invoices", "payments"):
         con.execute(f"drop view staging.{table}")
         con.execute(f"alter table staging.{table}_all rename to {table}")
@@ -334,7 +335,7 @@ def portfolio_and_scoring(
     refresh = _timed(
         "invoice settlement, nightly refresh",
         settlement,
-        lambda: refresh_invoice_settlement(*settle),
+        lambda: refresh_invoice_settlement(*settle, **rebuild),
     )
     print(
         f"  refresh: {refresh.mode} ({refresh.reason}), {refresh.customers_resettled:,d} "
@@ -345,7 +346,7 @@ def portfolio_and_scoring(
         timings,
         lambda: build_receivables(con, AS_OF, config.default_payment_terms_days),
     )
-    _timed("countback DSO", timings, lambda: build_dso(con, AS_OF, config.dso_months))
+    _timed("countback DSO", timings, lambda: build_dso(con, AS_OF, months=config.dso_months))
     _timed(
         "payment behaviour as of the run date",
         timings,

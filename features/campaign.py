@@ -164,7 +164,8 @@ CAMPAIGN_FORMATS = {
     "recency_days": DAYS,
     "frequency": WHOLE,
     "monetary": MONEY,
-    "clv_12m": MONEY,
+    "clv": MONEY,
+    "clv_horizon_days": DAYS,
 }
 
 

@@ -101,17 +101,17 @@ def build_churn_snapshots(
     default_payment_terms_days: int,
     settlement_tolerance: float,
     payment_behaviour_today: str,
+    scoring_horizon_days: int,
     sample_fraction: float = 1.0,
-    scoring_horizon_days: int | None = None,
 ) -> ChurnSnapshots:
     """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``),
     ``features.churn_labels`` (training cutoffs only, labelled over ``horizon_days``) and
     ``features.churn_missing_groups`` (feature groups whose source is missing on ``as_of``).
 
-    ``scoring_horizon_days`` (default ``horizon_days``) is the horizon of BG/NBD's P(no
-    purchase) and expected purchases at every cutoff: the configured one, also when a short
-    history only lets the labels use a shorter one, so the holdout grades the very quantity
-    that would ship.
+    ``scoring_horizon_days`` is the horizon of BG/NBD's P(no purchase) and expected purchases at
+    every cutoff: the configured ``[churn] horizon_days``, also when a short history only lets
+    the labels use a shorter ``horizon_days``, so the holdout grades the very quantity that
+    would ship.
 
     ``sample_fraction`` keeps a deterministic share of customers in the training cutoffs (the
     ``as_of`` snapshot is always whole), to bound the fit on very large ledgers.
@@ -132,7 +132,7 @@ def build_churn_snapshots(
         settlement_tolerance=settlement_tolerance,
         payment_behaviour_today=payment_behaviour_today,
         sample_fraction=sample_fraction,
-        horizon_days=scoring_horizon_days or horizon_days,
+        horizon_days=scoring_horizon_days,
     )
     snapshots = materialize_sql(con, "features.churn_snapshots", "feat_churn_snapshots")
     labelled = materialize_sql(

@@ -88,16 +88,20 @@ class RejectThresholdError(InboxError):
     """Too large a share of a file was rejected: the file is refused, the run fails."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class IngestOptions:
-    """The ``[ingest]`` settings, as the pure loader sees them."""
+    """The ``[ingest]`` settings, as the pure loader sees them.
 
-    base_currency: str = "EUR"
-    reject_threshold: float = 0.10  # a file with a larger share of rejected rows is refused
-    settle_seconds: float = 0.0  # a file modified more recently is still being written
-    mappings_dir: Path | None = None
-    validate: bool = True  # Great Expectations gate on every newly loaded file
-    validation_sample_rows: int = 200_000
+    No defaults: ``pipelines.settings.IngestSettings.options()`` builds them from the one place
+    that holds the defaults and what each value means.
+    """
+
+    base_currency: str
+    reject_threshold: float  # a file with a larger share of rejected rows is refused
+    settle_seconds: float  # a file modified more recently is still being written
+    mappings_dir: Path | None
+    validate: bool  # Great Expectations gate on every newly loaded file
+    validation_sample_rows: int
 
 
 @dataclass(frozen=True)
@@ -861,7 +865,7 @@ from typed
 def build_staging(
     con: duckdb.DuckDBPyConnection,
     contract: Contract,
-    options: IngestOptions = IngestOptions(),
+    options: IngestOptions,
     *,
     checks: bool = True,
 ) -> tuple[dict[str, int], list[str]]:
@@ -1096,7 +1100,7 @@ def ingest_group(
     inbox: Path,
     contract: Contract,
     run_id: str,
-    options: IngestOptions = IngestOptions(),
+    options: IngestOptions,
 ) -> StagingResult:
     """Load a group's new files into raw, rebuild its staging table, gate the new files.
 

@@ -14,7 +14,7 @@ import duckdb
 
 
 def training_cutoffs(
-    as_of: date, horizon_days: int, count: int = 6, step_days: int = 30
+    as_of: date, horizon_days: int, *, count: int, step_days: int = 30
 ) -> list[date]:
     """``count`` cutoffs, ``step_days`` apart, the latest ``horizon_days`` before ``as_of``.
 
@@ -35,9 +35,9 @@ def labelled_cutoffs(
     horizon_days: int,
     first_fact: date | None,
     *,
-    count: int = 6,
+    count: int,
+    min_history_days: int,
     step_days: int = 30,
-    min_history_days: int = 90,
 ) -> tuple[int, list[date]]:
     """The label horizon the data allows and the labelled cutoffs, oldest first.
 

@@ -227,7 +227,7 @@ def dso_months(con: duckdb.DuckDBPyConnection) -> int:
     ).fetchall()[0][0]
 
 
-def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, months: int = 12) -> float | None:
+def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, *, months: int) -> float | None:
     """Write ``features.receivables_dso_basis`` (each customer's net open receivables and sales
     per month, which the portfolio slices count back too) and ``features.receivables_dso``
     (countback DSO per customer and for the portfolio); returns the portfolio DSO."""
@@ -323,7 +323,7 @@ def refresh_invoice_settlement(
     default_payment_terms_days: int,
     settlement_tolerance: float,
     *,
-    full_rebuild_days: int = 7,
+    full_rebuild_days: int,
     max_changed_share: float = 0.5,
 ) -> SettlementRefresh:
     """Bring ``features.invoice_settlement`` to ``as_of``, re-settling only changed customers.

@@ -48,7 +48,7 @@ OUTCOME_COLOURS = {
 }
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 SEGMENTS_BY_VALUE = (
-    "select rfm_segment from marts.segment_summary order by clv_12m_total desc nulls last"
+    "select rfm_segment from marts.segment_summary order by clv_total desc nulls last"
 )
 
 
@@ -149,16 +149,23 @@ def snapshot_as_of(con: duckdb.DuckDBPyConnection) -> tuple[date, str | None, da
 # --- customer value ---------------------------------------------------------------------------
 
 
+def clv_horizon(con: duckdb.DuckDBPyConnection) -> str:
+    """What the published CLV covers, in words: ``[clv] horizon_days`` as the scores carry it."""
+    days = _rows(con, "select max(clv_horizon_days) from marts.customer_360")[0][0]
+    return f"{days:,} days" if days else "the CLV horizon"
+
+
 def clv_distribution(con: duckdb.DuckDBPyConnection) -> Chart:
-    """Customers per 12-month CLV bin (binned in SQL; the top 1% share the last bin)."""
+    """Customers per CLV bin (binned in SQL; the top 1% share the last bin)."""
     bins = _rows(con, sql_text("report_clv_histogram"), {"bins": CLV_BINS})
-    title = "12-month CLV per customer"
+    horizon = clv_horizon(con)
+    title = f"CLV over {horizon} per customer"
     if not bins:
         return Chart("clv-distribution", title, "", note="no customer has a CLV in this snapshot")
     width = bins[0][2] - bins[0][1]
     regular = [b for b in bins if not b[3]]
     overflow = [b for b in bins if b[3]]
-    figure = _figure(xaxis_title="12-month CLV", yaxis_title="customers", bargap=0.05)
+    figure = _figure(xaxis_title=f"CLV over {horizon}", yaxis_title="customers", bargap=0.05)
     figure.add_bar(
         x=[b[1] + width / 2 for b in regular],
         y=[b[4] for b in regular],
@@ -169,7 +176,7 @@ def clv_distribution(con: duckdb.DuckDBPyConnection) -> Chart:
         "%{y:,} customers, CLV %{customdata[2]:,.0f}<extra></extra>",
     )
     caption = (
-        "How many customers are expected to bring how much in the next 12 months. Most value "
+        f"How many customers are expected to bring how much in the next {horizon}. Most value "
         "usually sits with few customers: compare the long right tail with the tall bars near "
         "zero."
     )
@@ -192,16 +199,16 @@ def clv_distribution(con: duckdb.DuckDBPyConnection) -> Chart:
 
 
 def customer_equity_by_segment(con: duckdb.DuckDBPyConnection) -> Chart:
-    """Customer equity (sum of 12-month CLV) per RFM segment, with the net figure in words."""
+    """Customer equity (sum of CLV) per RFM segment, with the net figure in words."""
     segments = _rows(
         con,
-        "select rfm_segment, clv_12m_total, customers from marts.segment_summary "
-        "order by clv_12m_total desc nulls last",
+        "select rfm_segment, clv_total, customers from marts.segment_summary "
+        "order by clv_total desc nulls last",
     )
     title = "Customer equity by RFM segment"
     if not segments:
         return Chart("customer-equity", title, "", note="no segment in this snapshot")
-    figure = _figure(yaxis_title="12-month CLV")
+    figure = _figure(yaxis_title=f"CLV over {clv_horizon(con)}")
     figure.add_bar(
         x=[s[0] for s in segments],
         y=[s[1] or 0 for s in segments],
@@ -300,7 +307,7 @@ def churn_risk_bands(con: duckdb.DuckDBPyConnection) -> Chart:
     bands = _rows(
         con,
         "select coalesce(churn_risk_band, '(unscored)') as band, count(*), "
-        "coalesce(sum(clv_12m), 0) from marts.customer_360 group by 1 "
+        "coalesce(sum(clv), 0) from marts.customer_360 group by 1 "
         "order by list_position($bands, band) nulls last",
         {"bands": list(CHURN_BANDS)},
     )
@@ -319,8 +326,9 @@ def churn_risk_bands(con: duckdb.DuckDBPyConnection) -> Chart:
         hovertemplate="%{x}: %{y:,} customers, CLV %{customdata:,.0f}<extra></extra>",
     )
     caption = (
-        "Customers per churn risk band, labelled with the 12-month CLV they carry. High risk "
-        "with a large CLV is where retention pays; 'closed' accounts are out of scope."
+        f"Customers per churn risk band, labelled with the CLV over {clv_horizon(con)} they "
+        "carry. High risk with a large CLV is where retention pays; 'closed' accounts are out "
+        "of scope."
     )
     return Chart("churn-bands", title, caption, figure)
 

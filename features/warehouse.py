@@ -28,13 +28,50 @@ class Migration:
     """One numbered change of the warehouse's layout, applied once, in order, before any step.
 
     Statements are idempotent (``if not exists``), so a warehouse written before versions were
-    recorded takes every migration safely. A new change is a new entry at the end; an applied
-    entry is never edited.
+    recorded takes every migration safely. A statement SQL cannot make idempotent (renaming a
+    column only where it exists) is a function of the connection. A new change is a new entry
+    at the end; an applied entry is never edited.
     """
 
     version: int
     description: str
-    statements: tuple[str, ...]
+    statements: tuple[str | Callable[[duckdb.DuckDBPyConnection], None], ...]
+
+
+def rename_columns(renames: dict[str, str]) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    """A migration step renaming each ``old`` column to ``new`` in every table that has it.
+
+    Tables kept across runs (the ``*_history`` tables) keep their rows under the new name; the
+    others are rebuilt by the next run anyway and are renamed so readers see one name meanwhile.
+    """
+
+    def rename(con: duckdb.DuckDBPyConnection) -> None:
+        found = con.execute(
+            "select t.schema_name, t.table_name, c.column_name "
+            "from duckdb_tables() as t join duckdb_columns() as c using (table_oid) "
+            "where t.database_name = current_database() and list_contains($old, c.column_name)",
+            {"old": list(renames)},
+        ).fetchall()
+        for schema, table, column in found:
+            con.execute(
+                f'alter table "{schema}"."{table}" rename column "{column}" to "{renames[column]}"'
+            )
+
+    return rename
+
+
+# The CLV horizon is [clv] horizon_days, not always twelve months: its columns say "clv" and the
+# horizon travels in clv_horizon_days.
+CLV_HORIZON_NEUTRAL_NAMES = {
+    "clv_12m": "clv",
+    "clv_12m_low": "clv_low",
+    "clv_12m_high": "clv_high",
+    "clv_12m_total": "clv_total",
+    "clv_12m_avg": "clv_avg",
+    "clv_12m_change": "clv_change",
+    "previous_clv_12m": "previous_clv",
+    "expected_credit_exposure_12m": "expected_credit_exposure",
+}
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -155,6 +192,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
+        "CLV columns named without a horizon (clv, clv_low, clv_high and their totals); the "
+        "horizon is published next to them in clv_horizon_days",
+        (rename_columns(CLV_HORIZON_NEUTRAL_NAMES),),
+    ),
+    Migration(
+        5,
         "every step of every run with its start, duration, rows written and outcome, whatever "
         "Dagster instance ran it",
         (
@@ -170,7 +213,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
-        5,
+        6,
         "churn and delinquency fits kept between nights, and each run's refit decision",
         (
             """
@@ -296,7 +339,10 @@ def ensure_layout(con: duckdb.DuckDBPyConnection) -> None:
         try:
             with transaction(con):
                 for statement in migration.statements:
-                    con.execute(statement)
+                    if callable(statement):
+                        statement(con)
+                    else:
+                        con.execute(statement)
                 con.execute(
                     "insert into ops.schema_migrations values (?, ?, ?)",
                     [migration.version, migration.description, datetime.now()],

@@ -15,6 +15,7 @@ more orders = safer), so "ordered a lot" is never read out as a reason to leave.
 
 from __future__ import annotations
 
+import copy
 from datetime import date
 
 import numpy as np
@@ -43,17 +44,22 @@ class PurchaseBaseline:
     Scores P(alive), expected purchases and P(no purchase) over the horizon for every customer
     of the cutoff, fitted on a fixed-seed sample of at most ``fit_customers``. Raises
     ``ValueError`` (``InsufficientDataError``) when the history cannot identify the model.
+    ``clv`` is the unfitted CLV model of the ``[clv]`` settings with the BG/NBD purchase model
+    (``ClvSettings().model(purchase_model="bg_nbd")``): P(no purchase) has a closed form for it.
     """
 
-    def __init__(self, time_unit_days: float, fit_customers: int = BASELINE_FIT_CUSTOMERS):
-        self.time_unit_days = time_unit_days
+    def __init__(self, clv: ClvModel, fit_customers: int = BASELINE_FIT_CUSTOMERS):
+        if clv.purchase_model != "bg_nbd":
+            raise ValueError(f"the churn baseline is BG/NBD, got {clv.purchase_model!r}")
+        self.clv = clv
+        self.time_unit_days = clv.time_unit_days
         self.fit_customers = fit_customers
 
     def score(self, model_input: pl.DataFrame, horizon_days: int) -> pl.DataFrame:
         fit_rows = model_input.sample(
             n=min(model_input.height, self.fit_customers), seed=0, shuffle=False
         )
-        model = ClvModel(time_unit_days=self.time_unit_days, n_bootstrap=1).fit(fit_rows)
+        model = copy.copy(self.clv).fit(fit_rows)  # a fresh fit at each cutoff
         horizon = horizon_days / self.time_unit_days
         x, t_x, T = (
             model_input[c].cast(pl.Float64).to_numpy() for c in ("frequency", "recency", "T")
@@ -336,7 +342,8 @@ class ChurnModel(CalibratedScorecard):
         self,
         features: tuple[str, ...] | None = None,
         regularization: float | str = "auto",
-        calibration: str = "sigmoid",
+        *,
+        calibration: str,
         folds: int = 3,
         events_per_column: int = 10,
         min_events: int = 10,

@@ -67,9 +67,10 @@ OUTPUT_COLUMNS = (
     "expected_purchases_365d",
     "p_alive",
     "expected_order_value",
-    "clv_12m",
-    "clv_12m_low",
-    "clv_12m_high",
+    "clv",
+    "clv_low",
+    "clv_high",
+    "clv_horizon_days",
     "next_order_date",
 )
 
@@ -342,6 +343,9 @@ class _Customers:
 class ClvModel:
     """Purchase model (BG/NBD MLE or MAP, Pareto/NBD, NBD fallback) x Gamma-Gamma spend -> CLV.
 
+    Every `[clv]` setting is a required keyword: `pipelines.settings.ClvSettings.model()` builds
+    the model from the one place that holds their defaults.
+
     Parameters
     ----------
     time_unit_days : float
@@ -353,17 +357,17 @@ class ClvModel:
     penalizer : float
         L2 penalizer of the first BG/NBD and Gamma-Gamma fit (lifetimes' `penalizer_coef`).
     interval : float
-        Central probability of the `clv_12m_low` / `clv_12m_high` interval.
+        Central probability of the `clv_low` / `clv_high` interval.
     n_bootstrap : int
         Parameter draws for the interval.
-    random_state : int
-        Seed of the parameter draws, so reruns give identical intervals.
     min_repeat_customers : int
         Below this many repeat buyers `fit` raises `InsufficientDataError`.
     purchase_model : {"bg_nbd", "pareto_nbd", "nbd"}
-        A key of `models.purchase_models.PURCHASE_MODELS`: BG/NBD (default; our own fast fit),
+        A key of `models.purchase_models.PURCHASE_MODELS`: BG/NBD (our own fast fit),
         Pareto/NBD (lifetimes' ParetoNBDFitter: a customer may drop out at any time, not only
         right after a purchase; slower to fit) or NBD (no dropout at all).
+    random_state : int
+        Seed of the parameter draws, so reruns give identical intervals.
     dropout_prior : DropoutPrior
         Prior on BG/NBD's a and b for the MAP fit used when the MLE sits on the no-dropout
         boundary (default: PyMC-Marketing's phi ~ Uniform(0, 1), kappa ~ Pareto(1, 1)).
@@ -410,15 +414,16 @@ class ClvModel:
 
     def __init__(
         self,
-        time_unit_days: float = 7.0,
-        horizon_days: int = 365,
-        annual_discount_rate: float = 0.10,
-        penalizer: float = 0.0,
-        interval: float = 0.80,
-        n_bootstrap: int = 200,
+        *,
+        time_unit_days: float,
+        horizon_days: int,
+        annual_discount_rate: float,
+        penalizer: float,
+        interval: float,
+        n_bootstrap: int,
+        min_repeat_customers: int,
+        purchase_model: str,
         random_state: int = 0,
-        min_repeat_customers: int = 30,
-        purchase_model: str = "bg_nbd",
         dropout_prior: DropoutPrior = DEFAULT_DROPOUT_PRIOR,
     ) -> None:
         self.time_unit_days = time_unit_days
@@ -735,7 +740,7 @@ class ClvModel:
         return self.purchase_.probability_no_purchase(t, x, t_x, T)
 
     def predict_clv(self, summary: pl.DataFrame) -> pl.DataFrame:
-        """Point CLV only: `customer_id`, `expected_order_value`, `clv_12m`.
+        """Point CLV only: `customer_id`, `expected_order_value`, `clv`.
 
         What lifetimes' `customer_lifetime_value` gives, without the interval, the other
         horizons and the next order date that `predict` adds.
@@ -748,7 +753,7 @@ class ClvModel:
             {
                 "customer_id": summary["customer_id"],
                 "expected_order_value": order_value,
-                "clv_12m": clv,
+                "clv": clv,
             }
         )
 
@@ -758,6 +763,7 @@ class ClvModel:
         `next_order_date` = as_of + (alpha + T) / (r + x) time units: the reciprocal of the
         posterior mean purchase rate of the customer if still alive (dropout is reported by
         p_alive, not folded in), capped at MAX_WAIT_DAYS; null when p_alive < P_ALIVE_FLOOR.
+        `clv`, `clv_low` and `clv_high` cover the next `clv_horizon_days` (= `horizon_days`).
         """
         self._check_fitted()
         x, t_x, T, m = _validate_summary(summary)
@@ -785,9 +791,13 @@ class ClvModel:
                 "expected_purchases_365d": purchases_365d,
                 "p_alive": p_alive,
                 "expected_order_value": order_value,
-                "clv_12m": clv,
-                "clv_12m_low": clv_low,
-                "clv_12m_high": clv_high,
+                "clv": clv,
+                "clv_low": clv_low,
+                "clv_high": clv_high,
+                # the horizon travels with the value: a changed [clv] horizon_days is visible
+                "clv_horizon_days": pl.repeat(
+                    self.horizon_days, summary.height, dtype=pl.Int32, eager=True
+                ),
                 "wait_days": pl.Series(wait_days).fill_nan(None).cast(pl.Int64),
             }
         )

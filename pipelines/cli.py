@@ -174,17 +174,12 @@ def _first_invoice_date(inbox_path: Path, warehouse_path: Path, settings) -> dat
     import polars as pl
 
     from features.contracts import CONTRACTS_BY_TABLE
-    from features.ingest import IngestOptions, discover_files, inbox_mappings, read_raw_file
+    from features.ingest import discover_files, inbox_mappings, read_raw_file
 
     contract = CONTRACTS_BY_TABLE["invoices"]
-    mappings_dir = settings.ingest.mappings_dir
     try:
         files = discover_files(
-            inbox_path,
-            contract,
-            inbox_mappings(
-                inbox_path, IngestOptions(mappings_dir=Path(mappings_dir) if mappings_dir else None)
-            ),
+            inbox_path, contract, inbox_mappings(inbox_path, settings.ingest.options())
         )
     except Exception:  # a bad mapping: the run names it
         return None
@@ -327,13 +322,13 @@ def _root_cause(error) -> str:  # dagster's SerializableErrorInfo chain
 
 def _print_summary(warehouse_path: Path, elapsed: float) -> None:
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
-        as_of, customers, purchasers, clv_total = con.sql(
+        as_of, customers, purchasers, clv_total, horizon = con.sql(
             "select max(as_of_date), count(*), count(*) filter (where frequency > 0), "
-            "sum(clv_12m) from marts.customer_360"
+            "sum(clv), max(clv_horizon_days) from marts.customer_360"
         ).fetchall()[0]
         segments = con.sql(
-            "select rfm_segment, customers, contactable_customers, net_revenue, clv_12m_total "
-            "from marts.segment_summary order by clv_12m_total desc nulls last"
+            "select rfm_segment, customers, contactable_customers, net_revenue, clv_total "
+            "from marts.segment_summary order by clv_total desc nulls last"
         ).fetchall()
         quarantined = con.sql("select count(*) from quarantine.rejected_rows").fetchall()[0][0]
         # Commercial value and credit risk side by side: the view no single tool gives.
@@ -345,30 +340,33 @@ def _print_summary(warehouse_path: Path, elapsed: float) -> None:
             "select coalesce(sum(dpd_91_180 + dpd_over_180), 0) from marts.receivables_aging"
         ).fetchall()[0][0]
         churn_bands = con.sql(
-            "select churn_risk_band, count(*), coalesce(sum(clv_12m), 0) from marts.customer_360 "
+            "select churn_risk_band, count(*), coalesce(sum(clv), 0) from marts.customer_360 "
             "where churn_risk_band is not null group by 1 "
             "order by list_position(['low', 'medium', 'high', 'closed'], churn_risk_band)"
         ).fetchall()
         scorers = [_scorer_line(con, kind) for kind in ("churn", "delinquency")]
     typer.echo(f"crm-intel run finished in {elapsed:.1f}s — as of {as_of}")
     typer.echo(f"customers: {customers:,} ({purchasers:,} with purchases)")
-    typer.echo(f"total 12-month CLV: {clv_total or 0:,.2f}")
+    # the CLV covers [clv] horizon_days, which the scores carry
+    clv_over = f"CLV over {plural(horizon, 'day')}" if horizon else "CLV"
+    typer.echo(f"total {clv_over}: {clv_total or 0:,.2f}")
+    clv_column = f"CLV {horizon} days" if horizon else "CLV"
     typer.echo(
-        f"{'segment':<22}{'customers':>10}{'contactable':>13}{'net revenue':>16}{'CLV 12m':>16}"
+        f"{'segment':<22}{'customers':>10}{'contactable':>13}{'net revenue':>16}{clv_column:>16}"
     )
     for name, count, contactable, revenue, clv in segments:
         typer.echo(
             f"{name:<22}{count:>10,}{contactable:>13,}{revenue or 0:>16,.2f}{clv or 0:>16,.2f}"
         )
     if finance_unknown:  # no payment known: a number here would be "everything unpaid"
-        typer.echo(f"customer equity (sum of CLV 12m): {equity_gross or 0:,.2f} gross")
+        typer.echo(f"customer equity (sum of {clv_over}): {equity_gross or 0:,.2f} gross")
         typer.echo(
             f"open receivables, expected loss, DSO and net equity: unknown, not published "
             f"({finance_unknown}; see marts.finance_status)"
         )
     else:
         typer.echo(
-            f"customer equity (sum of CLV 12m): {equity_gross or 0:,.2f} gross, "
+            f"customer equity (sum of {clv_over}): {equity_gross or 0:,.2f} gross, "
             f"{equity_net or 0:,.2f} net of expected credit loss"
         )
         typer.echo(

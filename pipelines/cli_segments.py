@@ -45,14 +45,16 @@ def segments_list(
     with read_published(warehouse) as con:
         frame = con.sql(
             "select rfm_segment, customers, contactable_customers::bigint as "
-            "contactable_customers, clv_12m_total::double as clv_12m_total, as_of_date "
-            "from marts.segment_summary order by clv_12m_total desc nulls last"
+            "contactable_customers, clv_total::double as clv_total, clv_horizon_days, as_of_date "
+            "from marts.segment_summary order by clv_total desc nulls last"
         ).pl()
     if as_json:
         typer.echo(json.dumps(frame.to_dicts(), default=str, indent=2))
         return
-    typer.echo(f"{'segment':<22}{'customers':>10}{'contactable':>13}{'CLV 12m':>16}  as of")
-    for name, count, contactable, clv, as_of in frame.iter_rows():
+    horizon = frame["clv_horizon_days"].max()
+    clv_column = f"CLV {horizon} days" if horizon else "CLV"
+    typer.echo(f"{'segment':<22}{'customers':>10}{'contactable':>13}{clv_column:>16}  as of")
+    for name, count, contactable, clv, _, as_of in frame.iter_rows():
         clv_text = "unknown" if clv is None else f"{clv:,.2f}"
         typer.echo(f"{name:<22}{count:>10,}{contactable:>13,}{clv_text:>16}  {as_of}")
 

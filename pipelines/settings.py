@@ -14,10 +14,16 @@ import typing
 import zoneinfo
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field, ValidationError, field_validator, model_validator
+
+if TYPE_CHECKING:  # the builders import them when called: the CLI starts without the models
+    from features.ingest import IngestOptions
+    from models.churn import ChurnModel
+    from models.clv import ClvModel
+    from models.delinquency import DelinquencyModel
 
 DEFAULT_CONFIG_FILE = "crm-intel.toml"
 
@@ -53,7 +59,7 @@ class ClvSettings(dg.ConfigurableResource):
     )
     penalizer: float = Field(default=0.0, ge=0, description="L2 penalizer of the BG/NBD fit.")
     interval: float = Field(
-        default=0.80, gt=0, lt=1, description="Central interval width for clv_12m_low/high."
+        default=0.80, gt=0, lt=1, description="Central interval width for clv_low/high."
     )
     n_bootstrap: int = Field(default=200, ge=1, description="Bootstrap draws for the CLV interval.")
     min_repeat_customers: int = Field(
@@ -77,6 +83,23 @@ class ClvSettings(dg.ConfigurableResource):
         description="Purchase model: BG/NBD (default) or Pareto/NBD (dropout at any time; "
         "lifetimes' fitter, slower). Either falls back to NBD when dropout is not identifiable.",
     )
+
+    def model(self, **changes: Any) -> "ClvModel":
+        """The CLV model of these settings; ``changes`` replace some of its arguments (the
+        backtest's point scores need one parameter draw, not ``n_bootstrap``)."""
+        from models.clv import ClvModel
+
+        arguments = {
+            "time_unit_days": self.time_unit_days,
+            "horizon_days": self.horizon_days,
+            "annual_discount_rate": self.annual_discount_rate,
+            "penalizer": self.penalizer,
+            "interval": self.interval,
+            "n_bootstrap": self.n_bootstrap,
+            "min_repeat_customers": self.min_repeat_customers,
+            "purchase_model": self.purchase_model,
+        }
+        return ClvModel(**arguments | changes)
 
 
 class ChurnSettings(dg.ConfigurableResource):
@@ -136,6 +159,12 @@ class ChurnSettings(dg.ConfigurableResource):
     calibration: Literal["sigmoid", "isotonic"] = Field(
         default="sigmoid", description="Probability calibration: 'sigmoid' (Platt) or 'isotonic'."
     )
+
+    def model(self, missing_groups: dict[str, str] | None = None) -> "ChurnModel":
+        """The supervised churn scorer; ``missing_groups`` names feature groups without data."""
+        from models.churn import ChurnModel
+
+        return ChurnModel(calibration=self.calibration, missing_groups=missing_groups)
 
 
 class RiskSettings(dg.ConfigurableResource):
@@ -210,6 +239,12 @@ class RiskSettings(dg.ConfigurableResource):
         description="Alert when the bureau failure score falls by this many points.",
     )
 
+    def model(self) -> "DelinquencyModel":
+        """The supervised delinquency scorer."""
+        from models.delinquency import DelinquencyModel
+
+        return DelinquencyModel(calibration=self.calibration)
+
     @field_validator("class_cut_points")
     @classmethod
     def _four_decreasing_scores(cls, value: list[int]) -> list[int]:
@@ -253,6 +288,19 @@ class IngestSettings(dg.ConfigurableResource):
         ge=1,
         description="Above this many rows GX validates a fixed sample (SQL checks every row).",
     )
+
+    def options(self) -> "IngestOptions":
+        """The loader's options: these settings as ``features.ingest`` takes them."""
+        from features.ingest import IngestOptions
+
+        return IngestOptions(
+            base_currency=self.base_currency,
+            reject_threshold=self.reject_threshold,
+            settle_seconds=self.settle_seconds,
+            mappings_dir=Path(self.mappings_dir) if self.mappings_dir else None,
+            validate=self.validate_files,
+            validation_sample_rows=self.validation_sample_rows,
+        )
 
 
 class PublishSettings(dg.ConfigurableResource):

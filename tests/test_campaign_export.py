@@ -28,18 +28,18 @@ COLUMNS = [
     "customer_id", "customer_name", "contact_id", "contact_name", "email", "phone", "role",
     "country", "sector",
     "account_status", "rfm_segment", "churn_probability", "churn_risk_band", "delinquency_class",
-    "recency_days", "frequency", "monetary", "clv_12m", "p_alive", "as_of_date",
+    "recency_days", "frequency", "monetary", "clv", "clv_horizon_days", "p_alive", "as_of_date",
     "consent_updated_at",
 ]  # fmt: skip
 NUMBER_FORMATS = {
     "churn_probability": "0.000", "p_alive": "0.000", "recency_days": "#,##0",
-    "frequency": "#,##0", "monetary": "#,##0.00", "clv_12m": "#,##0.00",
+    "frequency": "#,##0", "monetary": "#,##0.00", "clv": "#,##0.00", "clv_horizon_days": "#,##0",
 }  # fmt: skip
 # every consenting contact of a segment, with what the exclusions look at
 CONSENTING = """
     select k.contact_id, k.customer_id, k.first_name || ' ' || k.last_name as contact_name,
            k.email, c.account_status, c.delinquency_class,
-           c.churn_risk_band, c.churn_probability, c.clv_12m, c.monetary, c.p_alive
+           c.churn_risk_band, c.churn_probability, c.clv, c.monetary, c.p_alive
     from marts.segment_members as m
     join marts.consenting_contacts as k using (customer_id)
     join marts.customer_360 as c using (customer_id)
@@ -106,7 +106,7 @@ def test_xlsx_is_a_formatted_campaign_list_with_the_mart_figures_rounded(
             if cell[column].value is not None:
                 assert cell[column].number_format == number_format, column
                 assert cell[column].data_type == "n", column
-        for column in ("monetary", "clv_12m"):
+        for column in ("monetary", "clv"):
             assert round(cell[column].value, 2) == cell[column].value
         for column in ("churn_probability", "p_alive"):
             if cell[column].value is not None:
@@ -120,7 +120,7 @@ def test_xlsx_is_a_formatted_campaign_list_with_the_mart_figures_rounded(
     assert sorted(workbook["contact_id"]) == sorted(expected["contact_id"])
     joined = workbook.join(expected, on="contact_id", suffix="_mart")
     assert joined.height == expected.height
-    assert (joined["clv_12m"] == joined["clv_12m_mart"].round(2)).all()
+    assert (joined["clv"] == joined["clv_mart"].round(2)).all()
     assert (joined["monetary"] == joined["monetary_mart"].round(2)).all()
     assert (joined["p_alive"] == joined["p_alive_mart"].round(3)).all()
     assert (joined["churn_probability"] == joined["churn_probability_mart"].round(3)).all()
@@ -136,8 +136,8 @@ def test_summary_counts_equal_the_marts_and_list_json_has_the_same_figures(
     warehouse, _ = full_run
     summary = marts(
         snapshot,
-        "select rfm_segment, customers, contactable_customers, clv_12m_total, as_of_date "
-        "from marts.segment_summary",
+        "select rfm_segment, customers, contactable_customers, clv_total, clv_horizon_days, "
+        "as_of_date from marts.segment_summary",
     )
     listing = runner.invoke(app, ["segments", "list", "--json", "--warehouse", str(warehouse)])
     assert listing.exit_code == 0, listing.output
@@ -147,8 +147,11 @@ def test_summary_counts_equal_the_marts_and_list_json_has_the_same_figures(
         listed = segments[row["rfm_segment"]]
         assert listed["customers"] == row["customers"]
         assert listed["contactable_customers"] == row["contactable_customers"]
-        assert listed["clv_12m_total"] == pytest.approx(float(row["clv_12m_total"]), abs=0.005)
+        assert listed["clv_total"] == pytest.approx(float(row["clv_total"]), abs=0.005)
+        assert listed["clv_horizon_days"] == row["clv_horizon_days"]
         assert listed["as_of_date"] == row["as_of_date"].isoformat()
+    # a segment's CLV covers the configured horizon; a segment without purchases has none
+    assert set(summary["clv_horizon_days"]) - {None} == {365}
 
     out = tmp_path / "at_risk.csv"
     result = export(warehouse, "at risk", out, inbox=tmp_path / "inbox")
@@ -184,7 +187,7 @@ def shared_addresses(
     with duckdb.connect(str(copy)) as con:
         ranked = con.sql(
             "select k.customer_id, list(k.contact_id order by k.contact_id) as contacts, "
-            "any_value(m.clv_12m) as clv from marts.segment_members m "
+            "any_value(m.clv) as clv from marts.segment_members m "
             "join marts.consenting_contacts k using (customer_id) "
             "where m.rfm_segment = 'Champions' group by 1 order by clv desc, 1"
         ).fetchall()

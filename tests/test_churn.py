@@ -15,14 +15,13 @@ from sklearn.metrics import roc_auc_score
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.customer import lifetimes_summary
-from models.churn import ChurnModel, PurchaseBaseline, churn_risk_band
-from models.clv import ClvModel
+from models.churn import PurchaseBaseline, churn_risk_band
 from models.selection import top_decile_lift
 from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapshots
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
-from pipelines.settings import ClvSettings, RiskSettings, default_settings_resources
+from pipelines.settings import ChurnSettings, ClvSettings, RiskSettings, default_settings_resources
 
 CUTOFF = date(2025, 3, 1)
 AS_OF = date(2025, 12, 31)
@@ -57,9 +56,10 @@ def _snapshots(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFra
         [CUTOFF],
         AS_OF,
         180,
-        baseline=PurchaseBaseline(time_unit_days=ClvSettings().time_unit_days),
+        baseline=PurchaseBaseline(ClvSettings().model(purchase_model="bg_nbd", n_bootstrap=1)),
         default_payment_terms_days=risk.default_payment_terms_days,
         settlement_tolerance=risk.settlement_tolerance,
+        scoring_horizon_days=180,
     )
     query = "select * from features.churn_snapshots where cutoff_date = $c order by customer_id"
     return tuple(con.sql(query, params={"c": c}).pl() for c in (CUTOFF, AS_OF))
@@ -84,7 +84,7 @@ def test_perturbing_facts_after_a_cutoff_leaves_its_features_unchanged(
 def test_bg_nbd_probability_of_no_purchase_is_consistent(full_run: tuple[Path, str]) -> None:
     with duckdb.connect(str(full_run[0]), read_only=True) as con:
         summary = lifetimes_summary(con.sql("select * from features.customer_summary").pl(), 7.0)
-    model = ClvModel(n_bootstrap=1).fit(summary)
+    model = ClvSettings().model(n_bootstrap=1).fit(summary)
     p_alive = model.predict(summary, AS_OF)["p_alive"].to_numpy()
     never_again = model.probability_no_purchase(summary, 1e9)
     none_soon = model.probability_no_purchase(summary, 1e-9)
@@ -181,7 +181,7 @@ def test_invoices_only_still_scores_and_names_missing_groups(
     assert set(missing) == {"engagement", "opportunities", "payments", "bureau", "firmographics"}
     assert missing["engagement"] == "no CRM activities"
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        model = ChurnModel(missing_groups=missing).fit(training_frame(con))
+        model = ChurnSettings().model(missing).fit(training_frame(con))
         assert model.groups_ == ["purchases", "bg_nbd"]
         scored, probabilities, invoiced = con.sql(
             "select count(*), count(churn_probability), "
@@ -193,7 +193,7 @@ def test_invoices_only_still_scores_and_names_missing_groups(
 @pytest.mark.parametrize("calibration", ["sigmoid", "isotonic"])
 def test_fast_scoring_matches_scikit_learn(full_run: tuple[Path, str], calibration: str) -> None:
     with duckdb.connect(str(full_run[0]), read_only=True) as con:
-        model = ChurnModel(calibration=calibration).fit(training_frame(con))
+        model = ChurnSettings(calibration=calibration).model().fit(training_frame(con))
         current = scoring_frame(con, AS_OF)
     probability, reasons = model.predict_with_reasons(current)
     # the scaler folded into the weights gives scikit-learn's own calibrated probabilities

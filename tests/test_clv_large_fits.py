@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from models import clv_mle
-from models.clv import ClvModel
+from pipelines.settings import ClvSettings
 
 # Above the warm-start threshold, so the subset + Newton path runs.
 N_CUSTOMERS = 60_000
@@ -99,7 +99,7 @@ def test_gamma_gamma_large_fit_is_at_the_optimum() -> None:
 
 
 def test_model_fit_on_large_data_matches_its_parts(customers: pl.DataFrame) -> None:
-    model = ClvModel().fit(customers)
+    model = ClvSettings().model().fit(customers)
     x, t_x, T, m = _arrays(customers)
     assert model.purchase_params_ == pytest.approx(
         clv_mle.fit_bg_nbd(x, t_x, T, np.ones_like(x)), rel=1e-9
@@ -118,4 +118,4 @@ def test_duplicate_customer_ids_are_refused(customers: pl.DataFrame, shuffle: bo
     if shuffle:
         duplicated = duplicated.sample(fraction=1.0, shuffle=True, seed=1)
     with pytest.raises(ValueError, match=r"customer_id not unique \(1 duplicates\)"):
-        ClvModel().fit(duplicated)
+        ClvSettings().model().fit(duplicated)

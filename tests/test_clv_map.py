@@ -22,8 +22,8 @@ from scipy.stats import beta
 from sklearn.metrics import roc_auc_score
 
 from models import clv, clv_mle
-from models.clv import ClvModel
 from models.clv_backtest import backtest_clv
+from pipelines.settings import ClvSettings
 
 HOLDOUT_DAYS = 180
 
@@ -136,7 +136,7 @@ def test_one_time_buyers_are_scored_when_a_plus_b_is_below_one() -> None:
 def test_cdnow_eight_weeks_keep_the_interior_fit(cdnow_purchase_days: pl.DataFrame) -> None:
     """a + b < 1 is a valid BG/NBD fit, not a reason to drop dropout (p_alive = 1 for all)."""
     summary = cdnow_summary(cdnow_purchase_days, date(1997, 2, 28)).select(clv.SUMMARY_COLUMNS)
-    model = ClvModel(n_bootstrap=20).fit(summary)
+    model = ClvSettings().model(n_bootstrap=20).fit(summary)
     assert model.purchase_model_ == "bg_nbd" and model.fallback_reason_ is None
     assert model.purchase_params_["a"] + model.purchase_params_["b"] < 1
     scores = model.predict(summary, date(1997, 2, 28))
@@ -182,7 +182,7 @@ def test_short_simulated_history_keeps_dropout_with_map(seed: int, boundary: str
     # Six weeks of history on average: the likelihood runs to a boundary (the case under test).
     assert min(mle["a"], mle["b"]) < 1e-3 or max(mle.values()) > 1e6, boundary
 
-    model = ClvModel(n_bootstrap=100).fit(summary)
+    model = ClvSettings().model(n_bootstrap=100).fit(summary)
     assert model.purchase_model_ == "bg_nbd_map"
     assert model.purchase_family_ == "bg_nbd"
     assert "bg_nbd(penalizer=0.0): dropout not identifiable" in model.fallback_reason_
@@ -199,7 +199,7 @@ def test_short_simulated_history_keeps_dropout_with_map(seed: int, boundary: str
     assert p_alive[repeat].max() < 1.0 and p_alive[repeat].min() < 0.9
     # Who is really still alive: P(alive) ranks it (NBD's constant 1 would score 0.5).
     assert roc_auc_score(alive[repeat], p_alive[repeat]) > 0.58
-    low, point, high = (scores[c].to_numpy() for c in ("clv_12m_low", "clv_12m", "clv_12m_high"))
+    low, point, high = (scores[c].to_numpy() for c in ("clv_low", "clv", "clv_high"))
     assert np.all(np.isfinite(low) & np.isfinite(high))
     assert np.all((low <= point) & (point <= high))
     assert np.median((high - low) / point) < 1.0
@@ -207,7 +207,7 @@ def test_short_simulated_history_keeps_dropout_with_map(seed: int, boundary: str
 
 def test_map_p_alive_falls_with_recency() -> None:
     summary, _ = simulate_short_bg_nbd_cohort(2000, seed=0)
-    model = ClvModel(n_bootstrap=20).fit(summary)
+    model = ClvSettings().model(n_bootstrap=20).fit(summary)
     assert model.purchase_model_ == "bg_nbd_map"
     # Same frequency and age (T = 8 weeks), last purchase 0 to 7 weeks ago.
     recency = np.array([8.0, 7.0, 5.0, 3.0, 1.0])
@@ -237,7 +237,7 @@ def test_map_p_alive_falls_with_recency() -> None:
 def test_cdnow_short_history_keeps_dropout(cdnow_purchase_days: pl.DataFrame, cutoff: date) -> None:
     summary = cdnow_summary(cdnow_purchase_days, cutoff).select(clv.SUMMARY_COLUMNS)
     x, _, _ = _arrays(summary)
-    model = ClvModel(n_bootstrap=1).fit(summary)
+    model = ClvSettings().model(n_bootstrap=1).fit(summary)
     # Four or six weeks of history: the MLE runs to the boundary, the MAP keeps dropout.
     assert "bg_nbd(penalizer=0.0): dropout not identifiable" in model.fallback_reason_
     assert model.purchase_model_ == "bg_nbd_map"
@@ -256,7 +256,7 @@ def test_cdnow_six_weeks_rank_the_next_half_year_better_than_recency(
     """
     summary = cdnow_summary(cdnow_purchase_days, date(1997, 2, 12))
     x, t_x, T = _arrays(summary)
-    model = ClvModel(n_bootstrap=1).fit(summary.select(clv.SUMMARY_COLUMNS))
+    model = ClvSettings().model(n_bootstrap=1).fit(summary.select(clv.SUMMARY_COLUMNS))
     assert model.purchase_model_ == "bg_nbd_map"
     repeat = x > 0
     none = model.probability_no_purchase(summary, HOLDOUT_DAYS / 7)[repeat]
@@ -283,7 +283,9 @@ def test_backtest_of_a_short_history_records_the_map_fit(
         .group_by(((pl.col("date") - pl.lit(cutoff)).dt.total_days() / 7).ceil().alias("period"))
         .agg(pl.len().alias("repeat_purchases"))
     )
-    backtest = backtest_clv(ClvModel(n_bootstrap=1), calibration, tracking_actuals, cutoff, as_of)
+    backtest = backtest_clv(
+        ClvSettings().model(n_bootstrap=1), calibration, tracking_actuals, cutoff, as_of
+    )
     metrics = backtest.metrics
     assert metrics["purchase_model"] == "bg_nbd_map"
     assert metrics["calibration_prior"]["phi_dropout"] == "Beta(1, 1)"

@@ -56,7 +56,7 @@ def cdnow() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def cdnow_model(cdnow: pl.DataFrame) -> ClvModel:
-    return ClvModel(time_unit_days=7.0).fit(cdnow)
+    return ClvSettings().model(time_unit_days=7.0).fit(cdnow)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_clv_matches_lifetimes_customer_lifetime_value(
         freq="W",
     )
     # Our parameters come from the collapsed fit (equal to ~1e-5), hence rtol 1e-4 here.
-    np.testing.assert_allclose(cdnow_scores["clv_12m"].to_numpy(), theirs.to_numpy(), rtol=1e-4)
+    np.testing.assert_allclose(cdnow_scores["clv"].to_numpy(), theirs.to_numpy(), rtol=1e-4)
 
 
 def test_clv_matches_lifetimes_with_identical_parameters(
@@ -184,13 +184,17 @@ def test_clv_matches_lifetimes_with_identical_parameters(
         discount_rate=1.10 ** (1 / 12) - 1,
         freq="W",
     )
-    ours = cdnow_model.predict(cdnow, AS_OF)["clv_12m"].to_numpy()
+    ours = cdnow_model.predict(cdnow, AS_OF)["clv"].to_numpy()
     np.testing.assert_allclose(ours, theirs.to_numpy(), rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
 def cdnow_pareto_model(cdnow: pl.DataFrame) -> ClvModel:
-    return ClvModel(time_unit_days=7.0, purchase_model="pareto_nbd", n_bootstrap=50).fit(cdnow)
+    return (
+        ClvSettings()
+        .model(time_unit_days=7.0, purchase_model="pareto_nbd", n_bootstrap=50)
+        .fit(cdnow)
+    )
 
 
 def test_pareto_nbd_cdnow_parameters_match_published(cdnow_pareto_model: ClvModel) -> None:
@@ -229,7 +233,7 @@ def test_pareto_nbd_scores_match_lifetimes(
         rtol=1e-9,
     )
     point = cdnow_pareto_model.predict_clv(cdnow)
-    np.testing.assert_allclose(point["clv_12m"].to_numpy(), scores["clv_12m"].to_numpy())
+    np.testing.assert_allclose(point["clv"].to_numpy(), scores["clv"].to_numpy())
 
 
 def test_pareto_nbd_refuses_a_churn_probability_it_cannot_derive(
@@ -241,7 +245,7 @@ def test_pareto_nbd_refuses_a_churn_probability_it_cannot_derive(
 
 @pytest.fixture(scope="module")
 def cdnow_nbd_model(cdnow: pl.DataFrame) -> ClvModel:
-    return ClvModel(time_unit_days=7.0, purchase_model="nbd", n_bootstrap=50).fit(cdnow)
+    return ClvSettings().model(time_unit_days=7.0, purchase_model="nbd", n_bootstrap=50).fit(cdnow)
 
 
 def test_every_configurable_purchase_model_is_registered() -> None:
@@ -315,13 +319,13 @@ def test_purchase_model_satisfies_the_interface_and_combines_with_gamma_gamma(
     monthly = np.diff(np.vstack([np.zeros_like(x), *cumulative]), axis=0)
     spend = clv.gamma_gamma_expected_spend(model.spend_params_, np.where(m > 0, x, 0.0), m)
     np.testing.assert_allclose(
-        model.predict_clv(cdnow)["clv_12m"].to_numpy(), (discount @ monthly) * spend, rtol=1e-12
+        model.predict_clv(cdnow)["clv"].to_numpy(), (discount @ monthly) * spend, rtol=1e-12
     )
 
 
 def test_unknown_purchase_model_is_named(cdnow: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"bg_nbd, pareto_nbd.*'mbg'"):
-        ClvModel(purchase_model="mbg").fit(cdnow)
+        ClvSettings().model(purchase_model="mbg").fit(cdnow)
 
 
 def test_predict_shape_and_ranges(cdnow: pl.DataFrame, cdnow_scores: pl.DataFrame) -> None:
@@ -340,9 +344,7 @@ def test_predict_shape_and_ranges(cdnow: pl.DataFrame, cdnow_scores: pl.DataFram
 
 
 def test_interval_contains_point_and_is_informative(cdnow_scores: pl.DataFrame) -> None:
-    low, point, high = (
-        cdnow_scores[c].to_numpy() for c in ("clv_12m_low", "clv_12m", "clv_12m_high")
-    )
+    low, point, high = (cdnow_scores[c].to_numpy() for c in ("clv_low", "clv", "clv_high"))
     assert np.all(low <= point) and np.all(point <= high)
     assert np.all(low >= 0)
     # Parameter uncertainty on 2,357 customers: intervals are a few per cent, not zero or huge.
@@ -377,8 +379,8 @@ def test_linearised_interval_matches_exact_draws(
     )
     tail = (1 - cdnow_model.interval) / 2
     low, high = np.quantile(exact, [tail, 1 - tail], axis=0)
-    np.testing.assert_allclose(cdnow_scores["clv_12m_low"].to_numpy(), low, rtol=0.03)
-    np.testing.assert_allclose(cdnow_scores["clv_12m_high"].to_numpy(), high, rtol=0.03)
+    np.testing.assert_allclose(cdnow_scores["clv_low"].to_numpy(), low, rtol=0.03)
+    np.testing.assert_allclose(cdnow_scores["clv_high"].to_numpy(), high, rtol=0.03)
 
 
 def test_extreme_customers_stay_finite(cdnow_model: ClvModel) -> None:
@@ -404,7 +406,7 @@ def test_extreme_customers_stay_finite(cdnow_model: ClvModel) -> None:
 
 def test_short_history_without_dropout_fits_and_scores() -> None:
     cohort = simulate_no_dropout_cohort(3000, seed=7)
-    model = ClvModel(n_bootstrap=50).fit(cohort)
+    model = ClvSettings().model(n_bootstrap=50).fit(cohort)
     # No dropout in the data: BG/NBD runs to a -> 0 at every penalizer, NBD is what is left.
     assert model.purchase_model_ == "nbd"
     assert "bg_nbd(penalizer=0.0): dropout not identifiable" in model.fallback_reason_
@@ -426,7 +428,7 @@ def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
         raise ValueError("The model did not converge.")
 
     monkeypatch.setattr(purchase_models, "_fit_bg_nbd", always_fails)
-    model = ClvModel(n_bootstrap=50).fit(cdnow)
+    model = ClvSettings().model(n_bootstrap=50).fit(cdnow)
     assert model.purchase_model_ == "nbd"
     assert set(model.purchase_params_) == {"r", "alpha"}
     # Both BG/NBD fits of the chain were tried (MLE, then MAP) before NBD.
@@ -437,7 +439,7 @@ def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
     _assert_finite(scores)
     assert (scores["p_alive"] == 1.0).all()
     # The fallback is the very model `purchase_model="nbd"` fits.
-    chosen = ClvModel(purchase_model="nbd", n_bootstrap=50).fit(cdnow)
+    chosen = ClvSettings().model(purchase_model="nbd", n_bootstrap=50).fit(cdnow)
     assert chosen.purchase_model_ == "nbd" and chosen.fallback_reason_ is None
     assert chosen.purchase_params_ == model.purchase_params_
 
@@ -445,7 +447,7 @@ def test_nbd_fallback_when_bg_nbd_cannot_be_fitted(
 def test_boundary_bg_nbd_is_rejected(cdnow: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     boundary = {"r": 0.5, "alpha": 3.0, "a": 1e-9, "b": 5.0}
     monkeypatch.setattr(purchase_models, "_fit_bg_nbd", lambda *args: dict(boundary))
-    model = ClvModel(n_bootstrap=20).fit(cdnow)
+    model = ClvSettings().model(n_bootstrap=20).fit(cdnow)
     assert model.purchase_model_ == "nbd"
     assert "not identifiable" in model.fallback_reason_
 
@@ -455,7 +457,7 @@ def test_spend_falls_back_to_empirical_mean_when_q_below_one(
 ) -> None:
     # q <= 1 means Gamma-Gamma has no population mean: one-time buyers would get infinite value.
     monkeypatch.setattr(clv, "_fit_gamma_gamma", lambda *args: {"p": 6.0, "q": 0.9, "v": 15.0})
-    model = ClvModel(n_bootstrap=20).fit(cdnow)
+    model = ClvSettings().model(n_bootstrap=20).fit(cdnow)
     assert model.spend_model_ == "empirical_mean"
     assert "q <= 1" in model.fallback_reason_
     scores = model.predict(cdnow, AS_OF)
@@ -470,12 +472,12 @@ def test_too_few_repeat_buyers_raises(cdnow: pl.DataFrame) -> None:
         [cdnow.filter(pl.col("frequency") > 0).head(10), cdnow.filter(pl.col("frequency") == 0)]
     )
     with pytest.raises(InsufficientDataError, match=r"only 10 of \d+ customers"):
-        ClvModel().fit(few)
+        ClvSettings().model().fit(few)
 
 
 def test_missing_columns_are_named(cdnow: pl.DataFrame) -> None:
     with pytest.raises(ValueError, match="missing column\\(s\\): recency, monetary_value"):
-        ClvModel().fit(cdnow.drop("recency", "monetary_value"))
+        ClvSettings().model().fit(cdnow.drop("recency", "monetary_value"))
 
 
 def test_recency_above_T_is_rejected(cdnow: pl.DataFrame) -> None:
@@ -486,7 +488,7 @@ def test_recency_above_T_is_rejected(cdnow: pl.DataFrame) -> None:
         .alias("recency")
     )
     with pytest.raises(ValueError, match=r"recency > T, e\.g\. customer_id='1'"):
-        ClvModel().fit(broken)
+        ClvSettings().model().fit(broken)
 
 
 def test_first_purchase_on_the_as_of_day_is_scored_and_changes_no_parameter(
@@ -503,7 +505,7 @@ def test_first_purchase_on_the_as_of_day_is_scored_and_changes_no_parameter(
         }
     ).cast({name: dtype for name, dtype in cdnow.schema.items()})
     with_newcomers = pl.concat([cdnow, newcomers])
-    model = ClvModel(time_unit_days=7.0).fit(with_newcomers)
+    model = ClvSettings().model(time_unit_days=7.0).fit(with_newcomers)
     for name, value in cdnow_model.purchase_params_.items():
         assert model.purchase_params_[name] == pytest.approx(value, rel=1e-6)
     scores = model.predict(newcomers, as_of=AS_OF)
@@ -514,4 +516,4 @@ def test_first_purchase_on_the_as_of_day_is_scored_and_changes_no_parameter(
 
 def test_unfitted_predict_raises(cdnow: pl.DataFrame) -> None:
     with pytest.raises(RuntimeError, match="not fitted"):
-        ClvModel().predict(cdnow, AS_OF)
+        ClvSettings().model().predict(cdnow, AS_OF)

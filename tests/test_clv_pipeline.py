@@ -17,15 +17,19 @@ from lifetimes import BetaGeoFitter
 from lifetimes.datasets import load_cdnow_summary
 from typer.testing import CliRunner
 
+from features import report
+from features.customer import lifetimes_summary
 from models import clv
 from pipelines.cli import app
+from pipelines.settings import ClvSettings
 
 runner = CliRunner()
 CDNOW_CALIBRATION_END = "1997-09-30"
 CDNOW_HOLDOUT_END = "1998-06-30"
+TWO_YEARS = 730
 CLV_OUTPUTS = [
     "expected_purchases_90d", "expected_purchases_365d", "p_alive", "expected_order_value",
-    "clv_12m", "clv_12m_low", "clv_12m_high",
+    "clv", "clv_low", "clv_high",
 ]  # fmt: skip
 
 
@@ -89,10 +93,11 @@ def cdnow_calibration_run(cdnow_inbox: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def cdnow_backtest_run(cdnow_inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """As of the end of the data, backtesting the 39 holdout weeks of Fader, Hardie & Lee."""
+    """As of the end of the data, backtesting the 39 holdout weeks of Fader, Hardie & Lee; CLV
+    over two years."""
     folder = tmp_path_factory.mktemp("cdnow_backtest")
     settings = folder / "crm-intel.toml"
-    settings.write_text("[clv]\nholdout_days = 273\n")
+    settings.write_text(f"[clv]\nholdout_days = 273\nhorizon_days = {TWO_YEARS}\n")
     warehouse = folder / "warehouse.duckdb"
     run_cli(cdnow_inbox, warehouse, "--as-of", CDNOW_HOLDOUT_END, "--config", str(settings))
     return warehouse
@@ -192,6 +197,29 @@ def test_cdnow_backtest_reproduces_holdout(cdnow_backtest_run: Path) -> None:
     assert tracking["cumulative_actual_repeat_purchases"][-1] == actual_calibration + 1882
 
 
+def test_clv_follows_the_configured_horizon_and_says_which(cdnow_backtest_run: Path) -> None:
+    with duckdb.connect(str(cdnow_backtest_run), read_only=True) as con:
+        summary = lifetimes_summary(con.sql("select * from features.customer_summary").pl(), 7.0)
+        scores = con.sql("select * from models.clv_scores order by customer_id").pl()
+        horizons = con.sql(
+            "select (select distinct clv_horizon_days from marts.customer_360 "
+            "where clv is not null), "
+            "(select distinct clv_horizon_days from marts.segment_summary "
+            "where clv_total is not null), "
+            "(select clv_horizon_days from marts.customer_equity)"
+        ).fetchall()[0]
+        label = report.clv_horizon(con)
+    assert horizons == (TWO_YEARS, TWO_YEARS, TWO_YEARS)
+    assert scores["clv_horizon_days"].unique().to_list() == [TWO_YEARS]
+    assert label == "730 days"
+    two_years = ClvSettings(horizon_days=TWO_YEARS).model().fit(summary).predict_clv(summary)
+    one_year = ClvSettings().model().fit(summary).predict_clv(summary)
+    expected = scores.join(two_years, on="customer_id", suffix="_expected")
+    np.testing.assert_allclose(expected["clv"], expected["clv_expected"], rtol=1e-9)
+    assert (two_years["clv"] >= one_year["clv"]).all()
+    assert two_years["clv"].sum() > 1.5 * one_year["clv"].sum()
+
+
 def with_invoice_ids(invoices: pl.DataFrame, prefix: str) -> pl.DataFrame:
     return invoices.with_columns(
         pl.format(f"{prefix}{{}}", pl.int_range(pl.len())).alias("invoice_id")
@@ -262,7 +290,7 @@ def test_extreme_customers_and_credit_notes_stay_finite(cdnow_inbox: Path, tmp_p
     # Spend wiped out by credit notes: valued at the population mean, like a one-time buyer.
     one_time_value = mart.filter(pl.col("frequency") == 1)["expected_order_value"][0]
     assert rows["credited"]["expected_order_value"] == pytest.approx(one_time_value)
-    assert rows["credited"]["clv_12m"] > 0
+    assert rows["credited"]["clv"] > 0
 
 
 def no_dropout_invoices(customers: int, seed: int, as_of: date, history_days: int) -> pl.DataFrame:

@@ -33,7 +33,7 @@ from tests.published_reader import observe
 ROOT = Path(__file__).resolve().parents[1]
 EARLIER_AS_OF = "2025-06-30"
 TEXT_COLUMNS = ("customer_id", "customer_name", "contact_id", "email", "phone", "role")
-NUMBER_COLUMNS = ("recency_days", "frequency", "monetary", "clv_12m", "p_alive")
+NUMBER_COLUMNS = ("recency_days", "frequency", "monetary", "clv", "p_alive")
 runner = CliRunner()
 
 
@@ -146,7 +146,7 @@ def test_exports_neutralise_formulas_in_csv_and_keep_xlsx_cells_text(
         csv_rows |= {row["contact_id"]: row for row in rows}
         # numbers stay numbers: no prefix, read back as numbers
         schema = pl.read_csv(csv_out).schema
-        assert schema["monetary"].is_numeric() and schema["clv_12m"].is_numeric()
+        assert schema["monetary"].is_numeric() and schema["clv"].is_numeric()
         assert schema["frequency"].is_integer()
         assert not any(row[c].startswith("'") for row in rows for c in NUMBER_COLUMNS)
         sheet = openpyxl.load_workbook(xlsx_out).worksheets[0]

@@ -9,13 +9,14 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from pipelines.settings import ClvSettings
 from tests.conftest import run_cli
 
 runner = CliRunner()
 MART_COLUMNS = {
     "customer_id", "as_of_date", "recency_days", "frequency", "monetary", "r_score", "f_score",
     "m_score", "rfm_segment", "expected_purchases_90d", "expected_purchases_365d", "p_alive",
-    "expected_order_value", "clv_12m", "clv_12m_low", "clv_12m_high", "next_order_date",
+    "expected_order_value", "clv", "clv_low", "clv_high", "clv_horizon_days", "next_order_date",
 }  # fmt: skip
 
 
@@ -33,9 +34,10 @@ def test_customer_360_has_every_customer_once(full_run: tuple[Path, str], demo_i
     assert segments["customers"].sum() == mart.height
     assert {model for model, _ in runs} >= {"gamma_gamma"}
     purchasers = mart.filter(pl.col("frequency") > 0)
-    assert purchasers["clv_12m"].is_finite().all()
+    assert purchasers["clv"].is_finite().all()
     assert purchasers["p_alive"].is_between(0, 1).all()
-    assert "total 12-month CLV" in output and "Champions" in output
+    assert purchasers["clv_horizon_days"].unique().to_list() == [ClvSettings().horizon_days]
+    assert "total CLV over 365 days" in output and "Champions" in output
 
 
 def test_summary_puts_value_and_credit_risk_side_by_side(full_run: tuple[Path, str]) -> None:
@@ -126,7 +128,7 @@ def test_invoices_only_inbox_runs(invoices_only_inbox: Path, tmp_path: Path) -> 
 def test_rerun_for_a_past_date_is_reproducible(demo_inbox: Path, tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
     query = (
-        "select customer_id, rfm_segment, clv_12m, open_exposure, delinquency_probability, "
+        "select customer_id, rfm_segment, clv, open_exposure, delinquency_probability, "
         "risk_adjusted_clv from marts.customer_360 order by customer_id"
     )
     run_cli(demo_inbox, warehouse, "--as-of", "2025-03-31")

@@ -8,18 +8,19 @@ import pytest
 from features.contracts import CONTRACTS_BY_TABLE
 from features.ingest import (
     InboxError,
-    IngestOptions,
     build_staging,
     discover_files,
     ingest_group,
     load_new_files,
 )
 from features.validation import validate_batch
+from pipelines.settings import IngestSettings
 from tests.conftest import write_csv
 
 INVOICES = CONTRACTS_BY_TABLE["invoices"]
 # These tests are about row quarantine, not the file gate: accept any share of bad rows.
-NO_GATE = IngestOptions(reject_threshold=1.0, validate=False)
+DEFAULTS = IngestSettings().options()
+NO_GATE = IngestSettings(reject_threshold=1.0, validate_files=False).options()
 
 
 def test_bad_rows_are_quarantined_with_file_line_and_reason(
@@ -73,7 +74,7 @@ def test_later_file_wins_for_the_same_key(tmp_path: Path, con: duckdb.DuckDBPyCo
     header = "invoice_id,customer_id,issue_date,amount\n"
     write_csv(inbox / "invoices/invoices_1.csv", header + "I1,C1,2024-01-05,100\n")
     write_csv(inbox / "invoices/invoices_2.csv", header + "I1,C1,2024-01-05,120\n")
-    ingest_group(con, inbox, INVOICES, run_id="r1")
+    ingest_group(con, inbox, INVOICES, run_id="r1", options=DEFAULTS)
     assert con.sql("select amount, source_file from staging.invoices").fetchall() == [
         (pytest.approx(120.0), "invoices/invoices_2.csv")
     ]
@@ -117,7 +118,7 @@ def test_missing_required_column_names_file_and_column(
         "invoice_id,customer,issue_date,amount\nI1,C1,2024-01-05,1\n",
     )
     with pytest.raises(InboxError, match=r"invoices\.csv.*customer_id"):
-        ingest_group(con, inbox, INVOICES, run_id="r1")
+        ingest_group(con, inbox, INVOICES, run_id="r1", options=DEFAULTS)
 
 
 def test_no_invoice_file_is_an_error_but_optional_sources_degrade(
@@ -126,8 +127,10 @@ def test_no_invoice_file_is_an_error_but_optional_sources_degrade(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     with pytest.raises(InboxError, match="invoices"):
-        ingest_group(con, inbox, INVOICES, run_id="r1")
-    result = ingest_group(con, inbox, CONTRACTS_BY_TABLE["credit_reports"], run_id="r1")
+        ingest_group(con, inbox, INVOICES, run_id="r1", options=DEFAULTS)
+    result = ingest_group(
+        con, inbox, CONTRACTS_BY_TABLE["credit_reports"], run_id="r1", options=DEFAULTS
+    )
     assert not result.present
     # the empty table keeps its typed columns so downstream SQL still runs
     types = {row[0]: row[1] for row in con.sql("describe staging.credit_reports").fetchall()}
@@ -141,7 +144,7 @@ def test_undecodable_file_names_the_file(tmp_path: Path, con: duckdb.DuckDBPyCon
         "invoice_id,customer_id,issue_date,amount\nI1,C\xe9,2024-01-05,1\n".encode("latin-1")
     )
     with pytest.raises(InboxError, match=r"invoices\.csv"):
-        ingest_group(con, tmp_path / "inbox", INVOICES, run_id="r1")
+        ingest_group(con, tmp_path / "inbox", INVOICES, run_id="r1", options=DEFAULTS)
 
 
 def test_within_one_file_the_first_line_of_a_key_wins_and_the_rest_are_quarantined(
@@ -219,7 +222,7 @@ def test_a_large_file_is_validated_on_the_same_spread_out_sample_every_time(
         inbox / "invoices/invoices.csv",
         "invoice_id,customer_id,issue_date,amount\n" + "\n".join(lines) + "\n",
     )
-    options = IngestOptions(reject_threshold=0.2, validation_sample_rows=50)
+    options = IngestSettings(reject_threshold=0.2, validation_sample_rows=50).options()
     result = ingest_group(con, inbox, INVOICES, "r1", options)
     report = result.validations["invoices/invoices.csv"]["great_expectations"]
     assert report["sampled"]

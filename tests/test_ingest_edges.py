@@ -18,17 +18,17 @@ import xlsxwriter
 from typer.testing import CliRunner
 
 from features.contracts import CONTRACTS_BY_TABLE
-from features.ingest import EXCERPT_CHARS, InboxError, IngestOptions, ingest_group
+from features.ingest import EXCERPT_CHARS, InboxError, ingest_group
 from pipelines.cli import app
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
-from pipelines.settings import default_settings_resources
+from pipelines.settings import IngestSettings, default_settings_resources
 from tests.conftest import staged_metadata, write_csv
 
 ACCOUNTS = CONTRACTS_BY_TABLE["accounts"]
 INVOICES = CONTRACTS_BY_TABLE["invoices"]
 PAYMENTS = CONTRACTS_BY_TABLE["payments"]
-FAST = IngestOptions(validate=False)
+FAST = IngestSettings(validate_files=False).options()
 HEADER = "invoice_id,customer_id,issue_date,amount\n"
 # A line of another system's password file: it must never be read, quoted or stored.
 SECRET = "root:x:0:0:root:/root:/bin/bash"
@@ -212,7 +212,9 @@ def test_amounts_with_more_than_two_decimals_are_rounded_to_the_cent_and_reporte
         HEADER + "I1,C1,2024-01-05,1.234\nI2,C1,2024-01-05,0.005\n"
         "I3,C1,2024-01-05,2.50\nI4,C1,2024-01-05,3.1000\nI5,C1,2024-01-05,2.675\n",
     )
-    result = ingest_group(con, inbox, INVOICES, "r1", IngestOptions(reject_threshold=1.0))
+    result = ingest_group(
+        con, inbox, INVOICES, "r1", IngestSettings(reject_threshold=1.0).options()
+    )
     assert _rows(con, "select invoice_id, amount from staging.invoices order by 1") == [
         ("I1", Decimal("1.23")),
         ("I2", Decimal("0.01")),

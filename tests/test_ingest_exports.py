@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 
 from features.contracts import CONTRACTS_BY_TABLE, inputs_markdown, reasons_markdown
-from features.ingest import InboxError, IngestOptions, RejectThresholdError, ingest_group
+from features.ingest import InboxError, RejectThresholdError, ingest_group
 from features.mappings import MappingError, load_mappings
 from features.validation import validate_frame
 from features.warehouse import ensure_layout
+from pipelines.settings import IngestSettings
 from synthetic import generate_demo_data
 from tests.conftest import write_csv
 
@@ -23,7 +24,7 @@ CONTACTS = CONTRACTS_BY_TABLE["contacts"]
 INVOICES = CONTRACTS_BY_TABLE["invoices"]
 PAYMENTS = CONTRACTS_BY_TABLE["payments"]
 FX_RATES = CONTRACTS_BY_TABLE["fx_rates"]
-FAST = IngestOptions(validate=False)  # the GX gate has its own tests below
+FAST = IngestSettings(validate_files=False).options()  # the GX gate has its own tests below
 README = Path(__file__).parents[1] / "README.md"
 
 
@@ -132,7 +133,7 @@ F-2;C1;31/02/2024;04/02/2024;10,00;EUR;Invoice
 F-3;C2;06/01/2024;05/02/2024;12.5;EUR;Invoice
 """,
     )
-    options = IngestOptions(validate=False, reject_threshold=1.0)
+    options = IngestSettings(validate_files=False, reject_threshold=1.0).options()
     result = ingest_group(con, inbox, INVOICES, "r1", options)
     assert _rows(con, "select invoice_id, issue_date, amount::double from staging.invoices") == [
         ("F-1", dt.date(2024, 1, 5), pytest.approx(1234.5))
@@ -202,7 +203,7 @@ I4,C1,2024-02-15,100.00,GBP
 I5,C1,2023-12-15,100.00,USD
 """,
     )
-    options = IngestOptions(validate=False, reject_threshold=1.0)
+    options = IngestSettings(validate_files=False, reject_threshold=1.0).options()
     ingest_group(con, inbox, FX_RATES, "r1", options)
     ingest_group(con, inbox, INVOICES, "r1", options)
     assert _rows(
@@ -292,7 +293,13 @@ def test_a_bad_row_never_replaces_a_good_one(
     header = "invoice_id,customer_id,issue_date,amount\n"
     write_csv(inbox / "invoices/invoices_1.csv", header + "I1,C1,2024-01-05,100\n")
     write_csv(inbox / "invoices/invoices_2.csv", header + "I1,C1,2024-01-05,abc\n")
-    ingest_group(con, inbox, INVOICES, "r1", IngestOptions(validate=False, reject_threshold=1.0))
+    ingest_group(
+        con,
+        inbox,
+        INVOICES,
+        "r1",
+        IngestSettings(validate_files=False, reject_threshold=1.0).options(),
+    )
     assert _rows(con, "select amount::double, source_file from staging.invoices") == [
         (pytest.approx(100.0), "invoices/invoices_1.csv")
     ]
@@ -318,14 +325,14 @@ def test_a_file_over_the_reject_threshold_is_refused_whole(
     inbox = tmp_path / "inbox"
     header = "invoice_id,customer_id,issue_date,amount\n"
     write_csv(inbox / "invoices/invoices_1.csv", header + "I1,C1,2024-01-05,100\n")
-    ingest_group(con, inbox, INVOICES, "r1")
+    ingest_group(con, inbox, INVOICES, "r1", IngestSettings().options())
     write_csv(
         inbox / "invoices/invoices_2.csv",
         header + "I2,C1,2024-01-05,1\nI3,C1,nope,1\nI4,C1,2024-01-05,x\nI5,,2024-01-05,1\n",
     )
     for run in ("r2", "r3"):  # a rerun meets the same refusal: nothing was half-loaded
         with pytest.raises(RejectThresholdError) as refused:
-            ingest_group(con, inbox, INVOICES, run, IngestOptions(reject_threshold=0.25))
+            ingest_group(con, inbox, INVOICES, run, IngestSettings(reject_threshold=0.25).options())
         message = str(refused.value)
         assert "invoices/invoices_2.csv: 3 of 4 rows rejected" in message
         assert "bad_date 1" in message and "missing_required 1" in message
@@ -405,7 +412,7 @@ def test_a_file_still_being_written_is_not_loaded(
 ) -> None:
     inbox = tmp_path / "inbox"
     path = write_csv(inbox / "invoices/invoices.csv", "invoice_id,customer_id,issue_date,amount\n")
-    options = IngestOptions(validate=False, settle_seconds=600)
+    options = IngestSettings(validate_files=False, settle_seconds=600).options()
     with pytest.raises(InboxError, match=r"invoices/invoices\.csv: still being written"):
         ingest_group(con, inbox, INVOICES, "r1", options)
     settled = time.time() - 3600

@@ -58,7 +58,7 @@ def test_no_exposure_or_loss_is_published_as_a_number(
         customer_360 = _one(
             con,
             "select count(open_exposure), count(expected_loss), count(risk_adjusted_clv), "
-            "count(finance_unknown_reason), count(clv_12m) from marts.customer_360 "
+            "count(finance_unknown_reason), count(clv) from marts.customer_360 "
             "where customer_id in (select customer_id from staging.invoices)",
         )
         portfolio = _one(

@@ -83,7 +83,7 @@ def _ledger(
 @pytest.mark.parametrize("months", [12, 4])
 def test_countback_dso_equals_the_definition(con: duckdb.DuckDBPyConnection, months: int) -> None:
     owed_by, sales_by = _ledger(con, months)
-    portfolio_dso = build_dso(con, AS_OF, months)
+    portfolio_dso = build_dso(con, AS_OF, months=months)
     got = dict(
         con.sql(
             "select customer_id, dso_days from features.receivables_dso where scope = 'customer'"
@@ -108,4 +108,4 @@ def _prefix_sums(sales: list[Decimal]) -> set[Decimal]:
 
 def test_countback_needs_a_month(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(ValueError, match="at least one month"):
-        build_dso(con, AS_OF, 0)
+        build_dso(con, AS_OF, months=0)

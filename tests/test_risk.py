@@ -20,7 +20,6 @@ from features.receivables import (
 from models.delinquency import (
     _MISSING_TEXT,
     _REASONS,
-    DelinquencyModel,
     delinquency_class,
     delinquency_score,
 )
@@ -30,7 +29,7 @@ from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
 from pipelines.risk.assets import invoice_settlement, receivables_aging, receivables_dso
 from pipelines.risk.checks import aging_buckets_sum_to_total_open, aging_reconciles_with_ledger
-from pipelines.settings import default_settings_resources
+from pipelines.settings import RiskSettings, default_settings_resources
 from synthetic import FILE_GROUPS, generate_demo_data
 from tests.conftest import write_csv
 
@@ -247,8 +246,8 @@ def test_customer_360_carries_scores_classes_and_reasons(risk_run: Path) -> None
         scored["open_exposure"].cast(pl.Float64) * scored["delinquency_probability"] * lgd
     ).to_numpy()
     assert np.allclose(scored["expected_loss"].to_numpy(), expected)
-    with_clv = scored.filter(pl.col("clv_12m").is_not_null())
-    assert (with_clv["risk_adjusted_clv"] <= with_clv["clv_12m"] + 1e-9).all()
+    with_clv = scored.filter(pl.col("clv").is_not_null())
+    assert (with_clv["risk_adjusted_clv"] <= with_clv["clv"] + 1e-9).all()
 
 
 def test_delinquency_reasons_are_each_customers_strongest_speakable_terms(
@@ -257,7 +256,7 @@ def test_delinquency_reasons_are_each_customers_strongest_speakable_terms(
     with duckdb.connect(str(risk_run), read_only=True) as con:
         snapshots = training_snapshots(con)
         current = con.sql("select * from features.payment_behaviour order by customer_id").pl()
-    model = DelinquencyModel().fit(snapshots)
+    model = RiskSettings().model().fit(snapshots)
     said = model.reasons(current, min_contribution=0.2)
     # the reference, customer by customer: every model column ranked by its log-odds term;
     # the three strongest that may be said and reach 0.2 are said, in that order
@@ -470,7 +469,7 @@ def test_score_is_monotone_with_documented_anchors() -> None:
 def test_model_names_missing_columns() -> None:
     frame = pl.DataFrame({"customer_id": ["C1"], "delinquent": [True], "tenure_days": [3]})
     with pytest.raises(ValueError, match="avg_days_late"):
-        DelinquencyModel().fit(frame)
+        RiskSettings().model().fit(frame)
 
 
 def test_model_refuses_a_single_class() -> None:
@@ -481,7 +480,7 @@ def test_model_refuses_a_single_class() -> None:
         | {name: np.arange(9.0) for name in BEHAVIOUR_FEATURES}
     )
     with pytest.raises(ValueError, match="one class"):
-        DelinquencyModel().fit(frame)
+        RiskSettings().model().fit(frame)
 
 
 def test_settlement_uses_payments_and_matched_credit_notes(

@@ -12,14 +12,14 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 
-from models.delinquency import BEHAVIOUR_FEATURES, DelinquencyModel
+from models.delinquency import BEHAVIOUR_FEATURES
 from models.scorecard import NotEnoughEvidence, grouped_folds
 from models.selection import Candidate, bootstrap_auc, choose_scorer, rank_mapped
 from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapshots
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
-from pipelines.settings import default_settings_resources
+from pipelines.settings import RiskSettings, default_settings_resources
 from tests.conftest import run_cli
 from tests.test_clv_pipeline import cdnow_transactions, write_invoices
 
@@ -124,7 +124,7 @@ def _ledger_snapshots(customers: int, late_customers: int, seed: int = 0) -> pl.
 
 def test_the_scorecard_is_a_scikit_learn_estimator_sized_to_its_events() -> None:
     many = _ledger_snapshots(4000, 1200)
-    model = DelinquencyModel()
+    model = RiskSettings().model()
     with pytest.raises(NotFittedError):
         model.predict_proba(many)
     fitted = clone(model).fit(many)
@@ -142,7 +142,7 @@ def test_the_scorecard_is_a_scikit_learn_estimator_sized_to_its_events() -> None
 
 def test_reasons_never_name_size_and_never_past_due_without_arrears() -> None:
     snapshots = _ledger_snapshots(3000, 600)
-    model = DelinquencyModel().fit(snapshots)
+    model = RiskSettings().model().fit(snapshots)
     speakable, _ = model.speakable()
     said = {n for n, s in zip(model.feature_names_, speakable, strict=True) if s}
     assert not said & {"invoices_12m", "invoiced_12m", "open_amount", "open_invoices"}

@@ -10,17 +10,19 @@ import polars as pl
 from polars.testing import assert_frame_equal
 
 from features.contracts import CONTRACTS_BY_TABLE
-from features.ingest import IngestOptions, ingest_group
+from features.ingest import ingest_group
 from features.receivables import (
     SETTLEMENT,
     build_invoice_settlement,
     refresh_invoice_settlement,
 )
+from pipelines.settings import IngestSettings, RiskSettings
 from tests.test_risk_settlement import TERMS, TOLERANCE, _random_ledger
 
-OPTIONS = IngestOptions(validate=False, reject_threshold=1.0)
+OPTIONS = IngestSettings(validate_files=False, reject_threshold=1.0).options()
 D0, D1, D2 = date(2023, 10, 1), date(2023, 10, 11), date(2023, 10, 31)
 NEVER = 100_000  # days: no periodic full build unless a test asks for one
+WEEKLY = RiskSettings().settlement_full_rebuild_days
 
 
 def _ledger() -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -51,9 +53,11 @@ def _rows(con: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
 
 
 def _refresh_matches_a_full_build(
-    con: duckdb.DuckDBPyConnection, as_of: date, **options
+    con: duckdb.DuckDBPyConnection, as_of: date, full_rebuild_days: int = WEEKLY
 ) -> tuple[str, str, int]:
-    refresh = refresh_invoice_settlement(con, as_of, TERMS, float(TOLERANCE), **options)
+    refresh = refresh_invoice_settlement(
+        con, as_of, TERMS, float(TOLERANCE), full_rebuild_days=full_rebuild_days
+    )
     build_invoice_settlement(
         con, as_of, TERMS, float(TOLERANCE), table="full_build", temporary=True
     )
@@ -138,9 +142,11 @@ def test_changed_settings_or_a_direct_rebuild_forget_the_previous_build(
     )
     _deliver(inbox, "1", invoices, payments)
     _load(con, inbox, "run-1")
-    refresh_invoice_settlement(con, D0, TERMS, float(TOLERANCE))
-    changed = refresh_invoice_settlement(con, D0, TERMS + 15, float(TOLERANCE))
+    refresh_invoice_settlement(con, D0, TERMS, float(TOLERANCE), full_rebuild_days=WEEKLY)
+    changed = refresh_invoice_settlement(
+        con, D0, TERMS + 15, float(TOLERANCE), full_rebuild_days=WEEKLY
+    )
     assert (changed.mode, "settings" in changed.reason) == ("full", True)
     build_invoice_settlement(con, D1, TERMS, float(TOLERANCE))  # not through refresh
-    again = refresh_invoice_settlement(con, D1, TERMS, float(TOLERANCE))
+    again = refresh_invoice_settlement(con, D1, TERMS, float(TOLERANCE), full_rebuild_days=WEEKLY)
     assert (again.mode, again.reason) == ("full", "no previous settlement to refresh")

@@ -10,12 +10,12 @@
 --     credit-hold     $exclude_credit_hold and the delinquency class is E
 --     high-churn      $exclude_high_churn and the churn risk band is high
 --     duplicate-email another contact left on the list has the same address (case and spaces
---                     ignored) at a higher-value customer: highest clv_12m, then monetary,
+--                     ignored) at a higher-value customer: highest clv, then monetary,
 --                     then the lowest customer id and contact id
 -- Money is rounded to cents, probabilities to three decimals.
 with members as (
     select customer_id, name as customer_name, rfm_segment, as_of_date, recency_days, frequency,
-           monetary, clv_12m, p_alive
+           monetary, clv, clv_horizon_days, p_alive
     from marts.segment_members
     where lower(rfm_segment) = lower($segment)
 ),
@@ -59,12 +59,13 @@ candidates as (
         m.recency_days,
         m.frequency,
         round(m.monetary, 2) as monetary,
-        round(m.clv_12m, 2) as clv_12m,
+        round(m.clv, 2) as clv,
+        m.clv_horizon_days,
         round(m.p_alive, 3) as p_alive,
         m.as_of_date,
         k.consent_updated_at,
         k.email_key,
-        m.clv_12m as clv_12m_unrounded,
+        m.clv as clv_unrounded,
         m.monetary as monetary_unrounded,
         case
             when k.email_key in (select email_key from do_not_contact where email_key is not null)
@@ -91,7 +92,7 @@ ranked as (
                 suppressed_by is null,
                 email_key,
                 case when email_key is null then contact_id end
-            order by clv_12m_unrounded desc nulls last, monetary_unrounded desc nulls last,
+            order by clv_unrounded desc nulls last, monetary_unrounded desc nulls last,
                 customer_id, contact_id
         ) as address_rank
     from candidates
@@ -99,10 +100,10 @@ ranked as (
 
 final as (
     select
-        * exclude (email_key, clv_12m_unrounded, monetary_unrounded, suppressed_by, address_rank),
+        * exclude (email_key, clv_unrounded, monetary_unrounded, suppressed_by, address_rank),
         coalesce(suppressed_by, case when address_rank > 1 then 'duplicate-email' end)
             as left_out_because
     from ranked
 )
 
-select * from final order by clv_12m desc nulls last, customer_id, contact_id
+select * from final order by clv desc nulls last, customer_id, contact_id

@@ -1,7 +1,8 @@
 -- Every customer's RFM segment at each as-of date in history next to the one at the previous
 -- as-of date in history: the ground both the migration matrix and the who-moved list stand on.
 with history as (
-    select customer_id, as_of_date, rfm_segment, clv_12m from marts.customer_360_history
+    select customer_id, as_of_date, rfm_segment, clv, clv_horizon_days
+    from marts.customer_360_history
 ),
 
 as_of_dates as (
@@ -12,7 +13,9 @@ as_of_dates as (
 ),
 
 current_rows as (
-    select h.customer_id, h.as_of_date, d.previous_as_of_date, h.rfm_segment, h.clv_12m
+    select
+        h.customer_id, h.as_of_date, d.previous_as_of_date, h.rfm_segment, h.clv,
+        h.clv_horizon_days
     from history as h
     inner join as_of_dates as d using (as_of_date)
     where d.previous_as_of_date is not null
@@ -24,7 +27,8 @@ previous_rows as (
         d.as_of_date,
         d.previous_as_of_date,
         h.rfm_segment,
-        h.clv_12m
+        h.clv,
+        h.clv_horizon_days
     from history as h
     inner join as_of_dates as d on h.as_of_date = d.previous_as_of_date
 )
@@ -36,8 +40,11 @@ select
     -- a customer absent at one of the two dates (no purchase yet, or no longer exported)
     coalesce(p.rfm_segment, '(not listed)') as from_segment,
     coalesce(c.rfm_segment, '(not listed)') as to_segment,
-    p.clv_12m as previous_clv_12m,
-    c.clv_12m as clv_12m
+    p.clv as previous_clv,
+    c.clv as clv,
+    -- what each date's clv covers; they differ when [clv] horizon_days was changed in between
+    p.clv_horizon_days as previous_clv_horizon_days,
+    c.clv_horizon_days as clv_horizon_days
 from current_rows as c
 full outer join previous_rows as p
     on c.customer_id = p.customer_id and c.as_of_date = p.as_of_date

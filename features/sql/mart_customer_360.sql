@@ -60,9 +60,10 @@ final as (
         clv.expected_purchases_365d,
         clv.p_alive,
         clv.expected_order_value,
-        clv.clv_12m,
-        clv.clv_12m_low,
-        clv.clv_12m_high,
+        clv.clv,
+        clv.clv_low,
+        clv.clv_high,
+        clv.clv_horizon_days,
         clv.next_order_date,
         -- no credit-risk row: never invoiced, nothing owed; a NULL there is unknown and stays so
         case when credit_risk.customer_id is null then 0 else credit_risk.open_exposure end

@@ -1,9 +1,10 @@
--- Customer equity as of $as_of: the sum of 12-month CLV over the customer base, gross and net
--- of expected credit loss (risk_adjusted_clv), with the loss expected on today's receivables.
+-- Customer equity as of $as_of: the sum of CLV (over the next clv_horizon_days) over the customer
+-- base, gross and net of expected credit loss (risk_adjusted_clv), with the loss expected on
+-- today's receivables.
 -- When the receivables are unknown (finance_unknown_reason from marts.finance_status: no payment
 -- known by $as_of) so is everything net of credit loss: NULL, never the gross figure again.
 with clv as (
-    select customer_id, clv_12m from models.clv_scores
+    select customer_id, clv, clv_horizon_days from models.clv_scores
 ),
 
 risk as (
@@ -16,9 +17,10 @@ status as (
 
 totals as (
     select
-        count(*) filter (where clv.clv_12m is not null) as customers_with_clv,
-        coalesce(sum(clv.clv_12m), 0) as customer_equity_gross,
-        coalesce(sum(coalesce(r.risk_adjusted_clv, clv.clv_12m)), 0) as customer_equity_net,
+        count(*) filter (where clv.clv is not null) as customers_with_clv,
+        max(clv.clv_horizon_days) as clv_horizon_days,
+        coalesce(sum(clv.clv), 0) as customer_equity_gross,
+        coalesce(sum(coalesce(r.risk_adjusted_clv, clv.clv)), 0) as customer_equity_net,
         coalesce(sum(r.open_exposure), 0)::decimal(18, 2) as open_exposure,
         coalesce(sum(r.expected_loss), 0) as expected_loss_on_receivables
     from clv
@@ -29,6 +31,7 @@ final as (
     select
         $as_of::date as as_of_date,
         t.customers_with_clv,
+        t.clv_horizon_days,
         t.customer_equity_gross,
         case when s.finance_unknown_reason is null then t.customer_equity_net end
             as customer_equity_net,

@@ -5,10 +5,13 @@
 --   expected_loss     = open_exposure x delinquency_probability x $lgd; the 90-day delinquency
 --                       probability stands in for the probability of default (conservative:
 --                       30+ days late is more frequent than default)
---   risk_adjusted_clv = clv_12m - delinquency_probability x $lgd x (open_exposure
---                       + dso_days / 365 x clv_12m); the second term is the share of next
---                       year's CLV revenue that will be outstanding on average. dso_days falls
---                       back to the portfolio DSO for a customer with nothing open today.
+--   expected_credit_exposure = dso_days / clv_horizon_days x clv: the part of the CLV revenue
+--                       of the horizon that will be outstanding on average (the CLV covers
+--                       clv_horizon_days of sales, dso_days of them are owed at any time).
+--                       dso_days falls back to the portfolio DSO for a customer with nothing
+--                       open today.
+--   risk_adjusted_clv = clv - delinquency_probability x $lgd x (open_exposure
+--                       + expected_credit_exposure)
 --   delinquency_scorer, delinquency_unknown_reason  which scorer the holdout chose, or why
 --                       there is no delinquency probability (then expected loss and
 --                       risk-adjusted CLV are NULL too: unknown, never guessed)
@@ -42,7 +45,7 @@ portfolio_dso as (
 ),
 
 clv as (
-    select customer_id, clv_12m from models.clv_scores
+    select customer_id, clv, clv_horizon_days from models.clv_scores
 ),
 
 customers as (
@@ -83,7 +86,8 @@ joined as (
         s.delinquency_reasons,
         s.delinquency_scorer,
         s.delinquency_unknown_reason,
-        clv.clv_12m,
+        clv.clv,
+        clv.clv_horizon_days,
         case when st.finance_unknown_reason is null then coalesce(d.dso_days, p.dso_days)
         end as dso_days_for_clv
     from customers as c
@@ -122,10 +126,12 @@ final as (
         delinquency_scorer,
         delinquency_unknown_reason,
         open_exposure::double * delinquency_probability * $lgd::double as expected_loss,
-        clv_12m,
-        dso_days_for_clv / 365.0 * clv_12m as expected_credit_exposure_12m,
-        clv_12m - delinquency_probability * $lgd::double
-            * (open_exposure::double + dso_days_for_clv / 365.0 * clv_12m) as risk_adjusted_clv,
+        clv,
+        clv_horizon_days,
+        dso_days_for_clv / clv_horizon_days * clv as expected_credit_exposure,
+        clv - delinquency_probability * $lgd::double
+            * (open_exposure::double + dso_days_for_clv / clv_horizon_days * clv)
+            as risk_adjusted_clv,
         finance_unknown_reason
     from joined
 )

@@ -49,7 +49,8 @@ customer_dimensions as (
         r.expected_loss,
         r.delinquency_probability,
         r.over_credit_limit,
-        r.clv_12m,
+        r.clv,
+        r.clv_horizon_days,
         r.risk_adjusted_clv,
         'all' as portfolio,
         coalesce(a.sector, '(unknown)') as sector,
@@ -102,7 +103,8 @@ grouped as (
         sum(open_exposure) filter (where exposure_rank <= 10)::double
             / nullif(any_value(group_exposure), 0) as top10_exposure_share,
         sum(power(open_exposure::double / nullif(group_exposure, 0), 2)) as herfindahl_index,
-        sum(clv_12m) as clv_12m,
+        sum(clv) as clv,
+        max(clv_horizon_days) as clv_horizon_days,
         sum(risk_adjusted_clv) as risk_adjusted_clv
     from ranked
     group by dimension, dimension_value
@@ -150,7 +152,8 @@ final as (
         g.top10_exposure_share,
         g.herfindahl_index,
         case when s.finance_unknown_reason is null then d.dso_days end as dso_days,
-        g.clv_12m,
+        g.clv,
+        g.clv_horizon_days,
         g.risk_adjusted_clv,
         s.finance_unknown_reason
     from grouped as g

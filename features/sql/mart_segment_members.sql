@@ -2,7 +2,7 @@
 -- least one contact gave marketing consent.
 with customers as (
     select customer_id, as_of_date, name, country, region, sector, rfm_segment, recency_days,
-           frequency, monetary, clv_12m, p_alive
+           frequency, monetary, clv, clv_horizon_days, p_alive
     from marts.customer_360
 ),
 
@@ -22,4 +22,4 @@ final as (
     left join consenting_contacts as k using (customer_id)
 )
 
-select * from final order by rfm_segment, clv_12m desc nulls last, customer_id
+select * from final order by rfm_segment, clv desc nulls last, customer_id

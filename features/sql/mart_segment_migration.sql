@@ -11,7 +11,8 @@ select
     to_segment,
     from_segment <> to_segment as moved,
     count(*) as customers,
-    sum(clv_12m) as clv_12m_total
+    sum(clv) as clv_total,
+    max(clv_horizon_days) as clv_horizon_days
 from transitions
 group by all
 order by as_of_date, from_segment, to_segment

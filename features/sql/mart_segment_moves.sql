@@ -9,9 +9,11 @@ select
     customer_id,
     from_segment,
     to_segment,
-    previous_clv_12m,
-    clv_12m,
-    clv_12m - previous_clv_12m as clv_12m_change
+    previous_clv,
+    clv,
+    clv - previous_clv as clv_change,
+    previous_clv_horizon_days,
+    clv_horizon_days
 from transitions
 where from_segment <> to_segment
 order by as_of_date, from_segment, to_segment, customer_id

@@ -13,11 +13,12 @@ final as (
         round(sum(monetary), 2) as net_revenue,
         round(avg(recency_days), 1) as avg_recency_days,
         round(avg(frequency), 2) as avg_purchases,
-        round(sum(clv_12m), 2) as clv_12m_total,
-        round(avg(clv_12m), 2) as clv_12m_avg,
+        round(sum(clv), 2) as clv_total,
+        round(avg(clv), 2) as clv_avg,
+        max(clv_horizon_days) as clv_horizon_days,
         round(avg(p_alive), 4) as p_alive_avg
     from members
     group by rfm_segment
 )
 
-select * from final order by clv_12m_total desc nulls last
+select * from final order by clv_total desc nulls last

@@ -46,10 +46,6 @@ GROUP = "churn"
 LABELS_QUERY = "select * from features.churn_labels"
 
 
-def _model(config: ChurnSettings, missing: dict[str, str]) -> ChurnModel:
-    return ChurnModel(calibration=config.calibration, missing_groups=missing)
-
-
 def _fit_settings(churn: ChurnSettings, risk: RiskSettings, clv: ClvSettings) -> dict:
     """Every setting the churn snapshots and scorer depend on: a change to one refits."""
     return {
@@ -142,7 +138,7 @@ def churn_snapshots(
         label_horizon, cutoffs = _label_plan(con, churn, as_of)
         customers = customers_invoiced(con)
         sample_fraction = min(1.0, churn.max_training_customers / max(customers, 1))
-        baseline = PurchaseBaseline(time_unit_days=clv.time_unit_days)
+        baseline = PurchaseBaseline(clv.model(purchase_model="bg_nbd", n_bootstrap=1))
         fit = plan_fit(
             con,
             model="churn",
@@ -281,7 +277,7 @@ def churn_evaluation(
             holdout,
             label_horizon,
             churn.horizon_days,
-            _model(churn, _missing_groups(con)),
+            churn.model(_missing_groups(con)),
         )
         return write_scorer_choice(
             context,
@@ -324,7 +320,7 @@ def churn_scores(
             note = None
             if label_horizon == churn.horizon_days and history.height:
                 try:
-                    scorer = fit_shipped(chosen, history, _model(churn, missing))
+                    scorer = fit_shipped(chosen, history, churn.model(missing))
                 except NotEnoughEvidence as error:
                     note = f"churn scorer {chosen} not calibrated: {error}"
                     context.log.warning(note)

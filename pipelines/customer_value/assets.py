@@ -12,7 +12,7 @@ from features.clv_backtest import (
 )
 from features.customer import build_customer_summary, lifetimes_summary
 from features.warehouse import fingerprint, record_model_run, write_frame
-from models.clv import ClvModel, InsufficientDataError
+from models.clv import InsufficientDataError
 from models.clv_backtest import BY_FREQUENCY_SCHEMA, TRACKING_SCHEMA, backtest_clv
 from models.segmentation import score_rfm
 from pipelines.common import asset_step, preview, run_as_of, table_metadata
@@ -114,14 +114,14 @@ def rfm_scores(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.Ma
 def clv_scores(
     context: dg.AssetExecutionContext, clv: ClvSettings, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """BG/NBD + Gamma-Gamma: expected purchases, P(alive), order value and 12-month CLV."""
+    """BG/NBD + Gamma-Gamma: expected purchases, P(alive), order value and CLV over the horizon."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         summary = lifetimes_summary(
             con.sql("select * from features.customer_summary").pl(), clv.time_unit_days
         )
         try:
-            model = _clv_model(clv).fit(summary)
+            model = clv.model().fit(summary)
         except InsufficientDataError as error:
             raise dg.Failure(
                 description=f"CLV not fitted, nothing downstream is built: {error}",
@@ -186,24 +186,12 @@ def clv_scores(
             "purchase_prior": dg.MetadataValue.json(prior or {}),
             "spend_params": dg.MetadataValue.json(model.spend_params_),
             "metrics": dg.MetadataValue.json(model.metrics_),
-            "clv_12m_total": float(scores["clv_12m"].sum()),
+            "clv_total": float(scores["clv"].sum()),
+            "clv_horizon_days": clv.horizon_days,
             "time_unit_days": clv.time_unit_days,
             "frequency_spend_correlation": correlation,
             "spend_independence_plausible": spend_independent,
         }
-    )
-
-
-def _clv_model(config: ClvSettings, n_bootstrap: int | None = None) -> ClvModel:
-    return ClvModel(
-        time_unit_days=config.time_unit_days,
-        horizon_days=config.horizon_days,
-        annual_discount_rate=config.annual_discount_rate,
-        penalizer=config.penalizer,
-        interval=config.interval,
-        n_bootstrap=config.n_bootstrap if n_bootstrap is None else n_bootstrap,
-        min_repeat_customers=config.min_repeat_customers,
-        purchase_model=config.purchase_model,
     )
 
 
@@ -267,7 +255,7 @@ def clv_backtest(
             )
             try:
                 backtest = backtest_clv(
-                    _clv_model(clv, n_bootstrap=1), calibration, tracking_actuals, cutoff, as_of
+                    clv.model(n_bootstrap=1), calibration, tracking_actuals, cutoff, as_of
                 )
             except InsufficientDataError as error:
                 skipped = f"history too short before the cutoff {cutoff}: {error}"

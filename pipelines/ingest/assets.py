@@ -6,23 +6,11 @@ import dagster as dg
 
 from features.contracts import CONTRACTS, Contract
 from features.erasure import ERASED_REASON
-from features.ingest import CUSTOMER_KEYED_TABLES, InboxError, IngestOptions, ingest_group
+from features.ingest import CUSTOMER_KEYED_TABLES, InboxError, ingest_group
 from features.warehouse import materialize_sql
 from pipelines.common import asset_step, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
 from pipelines.settings import IngestSettings
-
-
-def ingest_options(config: IngestSettings) -> IngestOptions:
-    return IngestOptions(
-        base_currency=config.base_currency,
-        reject_threshold=config.reject_threshold,
-        settle_seconds=config.settle_seconds,
-        mappings_dir=Path(config.mappings_dir) if config.mappings_dir else None,
-        validate=config.validate_files,
-        validation_sample_rows=config.validation_sample_rows,
-    )
-
 
 CUSTOMER_KEYS = dg.AssetKey(["staging", "customer_keys"])
 
@@ -81,7 +69,7 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
         with warehouse.connect() as con:
             try:
                 result = ingest_group(
-                    con, Path(inbox.path), contract, context.run_id, ingest_options(ingest)
+                    con, Path(inbox.path), contract, context.run_id, ingest.options()
                 )
             except InboxError as error:
                 raise dg.Failure(description=str(error), allow_retries=False) from error

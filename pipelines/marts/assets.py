@@ -30,10 +30,10 @@ def customer_360(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.
         materialize_sql(con, "marts.customer_360", "mart_customer_360", as_of=as_of)
         metadata = table_metadata(con, "marts.customer_360", as_of_date=str(as_of))
         purchasers, clv_total = con.sql(
-            "select count(*) filter (where frequency > 0), sum(clv_12m) from marts.customer_360"
+            "select count(*) filter (where frequency > 0), sum(clv) from marts.customer_360"
         ).fetchall()[0]
     return dg.MaterializeResult(
-        metadata={**metadata, "purchasers": purchasers, "clv_12m_total": clv_total or 0.0}
+        metadata={**metadata, "purchasers": purchasers, "clv_total": clv_total or 0.0}
     )
 
 

@@ -32,8 +32,8 @@ def clv_outputs_finite(warehouse: Warehouse) -> dg.AssetCheckResult:
         warehouse,
         """select count(*) from marts.customer_360
            where frequency > 0 and (
-               clv_12m is null or not isfinite(clv_12m) or clv_12m < 0
+               clv is null or not isfinite(clv) or clv < 0
                or p_alive is null or p_alive < 0 or p_alive > 1
-               or not (clv_12m_low <= clv_12m and clv_12m <= clv_12m_high))""",
+               or not (clv_low <= clv and clv <= clv_high))""",
     )
     return dg.AssetCheckResult(passed=bad == 0, metadata={"customers_with_bad_clv": bad})

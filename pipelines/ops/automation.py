@@ -18,7 +18,6 @@ from features.contracts import CONTRACTS
 from features.ingest import content_hash, discover_files, inbox_mappings
 from features.warehouse import table_exists
 from pipelines.common import is_lock_error
-from pipelines.ingest.assets import ingest_options
 from pipelines.ops.alerts import RunFailure, handle_failure, warehouse_of_run
 from pipelines.resources import TRIGGER_TAG, Inbox, Warehouse, warehouse_config
 from pipelines.settings import NightlySettings, Settings, load_settings
@@ -34,7 +33,7 @@ AssetJob = Any
 
 def inbox_files(inbox: Path, settings: Settings) -> dict[str, list[int]]:
     """Every file a run would load: inbox path -> [size in bytes, modification time in ns]."""
-    mappings = inbox_mappings(inbox, ingest_options(settings.ingest))
+    mappings = inbox_mappings(inbox, settings.ingest.options())
     files = {}
     for contract in CONTRACTS:
         for found in discover_files(inbox, contract, mappings):

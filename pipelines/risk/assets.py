@@ -64,10 +64,6 @@ SETTLEMENT_REFRESH = dg.AssetKey(SETTLEMENT_STATE.split("."))
 NO_BUREAU = "missing: no credit report joins a CRM account; payment history only"
 
 
-def _model(config: RiskSettings) -> DelinquencyModel:
-    return DelinquencyModel(calibration=config.calibration)
-
-
 def _label_plan(con, config: RiskSettings, as_of) -> tuple[int, list]:
     """The labels' horizon and cutoffs: the configured horizon unless the history is too short."""
     return labelled_cutoffs(
@@ -209,7 +205,7 @@ def receivables_dso(
     """Days sales outstanding by the countback method, per customer and for the portfolio."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
-        portfolio_dso = build_dso(con, as_of, risk.dso_months)
+        portfolio_dso = build_dso(con, as_of, months=risk.dso_months)
         metadata = table_metadata(con, "features.receivables_dso", as_of_date=str(as_of))
         basis = table_metadata(con, DSO_BASIS, as_of_date=str(as_of))
     return (
@@ -484,7 +480,7 @@ def delinquency_evaluation(
             cutoffs[-1:],
             label_horizon,
             risk.label_horizon_days,
-            _model(risk),
+            risk.model(),
         )
         return write_scorer_choice(
             context,
@@ -528,7 +524,7 @@ def delinquency_scores(
                 unknown = f"no labels at the {risk.label_horizon_days}-day horizon yet"
             if unknown is None:
                 try:
-                    model = fit_shipped(chosen, training_snapshots(con), _model(risk))
+                    model = fit_shipped(chosen, training_snapshots(con), risk.model())
                 except NotEnoughEvidence as error:
                     unknown = str(error)
             fitted_by = context.run_id
@@ -696,7 +692,7 @@ def portfolio_risk(context: dg.AssetExecutionContext, warehouse: Warehouse) -> d
 def customer_equity(
     context: dg.AssetExecutionContext, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """Sum of 12-month CLV over all customers, gross and net of expected credit loss."""
+    """Sum of CLV over all customers, gross and net of expected credit loss."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         materialize_sql(con, "marts.customer_equity", "mart_customer_equity", as_of=as_of)
