@@ -25,6 +25,7 @@ import duckdb
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.point_in_time import training_cutoffs
+from features.receivables import build_payment_behaviour
 from features.warehouse import ensure_layout, table_exists
 from models.churn import ChurnModel, PurchaseBaseline, evaluate_holdout, score_customers
 from pipelines.settings import ChurnSettings, ClvSettings, RiskSettings
@@ -139,7 +140,18 @@ def main() -> None:
         as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
         cutoffs = training_cutoffs(as_of, args.horizon_days, count=ChurnSettings().training_cutoffs)
         sample_fraction = min(1.0, args.max_training_customers / args.customers)
+        terms = {
+            "default_payment_terms_days": RiskSettings().default_payment_terms_days,
+            "settlement_tolerance": RiskSettings().settlement_tolerance,
+        }
         if args.rebuild_snapshots or not table_exists(con, "features.churn_snapshots"):
+            _timed(
+                "payment behaviour as of the as-of date (the credit-risk stage's)",
+                timings,
+                lambda: build_payment_behaviour(
+                    con, "features.payment_behaviour", [as_of], whole_ledger=True, **terms
+                ),
+            )
             _timed(
                 "snapshots: 12 cutoffs + as-of (SQL, BG/NBD)",
                 timings,
@@ -151,10 +163,10 @@ def main() -> None:
                     baseline=PurchaseBaseline(
                         ClvSettings().model(purchase_model="bg_nbd", n_bootstrap=1)
                     ),
-                    default_payment_terms_days=RiskSettings().default_payment_terms_days,
-                    settlement_tolerance=RiskSettings().settlement_tolerance,
+                    payment_behaviour_today="features.payment_behaviour",
                     scoring_horizon_days=args.horizon_days,
                     sample_fraction=sample_fraction,
+                    **terms,
                 ),
             )
         else:

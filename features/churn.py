@@ -205,6 +205,12 @@ def _cutoff_histories(
     """The per-cutoff inputs of ``feat_churn_snapshots.sql``: purchases, engagement, payment
     behaviour (the as-of date's taken from ``payment_behaviour_today``) and the BG/NBD baseline.
     Returns the cutoffs where BG/NBD could not be fitted."""
+    stale = con.execute(
+        f"select count(*) from {payment_behaviour_today} where cutoff_date <> $as_of",
+        {"as_of": as_of},
+    ).fetchall()[0][0]
+    if stale:  # else tonight's payment features would silently be missing
+        raise ValueError(f"{payment_behaviour_today} is not as of {as_of}: build it first")
     common = {"cutoffs": cutoffs, "as_of": as_of, "sample_fraction": sample_fraction}
     materialize_sql(con, "features.churn_purchase_history", "feat_churn_purchases", **common)
     materialize_sql(con, "features.churn_engagement_history", "feat_churn_engagement", **common)

@@ -15,12 +15,14 @@ from sklearn.metrics import roc_auc_score
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
 from features.customer import lifetimes_summary
+from features.receivables import build_payment_behaviour
 from models.churn import PurchaseBaseline, churn_risk_band
 from models.selection import top_decile_lift
 from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapshots
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
+from pipelines.risk.assets import invoice_settlement, payment_behaviour, receivables_aging
 from pipelines.settings import ChurnSettings, ClvSettings, RiskSettings, default_settings_resources
 
 CUTOFF = date(2025, 3, 1)
@@ -51,15 +53,23 @@ PERTURB_AFTER_CUTOFF = """
 def _snapshots(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Features at CUTOFF and at AS_OF, built by the pipeline's own builder."""
     risk = RiskSettings()
+    terms = {
+        "default_payment_terms_days": risk.default_payment_terms_days,
+        "settlement_tolerance": risk.settlement_tolerance,
+    }
+    # the credit-risk stage's payment behaviour as of AS_OF, which the as-of snapshot takes
+    build_payment_behaviour(
+        con, "features.payment_behaviour_today", [AS_OF], whole_ledger=True, **terms
+    )
     build_churn_snapshots(
         con,
         [CUTOFF],
         AS_OF,
         180,
         baseline=PurchaseBaseline(ClvSettings().model(purchase_model="bg_nbd", n_bootstrap=1)),
-        default_payment_terms_days=risk.default_payment_terms_days,
-        settlement_tolerance=risk.settlement_tolerance,
+        payment_behaviour_today="features.payment_behaviour_today",
         scoring_horizon_days=180,
+        **terms,
     )
     query = "select * from features.churn_snapshots where cutoff_date = $c order by customer_id"
     return tuple(con.sql(query, params={"c": c}).pl() for c in (CUTOFF, AS_OF))
@@ -168,7 +178,17 @@ def test_invoices_only_still_scores_and_names_missing_groups(
 ) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
     result = dg.materialize(
-        [*staging_assets, run_as_of_date, churn_snapshots, churn_evaluation, churn_scores],
+        [
+            *staging_assets,
+            run_as_of_date,
+            # tonight's churn payment features are the credit-risk stage's
+            invoice_settlement,
+            receivables_aging,
+            payment_behaviour,
+            churn_snapshots,
+            churn_evaluation,
+            churn_scores,
+        ],
         resources={
             **default_settings_resources(),
             "warehouse": Warehouse(path=str(warehouse)),

@@ -19,6 +19,7 @@ from pipelines.churn.assets import churn_evaluation, churn_scores, churn_snapsho
 from pipelines.customer_value.assets import run_as_of_date
 from pipelines.ingest.assets import staging_assets
 from pipelines.resources import Inbox, Warehouse
+from pipelines.risk.assets import invoice_settlement, payment_behaviour, receivables_aging
 from pipelines.settings import RiskSettings, default_settings_resources
 from tests.conftest import run_cli
 from tests.test_clv_pipeline import cdnow_transactions, write_invoices
@@ -171,7 +172,17 @@ def cdnow_invoices(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pl.D
 def _churn_run(inbox: Path, warehouse: Path, as_of: str) -> None:
     stage = {"config": {"horizon_days": CDNOW_HORIZON_DAYS}}
     result = dg.materialize(
-        [*staging_assets, run_as_of_date, churn_snapshots, churn_evaluation, churn_scores],
+        [
+            *staging_assets,
+            run_as_of_date,
+            # tonight's churn payment features are the credit-risk stage's
+            invoice_settlement,
+            receivables_aging,
+            payment_behaviour,
+            churn_snapshots,
+            churn_evaluation,
+            churn_scores,
+        ],
         resources={
             **default_settings_resources(),
             "warehouse": Warehouse(path=str(warehouse)),
