@@ -44,6 +44,7 @@ from features.contracts import (
 )
 from features.erasure import ERASED_REASON, has_tombstones, tombstoned_lines_sql
 from features.mappings import INBOX_MAPPINGS_FOLDER, Mapping, canonical_mapping, load_mappings
+from features.warehouse import CODE_VERSION, table_exists
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".xlsx")
 LINEAGE_COLUMNS = ("load_id", "source_file", "line_number")
@@ -107,6 +108,8 @@ class IngestOptions:
 @dataclass(frozen=True)
 class StagingResult:
     table: str
+    # False when staging was kept as it was: no new file, nothing its checks read had changed
+    rebuilt: bool
     files: tuple[str, ...]
     raw_rows: int
     staged_rows: int
@@ -1000,6 +1003,68 @@ def build_staging(
     return counts, skipped
 
 
+def staging_build_key(
+    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions
+) -> str:
+    """Everything a staging table is a function of: the files loaded into its raw table, the
+    staging tables its checks and currency conversion read (their own keys), the erasures, the
+    ingest options and the code. The same key means a rebuild would write the same table."""
+    files = con.execute(
+        "select coalesce(string_agg(content_hash || ':' || source_file, ',' "
+        "order by load_sequence, source_file), '') from ops.loaded_files "
+        "where file_group = ? and outcome = 'loaded'",
+        [contract.group],
+    ).fetchall()[0][0]
+    read = sorted({*contract.depends_on, *(("fx_rates",) if contract.money else ())})
+    upstream = dict(
+        con.execute(
+            "select staging_table, build_key from ops.staging_builds "
+            "where list_contains(?, staging_table)",
+            [read],
+        ).fetchall()
+    )
+    erasures = con.sql("select count(*) from ops.erasure_keys").fetchall()[0][0]
+    parts = [
+        CODE_VERSION,
+        repr(options),
+        files,
+        ",".join(f"{table}={upstream.get(table, '-')}" for table in read),
+        str(erasures),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _kept_staging(
+    con: duckdb.DuckDBPyConnection, contract: Contract, key: str
+) -> tuple[dict[str, int], list[str]] | None:
+    """The counts of the last build when it had this key and its table is still there."""
+    rows = con.execute(
+        "select raw_rows, staged_rows, superseded_rows, skipped_rules from ops.staging_builds "
+        "where staging_table = ? and build_key = ?",
+        [contract.table, key],
+    ).fetchall()
+    if not rows or not table_exists(con, f"staging.{contract.table}"):
+        return None
+    raw, staged, superseded, skipped = rows[0]
+    return dict(raw=raw, staged=staged, superseded=superseded), list(skipped)
+
+
+def _record_staging_build(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    key: str,
+    run_id: str,
+    counts: dict[str, int],
+    skipped: list[str],
+) -> None:
+    con.execute("delete from ops.staging_builds where staging_table = ?", [contract.table])
+    con.execute(
+        "insert into ops.staging_builds values (?, ?, ?, ?, ?, ?, ?, ?)",
+        [contract.table, key, run_id, datetime.now(), counts["raw"], counts["staged"],
+         counts["superseded"], skipped],
+    )  # fmt: skip
+
+
 def build_customer_keys(con: duckdb.DuckDBPyConnection, customers: str) -> None:
     """Rebuild ``staging.customer_keys``: 1, 2, 3, ... for the distinct ids ``customers`` selects.
 
@@ -1122,7 +1187,13 @@ def ingest_group(
     con.begin()
     try:
         new_files, duplicates = load_new_files(con, files, contract, run_id, options, notes)
-        counts, skipped = build_staging(con, contract, options)
+        key = staging_build_key(con, contract, options)
+        kept = _kept_staging(con, contract, key)
+        if kept is not None:  # nothing arrived and nothing it is checked against changed
+            counts, skipped = kept
+        else:
+            counts, skipped = build_staging(con, contract, options)
+            _record_staging_build(con, contract, key, run_id, counts, skipped)
         reports, refusals = _reject_gate(con, contract, new_files, options, notes)
     except BaseException:
         con.rollback()
@@ -1142,6 +1213,7 @@ def ingest_group(
     reasons = quarantine_reasons(con, contract.table)
     return StagingResult(
         table=contract.table,
+        rebuilt=kept is None,
         files=tuple(f.relative for f in files),
         raw_rows=counts["raw"],
         staged_rows=counts["staged"],

@@ -26,22 +26,11 @@ import json
 import pickle
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
 
-# The code a fit was made by: every source file of the pure layer. A change to any feature,
-# SQL file or model refits at the next night rather than scoring with what older code learnt.
-_SOURCES = sorted(
-    path
-    for folder in ("features", "models")
-    for path in (Path(__file__).resolve().parents[1] / folder).rglob("*")
-    if path.suffix in (".py", ".sql") and path.is_file()
-)
-CODE_VERSION = hashlib.sha256(
-    b"".join(path.name.encode() + path.read_bytes() for path in _SOURCES)
-).hexdigest()[:16]
+from features.warehouse import CODE_VERSION
 
 # The dated facts a scorer learns from, each with the column that dates it.
 DATED_FACTS = {

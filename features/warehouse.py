@@ -4,6 +4,7 @@ run lock that lets one run at a time write a warehouse."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -18,6 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+# The code a table or a fit was made by: every source file of the pure layer. A change to any
+# feature, SQL file or model rebuilds what was kept (staging tables, churn and delinquency fits)
+# rather than reusing what older code made.
+_SOURCES = sorted(
+    path
+    for folder in ("features", "models")
+    for path in (Path(__file__).resolve().parents[1] / folder).rglob("*")
+    if path.suffix in (".py", ".sql") and path.is_file()
+)
+CODE_VERSION = hashlib.sha256(
+    b"".join(path.name.encode() + path.read_bytes() for path in _SOURCES)
+).hexdigest()[:16]
 
 SCHEMAS = ("raw", "staging", "features", "models", "marts", "quarantine", "ops")
 SQL_DIR = Path(__file__).parent / "sql"
@@ -243,6 +257,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        7,
+        "each staging table's last build and what it was built from, so a night with nothing new "
+        "for it keeps it as it is",
+        (
+            """
+        create table if not exists ops.staging_builds (
+            staging_table varchar primary key,
+            build_key varchar not null,
+            run_id varchar not null,
+            built_at timestamp not null,
+            raw_rows bigint not null,
+            staged_rows bigint not null,
+            superseded_rows bigint not null,
+            skipped_rules varchar[] not null
+        )""",
+        ),
+    ),
 )
 
 
@@ -303,6 +335,10 @@ RUN_LEDGERS: dict[str, RunLedger] = {
     "models.fit_plans": RunLedger(
         "churn snapshots and delinquency training, one row per model and run: refit or not, why",
         "the later churn and delinquency steps of the same run, `crm-intel status`",
+    ),
+    "ops.staging_builds": RunLedger(
+        "every staging step that rebuilds its table, one row per staging table",
+        "the same step on the next night (features/ingest.py: unchanged inputs keep the table)",
     ),
     "ops.schema_migrations": RunLedger(
         "ensure_layout, one row per migration applied", "ensure_layout"

@@ -701,6 +701,24 @@ def status(
             "order by failed_at desc limit 3"
         ).fetchall()
         step_runs = _dearest_steps(con, steps) if steps and "ops.step_runs" in tables else None
+        last_run_id = last[0][0] if last else None
+        # what the last run kept from earlier nights instead of rebuilding it
+        fits = (
+            con.execute(
+                "select model, refit, reason from models.fit_plans where run_id = ? order by 1",
+                [last_run_id],
+            ).fetchall()
+            if "models.fit_plans" in tables
+            else []
+        )
+        staging_builds = (
+            con.execute(
+                "select staging_table, run_id = ? from ops.staging_builds order by 1",
+                [last_run_id],
+            ).fetchall()
+            if "ops.staging_builds" in tables
+            else []
+        )
         # why the last night's settlement was quick or slow (refreshed or rebuilt in full)
         settlement = (
             con.sql(
@@ -757,6 +775,11 @@ def status(
             {"mode": mode, "as_of": as_of.isoformat(), "customers_resettled": n, "reason": why}
             for mode, as_of, n, why in settlement
         ],
+        "scorer_fits": [
+            {"model": model, "refit": refit, "reason": reason} for model, refit, reason in fits
+        ],
+        "staging_rebuilt": [table for table, rebuilt in staging_builds if rebuilt],
+        "staging_kept": [table for table, rebuilt in staging_builds if not rebuilt],
         "recent_failures": [
             {"run_id": run_id, "failed_at": failed_at.isoformat(), "reason": reason}
             for run_id, failed_at, reason, _ in failures
@@ -806,6 +829,15 @@ def _print_status(report: dict, published: Path) -> None:
         typer.echo(
             f"invoice settlement: {item['mode']} as of {item['as_of']}, "
             f"{plural(item['customers_resettled'], 'customer')} settled ({item['reason']})"
+        )
+    for fit in report["scorer_fits"]:
+        typer.echo(
+            f"{fit['model']} scorer: {'refitted' if fit['refit'] else 'kept'} ({fit['reason']})"
+        )
+    if report["staging_kept"]:
+        typer.echo(
+            f"staging kept as it was (nothing new): {', '.join(report['staging_kept'])}; "
+            f"rebuilt: {', '.join(report['staging_rebuilt']) or 'none'}"
         )
     snapshot = report["published"]
     if snapshot:

@@ -79,6 +79,18 @@ def compare(incremental: Path, fresh: Path, *, scorer_columns: bool) -> None:
         assert_frame_equal(left.select(kept), right.select(kept), rtol=1e-9, check_exact=False)
 
 
+def built_by_run(warehouse: Path) -> dict[str, int]:
+    """Which night (1, 2, 3, in run order) last built each staging table."""
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return dict(
+            con.sql(
+                "select b.staging_table, n.night from ops.staging_builds b join ("
+                "select run_id, row_number() over (order by started_at) as night from ops.runs"
+                ") n using (run_id)"
+            ).fetchall()
+        )
+
+
 def fit_plans(warehouse: Path) -> list[tuple[str, bool, str]]:
     with duckdb.connect(str(warehouse), read_only=True) as con:
         return con.sql(
@@ -162,12 +174,18 @@ def test_incremental_nights_give_the_fresh_run_s_marts(
             "select count(*) from staging.invoices where issue_date = $day", params={"day": DAY}
         ).fetchall()[0][0]
     assert staged == split.day_rows["invoices/invoices"]
+    built = built_by_run(warehouse)
+    # the bureau delivered nothing on D (it reports on the 1st): its staging table was kept
+    assert built["credit_reports"] == 1 and built["invoices"] == 2 and built["payments"] == 2
 
     # a corrected re-delivery of old invoices: history the kept fits learnt from has changed
     assert correct_invoices(inbox) == 20
     night(inbox, warehouse, settings, DAY)
     plans = fit_plans(warehouse)
     assert all(refit and "corrected delivery" in reason for _, refit, reason in plans), plans
+    built = built_by_run(warehouse)
+    # payments are checked against the invoices: rebuilt with them, though no payment arrived
+    assert built["invoices"] == 3 and built["payments"] == 3 and built["credit_reports"] == 1
     fresh = tmp_path / "fresh_corrected" / "warehouse.duckdb"
     night(inbox, fresh, settings, DAY)
     compare(warehouse, fresh, scorer_columns=True)

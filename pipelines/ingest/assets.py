@@ -112,6 +112,11 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
             context.log.warning(warning)
         for skipped in result.skipped_rules:
             context.log.warning(f"rule skipped for {contract.group}: {skipped}")
+        if not result.rebuilt:
+            context.log.info(
+                f"staging.{contract.table} kept as it was: no new file, and nothing its checks "
+                "read has changed"
+            )
         if result.duplicate_files:
             context.log.info(f"already loaded, skipped: {', '.join(result.duplicate_files)}")
         if result.quarantined_rows:
@@ -124,6 +129,8 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
             metadata={
                 **tables[staging],
                 "source_present": result.present,
+                # kept as it was: no new file, nothing its checks read changed (ops.staging_builds)
+                "rebuilt": result.rebuilt,
                 "files": dg.MetadataValue.json(list(result.files)),
                 "new_files": dg.MetadataValue.json(list(result.new_files)),
                 "duplicate_files": dg.MetadataValue.json(list(result.duplicate_files)),
