@@ -212,3 +212,27 @@ def kept_scorer_choice(
         )
         for table in (f"{target}_evaluation", f"{target}_reliability")
     )
+
+
+def scorer_evaluation_specs(
+    target: str, deps: list[Any], group: str, graded_on: str
+) -> list[dg.AssetSpec]:
+    """The two tables a scorer's evaluation step writes: the grading of every candidate and the
+    reliability bins of the holdout (one shape for churn and delinquency)."""
+    return [
+        dg.AssetSpec(
+            dg.AssetKey(["models", f"{target}_evaluation"]),
+            deps=deps,
+            group_name=group,
+            kinds={"duckdb", "scikitlearn"},
+            description=f"Every {target} scorer graded on {graded_on}; the best one is chosen.",
+        ),
+        dg.AssetSpec(
+            dg.AssetKey(["models", f"{target}_reliability"]),
+            deps=deps,
+            group_name=group,
+            kinds={"duckdb", "scikitlearn"},
+            description=f"Mean predicted against observed {target} rate in ten probability bins "
+            "on the holdout: how far to trust the level (the report's reliability curve).",
+        ),
+    ]

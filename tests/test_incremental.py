@@ -24,17 +24,9 @@ from polars.testing import assert_frame_equal
 
 from bench.bench_nightly import DAY, Split, generate_split
 from tests.conftest import run_cli
+from tests.test_bench_nightly import QUICK_SETTINGS
 
 CUSTOMERS = 400
-QUICK_SETTINGS = """
-[clv]
-n_bootstrap = 20
-holdout_days = 0
-[churn]
-training_cutoffs = 3
-[ingest]
-validate_files = false
-"""
 # Published tables compared, each with its key.
 TABLES = {
     "marts.customer_360": ("customer_id",),

@@ -36,6 +36,7 @@ from pipelines.common import (
     kept_scorer_choice,
     preview,
     run_as_of,
+    scorer_evaluation_specs,
     table_metadata,
     write_scorer_choice,
 )
@@ -231,28 +232,12 @@ def churn_snapshots(
 
 
 EVALUATION = dg.AssetKey(["models", "churn_evaluation"])
-RELIABILITY = dg.AssetKey(["models", "churn_reliability"])
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            EVALUATION,
-            deps=[SNAPSHOTS, LABELS, MISSING_GROUPS],
-            group_name=GROUP,
-            kinds={"duckdb", "scikitlearn"},
-            description="Every churn scorer graded on the latest labelled cutoffs; the best "
-            "one is chosen.",
-        ),
-        dg.AssetSpec(
-            RELIABILITY,
-            deps=[SNAPSHOTS, LABELS, MISSING_GROUPS],
-            group_name=GROUP,
-            kinds={"duckdb", "scikitlearn"},
-            description="Mean predicted against observed churn rate in ten probability bins on "
-            "the holdout: how far to trust the level (the report's reliability curve).",
-        ),
-    ],
+    specs=scorer_evaluation_specs(
+        "churn", [SNAPSHOTS, LABELS, MISSING_GROUPS], GROUP, "the latest labelled cutoffs"
+    ),
     name="models__churn_evaluation",
     pool=DUCKDB_POOL,
 )

@@ -46,6 +46,7 @@ from pipelines.common import (
     kept_scorer_choice,
     preview,
     run_as_of,
+    scorer_evaluation_specs,
     table_metadata,
     write_scorer_choice,
 )
@@ -434,28 +435,15 @@ def delinquency_training(
 
 
 EVALUATION = dg.AssetKey(["models", "delinquency_evaluation"])
-RELIABILITY = dg.AssetKey(["models", "delinquency_reliability"])
 
 
 @dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            EVALUATION,
-            deps=[PAYMENT_BEHAVIOUR_HISTORY, DELINQUENCY_LABELS, payment_behaviour],
-            group_name=GROUP,
-            kinds={"duckdb", "scikitlearn"},
-            description="Every delinquency scorer graded on the latest labelled cutoff; the "
-            "best one is chosen.",
-        ),
-        dg.AssetSpec(
-            RELIABILITY,
-            deps=[PAYMENT_BEHAVIOUR_HISTORY, DELINQUENCY_LABELS, payment_behaviour],
-            group_name=GROUP,
-            kinds={"duckdb", "scikitlearn"},
-            description="Mean predicted against observed delinquency rate in ten probability "
-            "bins on the holdout: how far to trust the level (the report's reliability curve).",
-        ),
-    ],
+    specs=scorer_evaluation_specs(
+        "delinquency",
+        [PAYMENT_BEHAVIOUR_HISTORY, DELINQUENCY_LABELS, payment_behaviour],
+        GROUP,
+        "the latest labelled cutoff",
+    ),
     name="models__delinquency_evaluation",
     pool=DUCKDB_POOL,
 )
