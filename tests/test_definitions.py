@@ -99,6 +99,7 @@ def test_every_asset_receives_the_settings_files_values(tmp_path) -> None:
         "risk": {"settlement_tolerance": 2.5, "default_payment_terms_days": 45},
         "ingest": {"reject_threshold": 0.2},
         "publish": {"replace_newer": True},
+        "models": {"refit_every_days": 3},
     }
     path = tmp_path / "crm-intel.toml"
     path.write_text(
@@ -108,6 +109,7 @@ def test_every_asset_receives_the_settings_files_values(tmp_path) -> None:
         "[risk]\nsettlement_tolerance = 2.5\ndefault_payment_terms_days = 45\n"
         "[ingest]\nreject_threshold = 0.2\n"
         "[publish]\nreplace_newer = true\n"
+        "[models]\nrefit_every_days = 3\n"
     )
     settings = load_settings(path)
     defaults = parse_settings({})
@@ -149,7 +151,8 @@ def test_the_asset_listing_names_every_asset_and_what_it_reads() -> None:
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()
     assert any(
-        line.startswith("features/churn_snapshots") and "churn, clv, risk" in line for line in lines
+        line.startswith("features/churn_snapshots") and "churn, clv, models, risk" in line
+        for line in lines
     )
     assert any(line.startswith("ops/run_as_of") and "ops.runs" in line for line in lines)
     assert any(line.startswith("features/receivables_dso_basis") for line in lines)
