@@ -95,10 +95,15 @@ def test_history_fingerprint_sees_a_late_fact_but_not_a_later_one(tmp_path) -> N
         con.execute("create schema staging")
         for table, dated_by in (
             ("invoices", "issue_date"), ("payments", "payment_date"),
-            ("activities", "occurred_at"), ("opportunities", "created_at"),
-            ("credit_reports", "report_date"),
+            ("activities", "occurred_at"), ("credit_reports", "report_date"),
         ):  # fmt: skip
             con.execute(f"create table staging.{table} ({dated_by} date, load_id varchar)")
+        con.execute(
+            "create table staging.opportunities (opportunity_id varchar, customer_id varchar, "
+            "created_at date, closed_at date, won boolean, load_id varchar)"
+        )
+        con.execute("insert into staging.opportunities values ('O1', 'C1', '2025-05-01', "
+                    "null, null, 'load-1')")  # fmt: skip
         con.execute("insert into staging.invoices values ('2025-06-01', 'load-1')")
         before = history_fingerprint(con, FIT_DAY)
         con.execute("insert into staging.invoices values ('2025-07-02', 'load-2')")
@@ -108,3 +113,13 @@ def test_history_fingerprint_sees_a_late_fact_but_not_a_later_one(tmp_path) -> N
         after_late = history_fingerprint(con, FIT_DAY)
         con.execute("update staging.invoices set load_id = 'load-3' where load_id = 'load-1'")
         assert history_fingerprint(con, FIT_DAY) != after_late  # a corrected re-delivery
+        corrected = history_fingerprint(con, FIT_DAY)
+        # a deal open on the fit's as-of date and won after it: the fit saw an open deal
+        con.execute(
+            "update staging.opportunities set closed_at = '2025-07-03', won = true, "
+            "load_id = 'load-4'"
+        )
+        assert history_fingerprint(con, FIT_DAY) == corrected
+        # a deal recorded now as closed before that date: the fit saw it open, wrongly
+        con.execute("update staging.opportunities set closed_at = '2025-06-20'")
+        assert history_fingerprint(con, FIT_DAY) != corrected
