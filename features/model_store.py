@@ -126,22 +126,22 @@ def keep_fit(
     con: duckdb.DuckDBPyConnection,
     *,
     model: str,
+    plan: FitPlan,
     run_id: str,
     as_of: date,
-    settings: str,
-    history: str,
-    customers: int,
     chosen: str,
     note: str | None,
     scorer: Any,
 ) -> None:
-    """Replace the kept fit of ``model`` with this run's."""
+    """Replace the kept fit of ``model`` with this run's, fitted under ``plan`` on the history
+    known on ``as_of``."""
     blob = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL) if scorer is not None else None
+    history = history_fingerprint(con, as_of)
     con.execute("delete from models.kept_fits where model = ?", [model])
     con.execute(
         "insert into models.kept_fits values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [model, run_id, as_of, datetime.now(), settings, CODE_VERSION, history, customers,
-         chosen, note, blob],
+        [model, run_id, as_of, datetime.now(), plan.settings_key, CODE_VERSION, history,
+         plan.customers, chosen, note, blob],
     )  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from features.model_store import (
     CODE_VERSION,
+    FitPlan,
     KeptFit,
     history_fingerprint,
     keep_fit,
@@ -75,33 +76,40 @@ def test_what_makes_a_night_refit(fit: KeptFit | None, changes: dict, said: str)
     assert why is not None and said in why
 
 
+def staging_facts(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty staging tables of the dated facts a fit learns from."""
+    con.execute("create schema if not exists staging")
+    for table, dated_by in (
+        ("invoices", "issue_date"), ("payments", "payment_date"),
+        ("activities", "occurred_at"), ("credit_reports", "report_date"),
+    ):  # fmt: skip
+        con.execute(f"create table staging.{table} ({dated_by} date, load_id varchar)")
+    con.execute(
+        "create table staging.opportunities (opportunity_id varchar, customer_id varchar, "
+        "created_at date, closed_at date, won boolean, load_id varchar)"
+    )
+
+
 def test_a_kept_fit_round_trips_through_the_warehouse(tmp_path) -> None:
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         ensure_layout(con)
+        staging_facts(con)
         assert kept_fit(con, "churn") is None
         scorer = {"coefficients": [0.5, -1.25]}  # any picklable fitted object
         for run_id, chosen in (("run-1", "recency"), ("run-2", "supervised")):
             keep_fit(
-                con, model="churn", run_id=run_id, as_of=FIT_DAY, settings=SETTINGS,
-                history="facts-then", customers=1000, chosen=chosen, note=None, scorer=scorer,
+                con, model="churn", plan=FitPlan(True, "no fit kept yet", SETTINGS, 1000),
+                run_id=run_id, as_of=FIT_DAY, chosen=chosen, note=None, scorer=scorer,
             )  # fmt: skip
         back = kept_fit(con, "churn")
     assert back is not None and back.run_id == "run-2" and back.chosen == "supervised"
     assert back.scorer == scorer and back.code_version == CODE_VERSION
+    assert back.settings_key == SETTINGS and back.customers == 1000
 
 
 def test_history_fingerprint_sees_a_late_fact_but_not_a_later_one(tmp_path) -> None:
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
-        con.execute("create schema staging")
-        for table, dated_by in (
-            ("invoices", "issue_date"), ("payments", "payment_date"),
-            ("activities", "occurred_at"), ("credit_reports", "report_date"),
-        ):  # fmt: skip
-            con.execute(f"create table staging.{table} ({dated_by} date, load_id varchar)")
-        con.execute(
-            "create table staging.opportunities (opportunity_id varchar, customer_id varchar, "
-            "created_at date, closed_at date, won boolean, load_id varchar)"
-        )
+        staging_facts(con)
         con.execute("insert into staging.opportunities values ('O1', 'C1', '2025-05-01', "
                     "null, null, 'load-1')")  # fmt: skip
         con.execute("insert into staging.invoices values ('2025-06-01', 'load-1')")

@@ -12,7 +12,6 @@ from features.churn import (
 )
 from features.model_store import (
     fit_plan,
-    history_fingerprint,
     keep_fit,
     kept_fit,
     plan_fit,
@@ -313,11 +312,9 @@ def churn_scores(
             keep_fit(
                 con,
                 model="churn",
+                plan=fit,
                 run_id=context.run_id,
                 as_of=as_of,
-                settings=fit.settings_key,
-                history=history_fingerprint(con, as_of),
-                customers=fit.customers,
                 chosen=chosen,
                 note=note,
                 scorer=scorer,

@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from features.model_store import fit_plan, history_fingerprint, keep_fit, kept_fit, plan_fit
+from features.model_store import fit_plan, keep_fit, kept_fit, plan_fit
 from features.point_in_time import SOURCES, first_invoice_date, labelled_cutoffs
 from features.receivables import (
     DSO_BASIS,
@@ -519,11 +519,9 @@ def delinquency_scores(
             keep_fit(
                 con,
                 model="delinquency",
+                plan=fit,
                 run_id=context.run_id,
                 as_of=as_of,
-                settings=fit.settings_key,
-                history=history_fingerprint(con, as_of),
-                customers=fit.customers,
                 chosen=chosen,
                 note=unknown,
                 scorer=model,
