@@ -51,6 +51,7 @@ from features.receivables import (
 )
 from features.warehouse import fingerprint, materialize_sql
 from models.delinquency import (
+    SCORE_SCHEMA,
     DelinquencyModel,
     delinquency_class,
     delinquency_score,
@@ -416,7 +417,10 @@ def _score(con: duckdb.DuckDBPyConnection, config: RiskSettings, model: Delinque
             "delinquency_score": score,
             "delinquency_class": delinquency_class(score, config.class_cut_points),
             "delinquency_reasons": model.reasons(current),
-        }
+            "delinquency_scorer": pl.repeat("supervised", current.height, eager=True),
+            "delinquency_unknown_reason": pl.repeat(None, current.height, eager=True),
+        },
+        schema=SCORE_SCHEMA,
     )
     con.execute("create or replace table models.delinquency_scores as select * from scores")
 
