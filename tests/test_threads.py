@@ -1,11 +1,8 @@
 """Every model step runs with BLAS threads bounded, from one place (models.threads)."""
 
-import os
-
 import dagster as dg
 import numpy as np  # noqa: F401  (loads the BLAS library threadpoolctl then sees)
-import pytest
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from models.threads import BLAS_THREADS
 from pipelines.common import asset_step
@@ -17,13 +14,14 @@ def _blas_threads() -> int:
 
 
 def test_an_asset_body_runs_with_blas_threads_bounded() -> None:
-    if (os.cpu_count() or 1) <= BLAS_THREADS:
-        pytest.skip("one core: BLAS uses one thread anyway, nothing to bound")
-    outside = _blas_threads()
-    result = asset_step(lambda: dg.MaterializeResult(metadata={"blas": _blas_threads()}))()
-    assert outside > BLAS_THREADS  # otherwise the bound below would prove nothing
+    # more threads than the bound outside the step, whatever the machine's cores
+    with threadpool_limits(limits=BLAS_THREADS + 1, user_api="blas"):
+        outside = _blas_threads()
+        result = asset_step(lambda: dg.MaterializeResult(metadata={"blas": _blas_threads()}))()
+        after = _blas_threads()
+    assert outside == BLAS_THREADS + 1  # otherwise the bound below would prove nothing
     assert result.metadata["blas"] == BLAS_THREADS
-    assert _blas_threads() == outside  # restored after the step
+    assert after == outside  # restored after the step
 
 
 def test_every_asset_of_the_job_goes_through_asset_step() -> None:
