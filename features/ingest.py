@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import json
 import tempfile
 import time
 from collections import Counter
@@ -52,6 +53,9 @@ LINEAGE_COLUMNS = ("load_id", "source_file", "line_number")
 _NOT_EXPORTS = ("truth", INBOX_MAPPINGS_FOLDER)
 _DELIMITERS = (",", ";", "\t", "|")
 
+
+# A clean row repeating the key of an earlier line of its own file.
+DUPLICATE_KEY_REASON = "duplicate_key"
 
 # Staging tables whose rows also carry the customer's integer key (see build_customer_keys).
 CUSTOMER_KEYED_TABLES = frozenset({"invoices"})
@@ -108,8 +112,8 @@ class IngestOptions:
 @dataclass(frozen=True)
 class StagingResult:
     table: str
-    # False when staging was kept as it was: no new file, nothing its checks read had changed
-    rebuilt: bool
+    # how staging was brought up to date: kept, merged (new loads only) or rebuilt from raw
+    build: str
     files: tuple[str, ...]
     raw_rows: int
     staged_rows: int
@@ -753,8 +757,11 @@ def _raw_record(contract: Contract, alias: str) -> str:
     return f"to_json(struct_pack({record}))"
 
 
-def _typed_rows_sql(con: duckdb.DuckDBPyConnection, contract: Contract, checks: bool) -> str:
-    """Typed rows of every loaded file, each parsed with its own decimal mark and date format."""
+def _typed_rows_sql(
+    con: duckdb.DuckDBPyConnection, contract: Contract, checks: bool, only: str | None = None
+) -> str:
+    """Typed rows of every loaded file, each parsed with its own decimal mark and date format;
+    with ``only``, the rows of the table of (load_id, line_number) it names."""
     formats = con.execute(
         "select distinct decimal_mark, date_format from ops.loaded_files "
         "where file_group = ? and outcome = 'loaded' order by all",
@@ -765,8 +772,9 @@ def _typed_rows_sql(con: duckdb.DuckDBPyConnection, contract: Contract, checks: 
         format_filter = (
             f"date_format = {sql_quote(date_format)}" if date_format else "date_format is null"
         )
+        rows = f" semi join {only} using (load_id, line_number)" if only else ""
         source = (
-            f"(select * from raw.{contract.table} where load_id in (select content_hash "
+            f"(select * from raw.{contract.table}{rows} where load_id in (select content_hash "
             f"from ops.loaded_files where file_group = {sql_quote(contract.group)} "
             f"and outcome = 'loaded' and decimal_mark = {sql_quote(decimal)} and {format_filter}))"
         )
@@ -796,9 +804,14 @@ _NORMALISE: dict[str, dict[str, str]] = {
 
 
 def _checked_rows_sql(
-    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions, checks: bool
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    options: IngestOptions,
+    checks: bool,
+    only: str | None = None,
 ) -> tuple[str, list[str]]:
     """Typed rows plus the cross-column, referential and currency problems; skipped rules.
+    ``only``: see :func:`_typed_rows_sql`.
 
     With ``checks=False`` only the conversion to the base currency is kept: no rule, no
     referential join, no problem.
@@ -855,7 +868,7 @@ def _checked_rows_sql(
         problems.append(f"case when {condition} then '{rule.reason}' end")
     extra = ", ".join(problems) if problems else ""
     sql = f"""
-with typed as ({_typed_rows_sql(con, contract, checks)})
+with typed as ({_typed_rows_sql(con, contract, checks, only)})
 select typed.*,
     list_concat(typed.problems, list_filter([{extra}], lambda p: p is not null)) as all_problems,
     {amount_base} as amount_base,
@@ -882,11 +895,37 @@ def build_staging(
     dedup rule and the staging write, and skips every contract rule.
     """
     table = contract.table
-    key = ", ".join(contract.key)
-    content = ", ".join(contract.column_names)
     checked_sql, skipped = _checked_rows_sql(con, contract, options, checks)
     # Column names unqualified in rules refer to the typed row.
     con.execute(f"create or replace temp table checked_rows as {checked_sql}")
+    _rank_versions(con, contract)
+    # rows an erasure kept out of raw are not rebuilt from it: their quarantine rows stay
+    con.execute(
+        "delete from quarantine.rejected_rows where staging_table = ? and reason <> ?",
+        [table, ERASED_REASON],
+    )
+    _quarantine_checked_rows(con, contract)
+    keyed = table in CUSTOMER_KEYED_TABLES
+    if keyed:
+        build_customer_keys(con, "select customer_id from checked_rows where len(all_problems) = 0")
+    con.execute(
+        f"create or replace table staging.{table} as {_staged_rows_sql(contract)} "
+        f"order by {', '.join(contract.key)}"
+    )
+    if keyed:
+        # A row without a key would drop out of every summary grouped by it: fail instead.
+        con.execute(f"alter table staging.{table} alter column customer_key set not null")
+    counts = _staging_counts(con, table)
+    for temp in ("checked_rows", "contested_keys", "ranked_rows"):
+        con.execute(f"drop table {temp}")
+    return counts, skipped
+
+
+def _rank_versions(con: duckdb.DuckDBPyConnection, contract: Contract) -> None:
+    """``contested_keys`` and ``ranked_rows`` from ``checked_rows``: which version of a key seen
+    more than once is staged (the first line of a file; across files, the latest delivery)."""
+    key = ", ".join(contract.key)
+    content = ", ".join(contract.column_names)
     # Keys are required columns, so a clean row's key has no null to slip past the join.
     con.execute(
         f"""
@@ -923,12 +962,15 @@ def build_staging(
         """,
         [contract.group],
     )
-    # rows an erasure kept out of raw are not rebuilt from it: their quarantine rows stay
-    con.execute(
-        "delete from quarantine.rejected_rows where staging_table = ? and reason <> ?",
-        [table, ERASED_REASON],
-    )
-    # Run and time of the load that brought the row, so a rebuild writes identical rows.
+
+
+def _quarantine_checked_rows(con: duckdb.DuckDBPyConnection, contract: Contract) -> None:
+    """Quarantine the rows of ``checked_rows`` with problems and the repeats within a file.
+
+    Run and time are those of the load that brought the row, so a rebuild writes identical rows.
+    """
+    table = contract.table
+    key = ", ".join(contract.key)
     con.execute(
         f"""
         insert into quarantine.rejected_rows
@@ -943,7 +985,7 @@ def build_staging(
         join raw.{table} r on r.load_id = c.load_id and r.line_number = c.line_number
         where len(c.all_problems) > 0
         union all
-        select d.load_run_id, ?, d.source_file, d.line_number, 'duplicate_key',
+        select d.load_run_id, ?, d.source_file, d.line_number, '{DUPLICATE_KEY_REASON}',
                'repeats {key} of an earlier line of the same file', {_raw_record(contract, "r")},
                d.loaded_at, d.load_id
         from ranked_rows d
@@ -952,6 +994,13 @@ def build_staging(
         """,
         [table, contract.group, table],
     )
+
+
+def _staged_rows_sql(contract: Contract) -> str:
+    """The rows of ``checked_rows`` that staging keeps, in staging's columns: clean rows of a
+    key seen once, and the winning version of every contested key."""
+    table = contract.table
+    key = ", ".join(contract.key)
     normalise = _NORMALISE.get(table, {})
     money = contract.money
     selected = {name: name for name in contract.column_names}
@@ -969,11 +1018,7 @@ def build_staging(
         f"{normalise[name]} as {name}" if name in normalise else name for name in outer_names
     )
     keyed = table in CUSTOMER_KEYED_TABLES
-    if keyed:
-        build_customer_keys(con, "select customer_id from checked_rows where len(all_problems) = 0")
-    con.execute(
-        f"""
-        create or replace table staging.{table} as
+    return f"""
         select {outer}{", customer_key" if keyed else ""} from (
             select {inner} from (
                 select c.* from checked_rows c
@@ -984,101 +1029,289 @@ def build_staging(
                                   content_last_delivered, delivery_rank)
                 from ranked_rows where delivery_rank = 1
             )
-        ){" left join staging.customer_keys using (customer_id)" if keyed else ""}
-        order by {key}
+        ){" left join staging.customer_keys using (customer_id)" if keyed else ""}"""
+
+
+def _staging_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, int]:
+    """Raw, staged and superseded rows. Every raw row is staged, quarantined (a problem or a
+    repeat within its file) or superseded by another delivery of its key, so the superseded are
+    what the other two leave (rows an erasure kept out never reached raw)."""
+    raw, staged, quarantined = con.execute(
+        f"""
+        select (select count(*) from raw.{table}), (select count(*) from staging.{table}),
+            (select count(*) from quarantine.rejected_rows
+             where staging_table = ? and reason <> ?)
+        """,
+        [table, ERASED_REASON],
+    ).fetchall()[0]
+    return dict(raw=raw, staged=staged, superseded=raw - staged - quarantined)
+
+
+def merge_staging(
+    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions, loads: list[str]
+) -> tuple[dict[str, int], list[str], int]:
+    """Merge the rows of new loads into ``staging.<table>``; returns counts, skips and how many
+    staged keys now hold another row than before.
+
+    Writes what :func:`build_staging` would write, touching only what the new rows can change:
+    the new loads' rows and the rows quarantined for a problem (a customer or invoice that has
+    arrived since may now let them through) are checked; for a key they share with staging,
+    or repeat among themselves, every delivered version of it is ranked again. Staged rows of
+    those keys are replaced, new keys appended. The caller makes sure nothing else changed
+    (:func:`_merge_basis`).
+    """
+    table = contract.table
+    key = ", ".join(contract.key)
+    con.execute(
+        f"""
+        create or replace temp table merge_rows as
+        select load_id, line_number from raw.{table} where list_contains(?, load_id)
+        union
+        select load_id, line_number from quarantine.rejected_rows
+        where staging_table = ? and reason not in (?, ?)
+        """,
+        [loads, table, ERASED_REASON, DUPLICATE_KEY_REASON],
+    )
+    checked_sql, skipped = _checked_rows_sql(con, contract, options, True, only="merge_rows")
+    con.execute(f"create or replace temp table checked_rows as {checked_sql}")
+    # keys whose versions must be ranked again: staged already, or repeated among these rows
+    con.execute(
+        f"""
+        create or replace temp table merge_keys as
+        with clean as (select {key} from checked_rows where len(all_problems) = 0)
+        select {key} from clean group by all having count(*) > 1
+        union
+        select {key} from staging.{table} join clean using ({key})
         """
     )
-    if keyed:
-        # A row without a key would drop out of every summary grouped by it: fail instead.
-        con.execute(f"alter table staging.{table} alter column customer_key set not null")
-    counts = dict(
-        raw=con.sql(f"select count(*) from raw.{table}").fetchall()[0][0],
-        staged=con.sql(f"select count(*) from staging.{table}").fetchall()[0][0],
-        superseded=con.sql("select count(*) from ranked_rows where delivery_rank > 1").fetchall()[
-            0
-        ][0],
-    )
-    for temp in ("checked_rows", "contested_keys", "ranked_rows"):
-        con.execute(f"drop table {temp}")
-    return counts, skipped
-
-
-def staging_build_key(
-    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions
-) -> str:
-    """Everything a staging table is a function of: the files loaded into its raw table, the
-    staging tables its checks and currency conversion read (their own keys), the erasures, the
-    ingest options and the code. The same key means a rebuild would write the same table."""
-    files = con.execute(
-        "select coalesce(string_agg(content_hash || ':' || source_file, ',' "
-        "order by load_sequence, source_file), '') from ops.loaded_files "
-        "where file_group = ? and outcome = 'loaded'",
-        [contract.group],
-    ).fetchall()[0][0]
-    read = sorted({*contract.depends_on, *(("fx_rates",) if contract.money else ())})
-    upstream = dict(
+    if con.sql("select count(*) from merge_keys").fetchall()[0][0]:
+        # every earlier version of those keys, typed as staging types them, joins the ranking
+        typed = _typed_rows_sql(con, contract, checks=False)
         con.execute(
-            "select staging_table, build_key from ops.staging_builds "
+            f"""
+            insert into merge_rows
+            select load_id, line_number from ({typed}) semi join merge_keys using ({key})
+            except
+            select load_id, line_number from merge_rows
+            """
+        )
+        checked_sql, skipped = _checked_rows_sql(con, contract, options, True, only="merge_rows")
+        con.execute(f"create or replace temp table checked_rows as {checked_sql}")
+    _rank_versions(con, contract)
+    con.execute(
+        """
+        delete from quarantine.rejected_rows q using merge_rows m
+        where q.staging_table = ? and q.reason <> ?
+          and q.load_id = m.load_id and q.line_number = m.line_number
+        """,
+        [table, ERASED_REASON],
+    )
+    _quarantine_checked_rows(con, contract)
+    keyed = table in CUSTOMER_KEYED_TABLES
+    if keyed:
+        add_customer_keys(con, "select customer_id from checked_rows where len(all_problems) = 0")
+    con.execute(f"create or replace temp table merged_rows as {_staged_rows_sql(contract)}")
+    # staged rows of the keys merged: replaced by tonight's winner (often the same row)
+    replaced = con.execute(
+        f"""
+        select count(*) from staging.{table} s join merged_rows m using ({key})
+        where s.load_id <> m.load_id or s.line_number <> m.line_number
+        """
+    ).fetchall()[0][0]
+    con.execute(f"delete from staging.{table} s using merged_rows m where {_key_match(contract)}")
+    con.execute(f"insert into staging.{table} by name select * from merged_rows order by {key}")
+    counts = _staging_counts(con, table)
+    for temp in ("merge_rows", "merge_keys", "checked_rows", "contested_keys", "ranked_rows",
+                 "merged_rows"):  # fmt: skip
+        con.execute(f"drop table {temp}")
+    return counts, skipped, replaced
+
+
+def _key_match(contract: Contract) -> str:
+    return " and ".join(f"s.{name} = m.{name}" for name in contract.key)
+
+
+@dataclass(frozen=True)
+class StagingBasis:
+    """What a staging table is built from (``ops.staging_builds``), to tell whether tonight's
+    build can keep it, merge new loads into it, or must rebuild it.
+
+    ``epoch`` changes whenever staged rows may have changed other than by new keys (a rebuild,
+    a merge that replaced a staged row): a table checked against this one can only merge while
+    the epoch it was checked against stands.
+    """
+
+    key: str  # the same key: the same table
+    base: str  # code, ingest options and erasures: another base rebuilds
+    loads: tuple[str, ...]  # the group's loads in delivery order
+    upstream: tuple[tuple[str, str], ...]  # epoch of each table the checks read (FX: its key)
+
+
+def staging_basis(
+    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions
+) -> StagingBasis:
+    """Everything a staging table is a function of: the files loaded into its raw table, the
+    staging tables its checks and currency conversion read, the erasures, the ingest options and
+    the code. The same key means a rebuild would write the same table."""
+    loads = tuple(
+        row[0]
+        for row in con.execute(
+            "select content_hash || ':' || source_file from ops.loaded_files "
+            "where file_group = ? and outcome = 'loaded' order by load_sequence, source_file",
+            [contract.group],
+        ).fetchall()
+    )
+    read = sorted({*contract.depends_on, *(("fx_rates",) if contract.money else ())})
+    builds = {
+        table: (build_key, epoch)
+        for table, build_key, epoch in con.execute(
+            "select staging_table, build_key, epoch from ops.staging_builds "
             "where list_contains(?, staging_table)",
             [read],
         ).fetchall()
-    )
+    }
     erasures = con.sql("select count(*) from ops.erasure_keys").fetchall()[0][0]
-    parts = [
-        CODE_VERSION,
-        repr(options),
-        files,
-        ",".join(f"{table}={upstream.get(table, '-')}" for table in read),
-        str(erasures),
-    ]
+    base = _digest(CODE_VERSION, repr(options), str(erasures))
+    # an FX rate arriving converts every later amount in that currency: its whole key counts
+    upstream = tuple(
+        (table, builds.get(table, ("-", "-"))[0 if table == "fx_rates" else 1]) for table in read
+    )
+    upstream_keys = ",".join(f"{table}={builds.get(table, ('-',))[0]}" for table in read)
+    return StagingBasis(
+        key=_digest(base, ",".join(loads), upstream_keys), base=base, loads=loads, upstream=upstream
+    )
+
+
+def _digest(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-def _kept_staging(
-    con: duckdb.DuckDBPyConnection, contract: Contract, key: str
-) -> tuple[dict[str, int], list[str]] | None:
-    """The counts of the last build when it had this key and its table is still there."""
+@dataclass(frozen=True)
+class LastBuild:
+    """A staging table's last build, as ``ops.staging_builds`` recorded it."""
+
+    key: str
+    base: str
+    loads: tuple[str, ...]
+    upstream: tuple[tuple[str, str], ...]
+    epoch: str
+    counts: dict[str, int]
+    skipped: list[str]
+
+
+def _last_build(con: duckdb.DuckDBPyConnection, contract: Contract) -> LastBuild | None:
+    """The last build of the table, when the table is still there."""
     rows = con.execute(
-        "select raw_rows, staged_rows, superseded_rows, skipped_rules from ops.staging_builds "
-        "where staging_table = ? and build_key = ?",
-        [contract.table, key],
+        "select build_key, base_key, loads, upstream, epoch, raw_rows, staged_rows, "
+        "superseded_rows, skipped_rules from ops.staging_builds where staging_table = ?",
+        [contract.table],
     ).fetchall()
     if not rows or not table_exists(con, f"staging.{contract.table}"):
         return None
-    raw, staged, superseded, skipped = rows[0]
-    return dict(raw=raw, staged=staged, superseded=superseded), list(skipped)
+    key, base, loads, upstream, epoch, raw, staged, superseded, skipped = rows[0]
+    return LastBuild(
+        key=key,
+        base=base or "",
+        loads=tuple(loads or ()),
+        upstream=tuple((table, value) for table, value in json.loads(upstream or "[]")),
+        epoch=epoch or key,
+        counts=dict(raw=raw, staged=staged, superseded=superseded),
+        skipped=list(skipped),
+    )
+
+
+def merge_refusal(last: LastBuild | None, basis: StagingBasis) -> str | None:
+    """Why tonight's loads cannot be merged into the last build (None: they can)."""
+    if last is None:
+        return "no earlier build"
+    if last.base != basis.base:
+        return "code, ingest settings or erasures changed"
+    if basis.loads[: len(last.loads)] != last.loads:
+        return "a file it was built from is no longer loaded"
+    if last.upstream != basis.upstream:
+        before = dict(last.upstream)
+        changed = [table for table, state in basis.upstream if before.get(table) != state]
+        return f"rows it is checked against changed ({', '.join(changed)})"
+    if last.counts["staged"] == 0:
+        return "nothing staged yet"
+    return None
 
 
 def _record_staging_build(
     con: duckdb.DuckDBPyConnection,
     contract: Contract,
-    key: str,
+    basis: StagingBasis,
     run_id: str,
     counts: dict[str, int],
     skipped: list[str],
+    mode: str,
+    epoch: str,
 ) -> None:
     con.execute("delete from ops.staging_builds where staging_table = ?", [contract.table])
     con.execute(
-        "insert into ops.staging_builds values (?, ?, ?, ?, ?, ?, ?, ?)",
-        [contract.table, key, run_id, datetime.now(), counts["raw"], counts["staged"],
-         counts["superseded"], skipped],
+        """
+        insert into ops.staging_builds (staging_table, build_key, run_id, built_at, raw_rows,
+            staged_rows, superseded_rows, skipped_rules, mode, base_key, loads, upstream, epoch)
+        values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        [contract.table, basis.key, run_id, datetime.now(), counts["raw"], counts["staged"],
+         counts["superseded"], skipped, mode, basis.base, list(basis.loads),
+         json.dumps(basis.upstream), epoch],
     )  # fmt: skip
+
+
+def refresh_staging(
+    con: duckdb.DuckDBPyConnection, contract: Contract, options: IngestOptions, run_id: str
+) -> tuple[dict[str, int], list[str], str]:
+    """Bring ``staging.<table>`` up to date with raw; returns counts, skipped rules and how:
+    ``kept`` (nothing it is built from changed), ``merged`` (only new loads arrived, see
+    :func:`merge_staging`) or ``rebuilt`` from raw."""
+    basis = staging_basis(con, contract, options)
+    last = _last_build(con, contract)
+    if last is not None and last.key == basis.key:
+        return last.counts, last.skipped, "kept"
+    # a rule skipped (or checked) otherwise than in the last build changes old rows: rebuild
+    if merge_refusal(last, basis) is None and (
+        last is not None and _checked_rows_sql(con, contract, options, True)[1] == last.skipped
+    ):
+        new_loads = [load.split(":", 1)[0] for load in basis.loads[len(last.loads) :]]
+        counts, skipped, replaced = merge_staging(con, contract, options, new_loads)
+        epoch = last.epoch if replaced == 0 else basis.key
+        _record_staging_build(con, contract, basis, run_id, counts, skipped, "merged", epoch)
+        return counts, skipped, "merged"
+    counts, skipped = build_staging(con, contract, options)
+    _record_staging_build(con, contract, basis, run_id, counts, skipped, "rebuilt", basis.key)
+    return counts, skipped, "rebuilt"
 
 
 def build_customer_keys(con: duckdb.DuckDBPyConnection, customers: str) -> None:
     """Rebuild ``staging.customer_keys``: 1, 2, 3, ... for the distinct ids ``customers`` selects.
 
-    Numbered in id order and rebuilt with staging, so a key is a pure function of the staged
-    ids and never leaves the warehouse (outputs are keyed by ``customer_id``). Per-customer
-    aggregations group by it: a dense integer lets DuckDB use an array indexed by the key (a
-    perfect hash aggregate, see ``features.warehouse.perfect_hash_groups``) instead of hashing
-    text ids.
+    Numbered in id order when staging is rebuilt; a merge numbers new ids after the last
+    (:func:`add_customer_keys`). A key never leaves the warehouse (outputs are keyed by
+    ``customer_id``). Per-customer aggregations group by it: a dense integer lets DuckDB use an
+    array indexed by the key (a perfect hash aggregate, see
+    ``features.warehouse.perfect_hash_groups``) instead of hashing text ids.
     """
     con.execute(
         f"""
         create or replace table staging.customer_keys as
         select customer_id, (row_number() over (order by customer_id))::integer as customer_key
         from (select distinct customer_id from ({customers}))
+        """
+    )
+
+
+def add_customer_keys(con: duckdb.DuckDBPyConnection, customers: str) -> None:
+    """Number the ids ``customers`` selects that have no key yet after the last key: keys stay
+    dense (1..N) and a staged row keeps its key."""
+    con.execute(
+        f"""
+        insert into staging.customer_keys
+        select customer_id, ((select coalesce(max(customer_key), 0) from staging.customer_keys)
+            + row_number() over (order by customer_id))::integer
+        from (select distinct customer_id from ({customers})
+              anti join staging.customer_keys using (customer_id))
         """
     )
 
@@ -1155,8 +1388,6 @@ def _reject_gate(
 
 
 def _json(value: dict) -> str:
-    import json
-
     return json.dumps(value, default=str)
 
 
@@ -1167,7 +1398,7 @@ def ingest_group(
     run_id: str,
     options: IngestOptions,
 ) -> StagingResult:
-    """Load a group's new files into raw, rebuild its staging table, gate the new files.
+    """Load a group's new files into raw, bring its staging table up to date, gate the new files.
 
     The whole step is one transaction: a file refused by the gate leaves raw, staging and
     quarantine as they were; ``ops.loaded_files`` then records it as ``refused``.
@@ -1187,13 +1418,7 @@ def ingest_group(
     con.begin()
     try:
         new_files, duplicates = load_new_files(con, files, contract, run_id, options, notes)
-        key = staging_build_key(con, contract, options)
-        kept = _kept_staging(con, contract, key)
-        if kept is not None:  # nothing arrived and nothing it is checked against changed
-            counts, skipped = kept
-        else:
-            counts, skipped = build_staging(con, contract, options)
-            _record_staging_build(con, contract, key, run_id, counts, skipped)
+        counts, skipped, build = refresh_staging(con, contract, options, run_id)
         reports, refusals = _reject_gate(con, contract, new_files, options, notes)
     except BaseException:
         con.rollback()
@@ -1213,7 +1438,7 @@ def ingest_group(
     reasons = quarantine_reasons(con, contract.table)
     return StagingResult(
         table=contract.table,
-        rebuilt=kept is None,
+        build=build,
         files=tuple(f.relative for f in files),
         raw_rows=counts["raw"],
         staged_rows=counts["staged"],

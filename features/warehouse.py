@@ -275,6 +275,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         ),
     ),
+    Migration(
+        8,
+        "how each staging table was last brought up to date (kept, merged or rebuilt) and what a "
+        "merge of new loads into it must find unchanged",
+        (
+            "alter table ops.staging_builds add column if not exists mode varchar",
+            "alter table ops.staging_builds add column if not exists base_key varchar",
+            "alter table ops.staging_builds add column if not exists loads varchar[]",
+            "alter table ops.staging_builds add column if not exists upstream varchar",
+            "alter table ops.staging_builds add column if not exists epoch varchar",
+        ),
+    ),
 )
 
 

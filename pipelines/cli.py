@@ -713,7 +713,9 @@ def status(
         )
         staging_builds = (
             con.execute(
-                "select staging_table, run_id = ? from ops.staging_builds order by 1",
+                # a table kept as it was keeps the record of the run that last built it
+                "select staging_table, case when run_id = ? then coalesce(mode, 'rebuilt') "
+                "else 'kept' end from ops.staging_builds order by 1",
                 [last_run_id],
             ).fetchall()
             if "ops.staging_builds" in tables
@@ -778,8 +780,10 @@ def status(
         "scorer_fits": [
             {"model": model, "refit": refit, "reason": reason} for model, refit, reason in fits
         ],
-        "staging_rebuilt": [table for table, rebuilt in staging_builds if rebuilt],
-        "staging_kept": [table for table, rebuilt in staging_builds if not rebuilt],
+        **{
+            f"staging_{build}": [table for table, how in staging_builds if how == build]
+            for build in ("rebuilt", "merged", "kept")
+        },
         "recent_failures": [
             {"run_id": run_id, "failed_at": failed_at.isoformat(), "reason": reason}
             for run_id, failed_at, reason, _ in failures
@@ -834,10 +838,11 @@ def _print_status(report: dict, published: Path) -> None:
         typer.echo(
             f"{fit['model']} scorer: {'refitted' if fit['refit'] else 'kept'} ({fit['reason']})"
         )
-    if report["staging_kept"]:
+    if report["staging_kept"] or report["staging_merged"]:
         typer.echo(
-            f"staging kept as it was (nothing new): {', '.join(report['staging_kept'])}; "
-            f"rebuilt: {', '.join(report['staging_rebuilt']) or 'none'}"
+            f"staging kept as it was (nothing new): {', '.join(report['staging_kept']) or 'none'}"
+            f"; new files merged in: {', '.join(report['staging_merged']) or 'none'}"
+            f"; rebuilt: {', '.join(report['staging_rebuilt']) or 'none'}"
         )
     snapshot = report["published"]
     if snapshot:

@@ -71,16 +71,17 @@ def compare(incremental: Path, fresh: Path, *, scorer_columns: bool) -> None:
         assert_frame_equal(left.select(kept), right.select(kept), rtol=1e-9, check_exact=False)
 
 
-def built_by_run(warehouse: Path) -> dict[str, int]:
-    """Which night (1, 2, 3, in run order) last built each staging table."""
+def built_by_run(warehouse: Path) -> dict[str, tuple[int, str]]:
+    """Which night (1, 2, 3, in run order) last built each staging table, and how."""
     with duckdb.connect(str(warehouse), read_only=True) as con:
-        return dict(
-            con.sql(
-                "select b.staging_table, n.night from ops.staging_builds b join ("
+        return {
+            table: (night, mode)
+            for table, night, mode in con.sql(
+                "select b.staging_table, n.night, b.mode from ops.staging_builds b join ("
                 "select run_id, row_number() over (order by started_at) as night from ops.runs"
                 ") n using (run_id)"
             ).fetchall()
-        )
+        }
 
 
 def fit_plans(warehouse: Path) -> list[tuple[str, bool, str]]:
@@ -167,8 +168,13 @@ def test_incremental_nights_give_the_fresh_run_s_marts(
         ).fetchall()[0][0]
     assert staged == split.day_rows["invoices/invoices"]
     built = built_by_run(warehouse)
-    # the bureau delivered nothing on D (it reports on the 1st): its staging table was kept
-    assert built["credit_reports"] == 1 and built["invoices"] == 2 and built["payments"] == 2
+    # the bureau delivered nothing on D (it reports on the 1st): its staging table was kept;
+    # day D's files were merged into the others
+    assert built["credit_reports"] == (1, "rebuilt")
+    delivered = [group.split("/")[1] for group, rows in split.day_rows.items() if rows]
+    assert {"invoices", "payments"} <= set(delivered)
+    for table in delivered:
+        assert built[table] == (2, "merged"), (table, built[table])
 
     # a corrected re-delivery of old invoices: history the kept fits learnt from has changed
     assert correct_invoices(inbox) == 20
@@ -176,8 +182,10 @@ def test_incremental_nights_give_the_fresh_run_s_marts(
     plans = fit_plans(warehouse)
     assert all(refit and "corrected delivery" in reason for _, refit, reason in plans), plans
     built = built_by_run(warehouse)
-    # payments are checked against the invoices: rebuilt with them, though no payment arrived
-    assert built["invoices"] == 3 and built["payments"] == 3 and built["credit_reports"] == 1
+    # payments are checked against the invoices: the corrected amounts rebuild them, though no
+    # payment arrived
+    assert built["invoices"] == (3, "merged") and built["payments"] == (3, "rebuilt")
+    assert built["credit_reports"] == (1, "rebuilt")
     fresh = tmp_path / "fresh_corrected" / "warehouse.duckdb"
     night(inbox, fresh, settings, DAY)
     compare(warehouse, fresh, scorer_columns=True)

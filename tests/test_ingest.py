@@ -80,7 +80,7 @@ def test_later_file_wins_for_the_same_key(tmp_path: Path, con: duckdb.DuckDBPyCo
     ]
 
 
-def test_invoiced_customers_are_numbered_in_id_order_and_every_invoice_carries_its_key(
+def test_invoiced_customers_keep_their_key_and_new_ones_are_numbered_after_the_last(
     tmp_path: Path, con: duckdb.DuckDBPyConnection
 ) -> None:
     inbox = tmp_path / "inbox"
@@ -95,7 +95,14 @@ def test_invoiced_customers_are_numbered_in_id_order_and_every_invoice_carries_i
                 ("C3", 1),
                 ("C7", 2),
             ]
-    # the new id C1 sorts first and renumbers the others: keys follow the staged ids
+    # the new id C1 is merged in after the last key: staged rows keep theirs, keys stay dense
+    rows = con.sql(
+        "select i.invoice_id, i.customer_key, k.customer_key from staging.invoices i "
+        "join staging.customer_keys k using (customer_id) order by 1"
+    ).fetchall()
+    assert rows == [("I1", 2, 2), ("I2", 1, 1), ("I3", 3, 3)]
+    # a rebuild from raw numbers every id in id order again
+    build_staging(con, INVOICES, NO_GATE)
     rows = con.sql(
         "select i.invoice_id, i.customer_key, k.customer_key from staging.invoices i "
         "join staging.customer_keys k using (customer_id) order by 1"

@@ -70,5 +70,5 @@ final as (
     left join credit_notes as c using (customer_key)
 )
 
--- keys are numbered in id order, so this is the customer_id order
-select * exclude (customer_key) from final order by customer_key
+-- in id order: keys follow it only until a merge numbers new customers after the last key
+select * exclude (customer_key) from final order by customer_id

@@ -112,10 +112,15 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
             context.log.warning(warning)
         for skipped in result.skipped_rules:
             context.log.warning(f"rule skipped for {contract.group}: {skipped}")
-        if not result.rebuilt:
+        if result.build == "kept":
             context.log.info(
                 f"staging.{contract.table} kept as it was: no new file, and nothing its checks "
                 "read has changed"
+            )
+        elif result.build == "merged":
+            context.log.info(
+                f"staging.{contract.table}: the new files' rows merged in, the rows staged before "
+                "kept (nothing they were checked against changed)"
             )
         if result.duplicate_files:
             context.log.info(f"already loaded, skipped: {', '.join(result.duplicate_files)}")
@@ -129,8 +134,8 @@ def build_staging_asset(contract: Contract) -> dg.AssetsDefinition:
             metadata={
                 **tables[staging],
                 "source_present": result.present,
-                # kept as it was: no new file, nothing its checks read changed (ops.staging_builds)
-                "rebuilt": result.rebuilt,
+                # kept as it was, new loads merged in, or rebuilt from raw (ops.staging_builds)
+                "staging_build": result.build,
                 "files": dg.MetadataValue.json(list(result.files)),
                 "new_files": dg.MetadataValue.json(list(result.new_files)),
                 "duplicate_files": dg.MetadataValue.json(list(result.duplicate_files)),
