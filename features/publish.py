@@ -57,8 +57,7 @@ class PublishedTable:
 
 # The published snapshot, table by table. Everything not listed stays in the working warehouse:
 # raw.* and staging.* (every delivered row, contacts without consent included), quarantine
-# contents, feature tables, ops.loaded_files and ops.source_files (validation samples of
-# delivered values).
+# contents, feature tables, ops.loaded_files (validation samples of delivered values).
 PUBLISHED_TABLES: tuple[PublishedTable, ...] = (
     PublishedTable(
         "staging.contacts",

@@ -287,6 +287,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "alter table ops.staging_builds add column if not exists epoch varchar",
         ),
     ),
+    Migration(
+        9,
+        "drop ops.source_files: nothing writes it, every loaded file's record is in "
+        "ops.loaded_files",
+        ("drop table if exists ops.source_files",),
+    ),
 )
 
 
@@ -349,16 +355,11 @@ RUN_LEDGERS: dict[str, RunLedger] = {
         "the later churn and delinquency steps of the same run, `crm-intel status`",
     ),
     "ops.staging_builds": RunLedger(
-        "every staging step that rebuilds its table, one row per staging table",
+        "every staging step that rebuilds or merges into its table, one row per staging table",
         "the same step on the next night (features/ingest.py: unchanged inputs keep the table)",
     ),
     "ops.schema_migrations": RunLedger(
         "ensure_layout, one row per migration applied", "ensure_layout"
-    ),
-    "ops.source_files": RunLedger(
-        "nothing: the first migration created it; every loaded file's record is in "
-        "ops.loaded_files",
-        "nothing",
     ),
 }
 
