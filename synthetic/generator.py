@@ -388,6 +388,10 @@ def _draw_purchases(rng: np.random.Generator, pop: _Population, end: int) -> _Pu
     purchases_until_dropout = rng.geometric(pop.dropout_p)
     observed = np.minimum(n_in_window, purchases_until_dropout)
     dropped = purchases_until_dropout <= n_in_window
+    # At most one purchase a day (see _one_purchase_per_day): a customer drawn with more repeats
+    # than days left before the end keeps one a day. Never binds at the default rates; at fifty
+    # invoices a customer it keeps a late, heavy buyer's purchases after its first.
+    observed = np.minimum(observed, np.maximum(end - pop.birth, 0))
 
     spacing = rng.standard_exponential(int(observed.sum()))
     running = np.cumsum(spacing)
