@@ -118,7 +118,8 @@ def keep_cutoffs(
                 "cutoff_date::varchar || '/' || cache_key)",
                 {"kept": [f"{cutoff.isoformat()}/{plan.keys[cutoff]}" for cutoff in plan.reused]},
             )
-            con.execute(f"insert into {cache} by name {keyed}", params)
+            if plan.built:
+                con.execute(f"insert into {cache} by name {keyed}", params)
         else:
             con.execute(f"create or replace table {cache} as {keyed}", params)
     return con.sql(f"select count(*) from {cache}").fetchall()[0][0]

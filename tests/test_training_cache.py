@@ -202,6 +202,17 @@ def test_a_refit_reuses_kept_cutoffs_and_gives_the_fresh_build(
     night(inbox, fresh, settings, DAY)
     assert cache_keys(fresh, "churn") == after["churn"]
     assert cutoff_counts(fresh)["churn"] == (True, 0, CHURN_CUTOFFS)
+    same_training_and_scores(warehouse, fresh)
+    # the same night again: every cutoff read back, nothing built
+    night(inbox, fresh, settings, DAY)
+    assert cutoff_counts(fresh) == {
+        "churn": (True, CHURN_CUTOFFS, 0),
+        "delinquency": (True, risk.training_cutoffs, 0),
+    }
+    same_training_and_scores(warehouse, fresh)
+
+
+def same_training_and_scores(warehouse: Path, fresh: Path) -> None:
     for name, keys in TABLES.items():
         frames = []
         for built in (warehouse, fresh):

@@ -453,18 +453,20 @@ def delinquency_training(
         )
         to_build = cached.built if cached else cutoffs
         # settlement rebuilt as of each cutoff: no payment or credit note dated later is seen
-        # (no cutoff: empty tables, so the evaluation says nothing could be validated)
-        build_payment_behaviour(
-            con,
-            "features.payment_behaviour_history",
-            to_build or [as_of],
-            default_payment_terms_days=risk.default_payment_terms_days,
-            settlement_tolerance=risk.settlement_tolerance,
-            sample_fraction=sample_fraction,
-        )
-        if not to_build:
-            con.execute("delete from features.payment_behaviour_history")
-        build_delinquency_labels(con, to_build, label_horizon, risk.label_days_past_due, as_of)
+        # (no cutoff: empty tables, so the evaluation says nothing could be validated; every
+        # cutoff kept: the tables are read back from the cache below)
+        if to_build or not cutoffs:
+            build_payment_behaviour(
+                con,
+                "features.payment_behaviour_history",
+                to_build or [as_of],
+                default_payment_terms_days=risk.default_payment_terms_days,
+                settlement_tolerance=risk.settlement_tolerance,
+                sample_fraction=sample_fraction,
+            )
+            if not to_build:
+                con.execute("delete from features.payment_behaviour_history")
+            build_delinquency_labels(con, to_build, label_horizon, risk.label_days_past_due, as_of)
         record_training_cutoffs(
             con,
             model="delinquency",
