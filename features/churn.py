@@ -106,7 +106,7 @@ def build_churn_snapshots(
     payment_behaviour_today: str,
     scoring_horizon_days: int,
     sample_fraction: float = 1.0,
-    kept: CutoffPlan | None = None,
+    cache_plan: CutoffPlan | None = None,
 ) -> ChurnSnapshots:
     """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``),
     ``features.churn_labels`` (training cutoffs only, labelled over ``horizon_days``) and
@@ -123,16 +123,16 @@ def build_churn_snapshots(
     (``features.payment_behaviour``, the same definition on the whole ledger): the as-of
     snapshot takes it rather than settling the whole ledger again.
 
-    ``kept`` (``features.training_cache.plan_cutoffs`` on ``CHURN_TRAINING_CACHE``) builds only
-    the training cutoffs the cache does not hold, keeps them there, and writes every training
-    cutoff's rows from it.
+    ``cache_plan`` (``features.training_cache.plan_cutoffs`` on ``CHURN_TRAINING_CACHE``) builds
+    only the training cutoffs the cache does not hold, keeps them there, and writes every
+    training cutoff's rows from it.
     """
     late = [c for c in training_cutoffs if (as_of - c).days < horizon_days]
     if late:
         raise ValueError(f"training cutoffs {late} leave less than {horizon_days} days to {as_of}")
-    if kept is not None and sorted(kept.keys) != sorted(training_cutoffs):
+    if cache_plan is not None and sorted(cache_plan.keys) != sorted(training_cutoffs):
         raise ValueError("the cache plan is for other cutoffs than the training cutoffs given")
-    to_build = training_cutoffs if kept is None else kept.built
+    to_build = training_cutoffs if cache_plan is None else cache_plan.built
     cutoffs = sorted({*to_build, as_of})
     failures = _cutoff_histories(
         con,
@@ -150,8 +150,8 @@ def build_churn_snapshots(
         con, "features.churn_labels", "feat_churn_labels", as_of=as_of, horizon_days=horizon_days
     )
     _drop_histories(con)
-    if kept is not None:
-        keep_cutoffs(con, CHURN_TRAINING_CACHE, kept, CACHED_ROWS)
+    if cache_plan is not None:
+        keep_cutoffs(con, CHURN_TRAINING_CACHE, cache_plan, CACHED_ROWS)
         # tonight's scoring snapshot stays as built; the training cutoffs come from the cache
         con.execute(
             f"create or replace temp table {SCORING_SNAPSHOT} as "
@@ -169,7 +169,7 @@ def build_churn_snapshots(
         labelled,
         _write_missing_groups(con, as_of),
         failures,
-        len(kept.reused) if kept else 0,
+        len(cache_plan.reused) if cache_plan else 0,
         len(to_build),
     )
 

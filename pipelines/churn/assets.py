@@ -185,7 +185,7 @@ def churn_snapshots(
             max_customer_change=models.max_customer_change,
         )
         if fit.refit:
-            kept = (
+            cache_plan = (
                 plan_cutoffs(
                     con,
                     CHURN_TRAINING_CACHE,
@@ -207,7 +207,7 @@ def churn_snapshots(
                 payment_behaviour_today="features.payment_behaviour",
                 sample_fraction=sample_fraction,
                 scoring_horizon_days=churn.horizon_days,
-                kept=kept,
+                cache_plan=cache_plan,
             )
             record_training_cutoffs(
                 con,
