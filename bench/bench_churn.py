@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import duckdb
 
 from features.churn import build_churn_snapshots, scoring_frame, training_frame
-from features.point_in_time import training_cutoffs
+from features.point_in_time import training_cutoffs, training_sample_fraction
 from features.receivables import build_payment_behaviour
 from features.warehouse import ensure_layout, table_exists
 from models.churn import ChurnModel, PurchaseBaseline, evaluate_holdout, score_customers
@@ -139,7 +139,7 @@ def main() -> None:
         con = _prepare(args, work, timings)
         as_of = con.sql("select max(issue_date) from staging.invoices").fetchall()[0][0]
         cutoffs = training_cutoffs(as_of, args.horizon_days, count=ChurnSettings().training_cutoffs)
-        sample_fraction = min(1.0, args.max_training_customers / args.customers)
+        sample_fraction = training_sample_fraction(args.customers, args.max_training_customers)
         terms = {
             "default_payment_terms_days": RiskSettings().default_payment_terms_days,
             "settlement_tolerance": RiskSettings().settlement_tolerance,

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import duckdb  # after the path tweak, for a plain run
 import polars as pl
 
-from features.point_in_time import training_cutoffs
+from features.point_in_time import training_cutoffs, training_sample_fraction
 from features.receivables import (
     build_delinquency_labels,
     build_dso,
@@ -249,7 +249,7 @@ def train(con: duckdb.DuckDBPyConnection, config: RiskSettings) -> DelinquencyMo
     timings: dict[str, float] = {}
     cutoffs = training_cutoffs(AS_OF, config.label_horizon_days, count=config.training_cutoffs)
     customers = con.sql("select count(distinct customer_id) from staging.invoices").fetchall()
-    fraction = min(1.0, config.max_training_customers / max(customers[0][0], 1))
+    fraction = training_sample_fraction(customers[0][0], config.max_training_customers)
     print(f"training ({len(cutoffs)} cutoffs, sample fraction {fraction:.4f}):")
     _timed(
         "invoice settlement as of the run date (labels)",

@@ -20,6 +20,7 @@ import polars as pl
 from features.customer import lifetimes_summary
 from features.point_in_time import missing_feature_groups
 from features.receivables import build_payment_behaviour
+from features.training_cache import CutoffPlan, keep_cutoffs, restore_cutoffs
 from features.warehouse import materialize_sql, row_count, transaction, write_frame
 
 BG_NBD_COLUMNS = ("bg_nbd_p_alive", "bg_nbd_expected_purchases", "bg_nbd_churn_probability")
@@ -47,7 +48,9 @@ class ChurnSnapshots:
     snapshots: int
     labelled: int
     missing_groups: dict[str, str]
-    bg_nbd_failures: dict[str, str]
+    bg_nbd_failures: dict[str, str]  # of the cutoffs built tonight
+    cutoffs_reused: int = 0
+    cutoffs_built: int = 0
 
 
 def _bg_nbd_history(
@@ -103,6 +106,7 @@ def build_churn_snapshots(
     payment_behaviour_today: str,
     scoring_horizon_days: int,
     sample_fraction: float = 1.0,
+    cache_plan: CutoffPlan | None = None,
 ) -> ChurnSnapshots:
     """Write ``features.churn_snapshots`` (training cutoffs and ``as_of``),
     ``features.churn_labels`` (training cutoffs only, labelled over ``horizon_days``) and
@@ -118,11 +122,18 @@ def build_churn_snapshots(
     ``payment_behaviour_today`` is the credit-risk stage's payment behaviour as of ``as_of``
     (``features.payment_behaviour``, the same definition on the whole ledger): the as-of
     snapshot takes it rather than settling the whole ledger again.
+
+    ``cache_plan`` (``features.training_cache.plan_cutoffs`` on ``CHURN_TRAINING_CACHE``) builds
+    only the training cutoffs the cache does not hold, keeps them there, and writes every
+    training cutoff's rows from it.
     """
     late = [c for c in training_cutoffs if (as_of - c).days < horizon_days]
     if late:
         raise ValueError(f"training cutoffs {late} leave less than {horizon_days} days to {as_of}")
-    cutoffs = sorted({*training_cutoffs, as_of})
+    if cache_plan is not None and sorted(cache_plan.keys) != sorted(training_cutoffs):
+        raise ValueError("the cache plan is for other cutoffs than the training cutoffs given")
+    to_build = training_cutoffs if cache_plan is None else cache_plan.built
+    cutoffs = sorted({*to_build, as_of})
     failures = _cutoff_histories(
         con,
         cutoffs,
@@ -139,7 +150,38 @@ def build_churn_snapshots(
         con, "features.churn_labels", "feat_churn_labels", as_of=as_of, horizon_days=horizon_days
     )
     _drop_histories(con)
-    return ChurnSnapshots(snapshots, labelled, _write_missing_groups(con, as_of), failures)
+    if cache_plan is not None:
+        keep_cutoffs(con, CHURN_TRAINING_CACHE, cache_plan, CACHED_ROWS)
+        # tonight's scoring snapshot stays as built; the training cutoffs come from the cache
+        con.execute(
+            f"create or replace temp table {SCORING_SNAPSHOT} as "
+            "select * from features.churn_snapshots where cutoff_date = $as_of",
+            {"as_of": as_of},
+        )
+        restore_cutoffs(con, CHURN_TRAINING_CACHE, labels="features.churn_labels", label="churned")
+        snapshots = materialize_sql(
+            con, "features.churn_snapshots", "feat_churn_training_snapshots"
+        )
+        con.execute(f"drop table {SCORING_SNAPSHOT}")
+        labelled = row_count(con, "features.churn_labels")
+    return ChurnSnapshots(
+        snapshots,
+        labelled,
+        _write_missing_groups(con, as_of),
+        failures,
+        len(cache_plan.reused) if cache_plan else 0,
+        len(to_build),
+    )
+
+
+# Where each churn training cutoff's labelled rows are kept between refits, and which rows: the
+# snapshot without the account columns (joined from today's accounts when read back) and the label.
+CHURN_TRAINING_CACHE = "features.churn_training_cache"
+CACHED_ROWS = (
+    "select s.* exclude (region, sector, size_band, account_closed), l.churned "
+    "from features.churn_snapshots as s join features.churn_labels as l "
+    "using (customer_id, cutoff_date)"
+)
 
 
 def refresh_scoring_snapshot(

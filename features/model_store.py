@@ -93,15 +93,53 @@ def history_fingerprint(con: duckdb.DuckDBPyConnection, through: date) -> str:
     removed file takes its rows away, so either changes this; hashing a column or two per row
     keeps it cheap (well under a second for 10M invoices).
     """
-    parts = []
+    return history_fingerprints(con, [through])[through]
+
+
+def history_fingerprints(con: duckdb.DuckDBPyConnection, throughs: list[date]) -> dict[date, str]:
+    """``history_fingerprint`` through each date of ``throughs``, one pass over each table.
+
+    Each row counts towards the first date on or after its own (an as-of join), and a running
+    sum over the dates adds up the earlier ones; a row known differently on each date (a deal
+    and its outcome) is hashed once per date instead.
+    """
+    dates = sorted(set(throughs))
+    parts: dict[date, list[str]] = {through: [] for through in dates}
+    if not dates:
+        return {}
     for table, (dated_by, known) in DATED_FACTS.items():
-        count, rows = con.sql(
-            f"select count(*), coalesce(sum(hash({known})), 0)::varchar "
-            f"from {table} where {dated_by} <= $through",
-            params={"through": through},
-        ).fetchall()[0]
-        parts.append(f"{table}:{count}:{rows}")
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+        if "$through" in known:
+            query = (
+                f"select t.through, count(*), coalesce(sum(hash({known.replace('$', 't.')})), 0) "
+                f"from {table} join (select unnest($dates::date[]) as through) as t "
+                f"on {dated_by} <= t.through group by t.through"
+            )
+        else:
+            query = (
+                f"select t.through, count(*), coalesce(sum(hash({known})), 0) "
+                f"from {table} asof join (select unnest($dates::date[]) as through) as t "
+                f"on t.through >= {dated_by} group by t.through"
+            )
+            query = (
+                "select t.through, coalesce(sum(b.n) over w, 0), coalesce(sum(b.h) over w, 0) "
+                f"from (select unnest($dates::date[]) as through) as t "
+                f"left join ({query}) as b(through, n, h) using (through) "
+                "window w as (order by t.through)"
+            )
+        found = {
+            through: (count, rows)
+            for through, count, rows in con.execute(
+                f"select through, n::bigint, h::varchar from ({query}) as f(through, n, h)",
+                {"dates": dates},
+            ).fetchall()
+        }
+        for through in dates:
+            count, rows = found.get(through, (0, "0"))
+            parts[through].append(f"{table}:{count}:{rows}")
+    return {
+        through: hashlib.sha256("|".join(parts[through]).encode()).hexdigest()[:16]
+        for through in dates
+    }
 
 
 def kept_fit(con: duckdb.DuckDBPyConnection, model: str) -> KeptFit | None:
@@ -238,7 +276,8 @@ def plan_fit(
     )
     con.execute("delete from models.fit_plans where run_id = ? and model = ?", [run_id, model])
     con.execute(
-        "insert into models.fit_plans values (?, ?, ?, ?, ?, ?, ?, ?)",
+        "insert into models.fit_plans (run_id, model, refit, reason, settings_key, customers, "
+        "kept_run_id, kept_as_of) values (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             run_id,
             model,
@@ -264,3 +303,15 @@ def fit_plan(con: duckdb.DuckDBPyConnection, *, model: str, run_id: str) -> FitP
     if not rows:
         raise RuntimeError(f"run {run_id} decided nothing about {model}: plan_fit comes first")
     return FitPlan(*rows[0])
+
+
+def record_training_cutoffs(
+    con: duckdb.DuckDBPyConnection, *, model: str, run_id: str, reused: int, built: int
+) -> None:
+    """Note on the run's plan how many training cutoffs a refit reused and built
+    (``features.training_cache``), for ``crm-intel status``."""
+    con.execute(
+        "update models.fit_plans set cutoffs_reused = ?, cutoffs_built = ? "
+        "where run_id = ? and model = ?",
+        [reused, built, run_id, model],
+    )

@@ -4,26 +4,55 @@ A supervised model (churn, delinquency) learns from snapshots: features computed
 cutoff from facts dated on or before it, and a label from the ``horizon_days`` after it. The
 latest usable cutoff is ``as_of - horizon_days``: any later one would need labels from after
 the as-of date, which a rerun for that date must not see.
+
+Cutoffs lie on a fixed calendar grid (every ``step_days`` days from ``GRID_EPOCH``), not at
+``as_of - horizon_days`` itself: tonight's cutoffs are yesterday's, plus a new one every
+``step_days`` nights, so a cutoff's labelled snapshot, once its label window has closed, can be
+built once and kept (``features.training_cache``).
 """
 
 from __future__ import annotations
 
+import math
 from datetime import date, timedelta
 
 import duckdb
+
+# Day zero of the cutoff grid: every training cutoff is GRID_EPOCH + a multiple of step_days.
+GRID_EPOCH = date(2000, 1, 1)
+
+
+def grid_date_on_or_before(day: date, step_days: int) -> date:
+    """The latest date of the cutoff grid on or before ``day``."""
+    return day - timedelta(days=(day - GRID_EPOCH).days % step_days)
 
 
 def training_cutoffs(
     as_of: date, horizon_days: int, *, count: int, step_days: int = 30
 ) -> list[date]:
-    """``count`` cutoffs, ``step_days`` apart, the latest ``horizon_days`` before ``as_of``.
+    """``count`` cutoffs of the grid, ``step_days`` apart, the latest at least ``horizon_days``
+    before ``as_of``.
 
     Returned oldest first; the last ones are the natural time-based holdout.
     """
     if horizon_days <= 0 or count <= 0 or step_days <= 0:
         raise ValueError("horizon_days, count and step_days must be positive")
-    latest = as_of - timedelta(days=horizon_days)
+    latest = grid_date_on_or_before(as_of - timedelta(days=horizon_days), step_days)
     return [latest - timedelta(days=step_days * k) for k in range(count - 1, -1, -1)]
+
+
+# Training samples shrink by this factor at a time: the share kept changes only when the
+# customers grow by a fifth, not with every new customer, so kept cutoffs stay valid.
+SAMPLE_STEP = 2**-0.25
+
+
+def training_sample_fraction(customers: int, max_training_customers: int) -> float:
+    """The share of customers the training cutoffs keep: the largest power of ``SAMPLE_STEP``
+    that keeps at most ``max_training_customers`` of ``customers``; 1 when all fit."""
+    if customers <= max_training_customers:
+        return 1.0
+    steps = math.ceil(math.log(max_training_customers / customers, SAMPLE_STEP) - 1e-9)
+    return SAMPLE_STEP**steps
 
 
 # Labels shorter than this say too little about the configured horizon to validate anything.
@@ -43,12 +72,16 @@ def labelled_cutoffs(
 
     A cutoff is only useful with ``min_history_days`` of facts before it (a snapshot ten days
     after the ledger starts describes nobody). When the configured ``horizon_days`` leaves no
-    such cutoff, the labels use the longest horizon that does; below
+    such cutoff of the grid, the labels use the longest horizon that does; below
     ``MIN_LABEL_HORIZON_DAYS`` nothing can be labelled: ``(horizon_days, [])``.
     """
     if first_fact is None:
         return horizon_days, []
     earliest = first_fact + timedelta(days=min_history_days)
+    # the first grid date with that much history
+    earliest = grid_date_on_or_before(earliest - timedelta(days=1), step_days) + timedelta(
+        days=step_days
+    )
     horizon = min(horizon_days, (as_of - earliest).days)
     if horizon < MIN_LABEL_HORIZON_DAYS:
         return horizon_days, []

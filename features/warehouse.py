@@ -293,6 +293,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ops.loaded_files",
         ("drop table if exists ops.source_files",),
     ),
+    Migration(
+        10,
+        "each run's refit decision says how many training cutoffs it reused from the training "
+        "cache and how many it built",
+        (
+            "alter table models.fit_plans add column if not exists cutoffs_reused integer",
+            "alter table models.fit_plans add column if not exists cutoffs_built integer",
+        ),
+    ),
 )
 
 
@@ -351,7 +360,8 @@ RUN_LEDGERS: dict[str, RunLedger] = {
         "the same steps on the nights in between (features/model_store.py)",
     ),
     "models.fit_plans": RunLedger(
-        "churn snapshots and delinquency training, one row per model and run: refit or not, why",
+        "churn snapshots and delinquency training, one row per model and run: refit or not, why, "
+        "and on a refit how many training cutoffs came from the training cache",
         "the later churn and delinquency steps of the same run, `crm-intel status`",
     ),
     "ops.staging_builds": RunLedger(

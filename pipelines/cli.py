@@ -703,9 +703,16 @@ def status(
         step_runs = _dearest_steps(con, steps) if steps and "ops.step_runs" in tables else None
         last_run_id = last[0][0] if last else None
         # what the last run kept from earlier nights instead of rebuilding it
+        # a warehouse the current code has not run on yet has no training cutoff counts
+        counted = con.sql(
+            "select count(*) from duckdb_columns() where schema_name = 'models' "
+            "and table_name = 'fit_plans' and column_name = 'cutoffs_built'"
+        ).fetchall()[0][0]
+        cutoffs = "cutoffs_reused, cutoffs_built" if counted else "null, null"
         fits = (
             con.execute(
-                "select model, refit, reason from models.fit_plans where run_id = ? order by 1",
+                f"select model, refit, reason, {cutoffs} "
+                "from models.fit_plans where run_id = ? order by 1",
                 [last_run_id],
             ).fetchall()
             if "models.fit_plans" in tables
@@ -778,7 +785,14 @@ def status(
             for mode, as_of, n, why in settlement
         ],
         "scorer_fits": [
-            {"model": model, "refit": refit, "reason": reason} for model, refit, reason in fits
+            {
+                "model": model,
+                "refit": refit,
+                "reason": reason,
+                "cutoffs_reused": reused,
+                "cutoffs_built": built,
+            }
+            for model, refit, reason, reused, built in fits
         ],
         **{
             f"staging_{build}": [table for table, how in staging_builds if how == build]
@@ -835,8 +849,14 @@ def _print_status(report: dict, published: Path) -> None:
             f"{plural(item['customers_resettled'], 'customer')} settled ({item['reason']})"
         )
     for fit in report["scorer_fits"]:
+        cutoffs = (
+            f"; training cutoffs: {fit['cutoffs_reused']} reused, {fit['cutoffs_built']} built"
+            if fit["refit"] and fit["cutoffs_built"] is not None
+            else ""
+        )
         typer.echo(
-            f"{fit['model']} scorer: {'refitted' if fit['refit'] else 'kept'} ({fit['reason']})"
+            f"{fit['model']} scorer: {'refitted' if fit['refit'] else 'kept'} "
+            f"({fit['reason']}{cutoffs})"
         )
     if report["staging_kept"] or report["staging_merged"]:
         typer.echo(

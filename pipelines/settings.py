@@ -113,8 +113,8 @@ class ChurnSettings(dg.ConfigurableResource):
     training_cutoffs: int = Field(
         default=12,
         ge=2,
-        description="Past cutoffs (30 days apart, the latest horizon_days before the as-of date) "
-        "the churn model learns from.",
+        description="Past cutoffs (30 days apart on a fixed calendar grid, the latest at least "
+        "horizon_days before the as-of date) the churn model learns from.",
     )
     holdout_cutoffs: int = Field(
         default=1,

@@ -148,6 +148,13 @@ def test_status_json_of_a_published_run_exits_0(full_run: tuple[Path, str]) -> N
     assert report["last_run"]["state"] == "published"
     assert report["published"]["run_id"] == report["last_run"]["run_id"]
     assert report["quarantined_rows"] == sum(row["rows"] for row in report["quarantine"])
+    # a first night refits both scorers and builds every training cutoff: none kept yet
+    fits = {fit["model"]: fit for fit in report["scorer_fits"]}
+    for model in ("churn", "delinquency"):
+        assert fits[model]["refit"] and fits[model]["cutoffs_reused"] == 0, fits
+        assert fits[model]["cutoffs_built"] > 0, fits
+    text = invoke("status", "--warehouse", warehouse).output
+    assert f"training cutoffs: 0 reused, {fits['churn']['cutoffs_built']} built" in text
 
 
 @pytest.fixture(scope="module")

@@ -207,6 +207,7 @@ SQL_RUN_BY: dict[str, tuple[str, ...]] = {
         "features/churn_snapshots",
     ),
     "feat_churn_engagement": ("features/churn_snapshots",),
+    "feat_churn_training_snapshots": ("features/churn_snapshots",),
     "feat_churn_purchases": ("features/churn_snapshots", "features/churn_labels"),
     "feat_clv_holdout_purchases": ("models/clv_backtest",),
     "feat_clv_tracking_actuals": ("models/clv_backtest_tracking",),

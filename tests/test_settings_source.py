@@ -10,7 +10,7 @@ import pytest
 from features.churn import build_churn_snapshots
 from features.customer import lifetimes_summary
 from features.ingest import IngestOptions
-from features.point_in_time import labelled_cutoffs, training_cutoffs
+from features.point_in_time import labelled_cutoffs, training_cutoffs, training_sample_fraction
 from features.receivables import (
     build_delinquency_labels,
     build_dso,
@@ -39,6 +39,7 @@ ENTRY_POINTS: dict[Callable, tuple[str, ...]] = {
     PurchaseBaseline: ("clv",),
     labelled_cutoffs: ("count",),
     training_cutoffs: ("count",),
+    training_sample_fraction: (),
     build_churn_snapshots: ("scoring_horizon_days",),
     lifetimes_summary: (),
     build_dso: ("months",),

@@ -5,6 +5,7 @@ import numpy as np
 import polars as pl
 
 from features.churn import (
+    CHURN_TRAINING_CACHE,
     build_churn_snapshots,
     refresh_scoring_snapshot,
     scoring_frame,
@@ -15,10 +16,16 @@ from features.model_store import (
     keep_fit,
     kept_fit,
     plan_fit,
+    record_training_cutoffs,
 )
-from features.point_in_time import first_invoice_date, labelled_cutoffs
+from features.point_in_time import (
+    first_invoice_date,
+    labelled_cutoffs,
+    training_sample_fraction,
+)
 from features.receivables import customers_invoiced
-from features.warehouse import fingerprint, record_model_run, write_frame
+from features.training_cache import plan_cutoffs
+from features.warehouse import fingerprint, record_model_run, table_exists, write_frame
 from models.churn import (
     SCORE_SCHEMA,
     ChurnModel,
@@ -56,6 +63,19 @@ def _fit_settings(churn: ChurnSettings, risk: RiskSettings, clv: ClvSettings) ->
     }
 
 
+def _snapshot_settings(
+    churn: ChurnSettings, risk: RiskSettings, clv: ClvSettings, sample_fraction: float
+) -> dict:
+    """The settings one cutoff's labelled snapshot depends on: its key in the training cache."""
+    return {
+        "scoring_horizon_days": churn.horizon_days,
+        "default_payment_terms_days": risk.default_payment_terms_days,
+        "settlement_tolerance": risk.settlement_tolerance,
+        "clv": clv.model_dump(),
+        "sample_fraction": sample_fraction,
+    }
+
+
 def _missing_groups(con) -> dict[str, str]:
     rows = con.sql("select feature_group, reason from features.churn_missing_groups").fetchall()
     return dict(rows)
@@ -73,6 +93,7 @@ def _label_plan(con, config: ChurnSettings, as_of) -> tuple[int, list]:
 
 
 SNAPSHOTS = dg.AssetKey(["features", "churn_snapshots"])
+TRAINING_CACHE = dg.AssetKey(CHURN_TRAINING_CACHE.split("."))
 LABELS = dg.AssetKey(["features", "churn_labels"])
 MISSING_GROUPS = dg.AssetKey(["features", "churn_missing_groups"])
 CHURN_INPUTS = [
@@ -94,9 +115,22 @@ CHURN_INPUTS = [
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
+            TRAINING_CACHE,
+            deps=CHURN_INPUTS,
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Each labelled training cutoff's churn features and label, kept under "
+            "a key of what shapes them (facts through the label window, settings, code): a "
+            "refit builds only the cutoffs missing.",
+        ),
+        dg.AssetSpec(
             SNAPSHOTS,
             # tonight's payment features are the credit-risk stage's own
-            deps=[*CHURN_INPUTS, dg.AssetKey(["features", "payment_behaviour"])],
+            deps=[
+                *CHURN_INPUTS,
+                dg.AssetKey(["features", "payment_behaviour"]),
+                TRAINING_CACHE,
+            ],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Churn features per customer at past cutoffs and on the as-of date, "
@@ -104,7 +138,7 @@ CHURN_INPUTS = [
         ),
         dg.AssetSpec(
             LABELS,
-            deps=CHURN_INPUTS,
+            deps=[*CHURN_INPUTS, TRAINING_CACHE],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Per customer and past cutoff: no purchase in the label horizon after.",
@@ -128,8 +162,9 @@ def churn_snapshots(
     clv: ClvSettings,
     models: ModelsSettings,
     warehouse: Warehouse,
-) -> tuple[dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult]:
-    """Churn features at past cutoffs (labelled by the horizon after) and on the as-of date.
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult]:
+    """Churn features at past cutoffs (labelled by the horizon after) and on the as-of date;
+    a refit builds only the cutoffs the training cache does not hold.
 
     Payment features use the credit-risk stage's payment terms and settlement tolerance, and
     the BG/NBD baseline the CLV stage's time unit, so one setting means one thing everywhere."""
@@ -137,7 +172,7 @@ def churn_snapshots(
         as_of = run_as_of(con, context.run_id)
         label_horizon, cutoffs = _label_plan(con, churn, as_of)
         customers = customers_invoiced(con)
-        sample_fraction = min(1.0, churn.max_training_customers / max(customers, 1))
+        sample_fraction = training_sample_fraction(customers, churn.max_training_customers)
         baseline = PurchaseBaseline(clv.model(purchase_model="bg_nbd", n_bootstrap=1))
         fit = plan_fit(
             con,
@@ -150,6 +185,17 @@ def churn_snapshots(
             max_customer_change=models.max_customer_change,
         )
         if fit.refit:
+            cache_plan = (
+                plan_cutoffs(
+                    con,
+                    CHURN_TRAINING_CACHE,
+                    cutoffs,
+                    horizon_days=label_horizon,
+                    settings=_snapshot_settings(churn, risk, clv, sample_fraction),
+                )
+                if cutoffs
+                else None
+            )
             built = build_churn_snapshots(
                 con,
                 cutoffs,
@@ -161,6 +207,14 @@ def churn_snapshots(
                 payment_behaviour_today="features.payment_behaviour",
                 sample_fraction=sample_fraction,
                 scoring_horizon_days=churn.horizon_days,
+                cache_plan=cache_plan,
+            )
+            record_training_cutoffs(
+                con,
+                model="churn",
+                run_id=context.run_id,
+                reused=built.cutoffs_reused,
+                built=built.cutoffs_built,
             )
         else:  # the kept fit scores tonight: only tonight's snapshot is new
             built = refresh_scoring_snapshot(
@@ -182,6 +236,11 @@ def churn_snapshots(
                 "features.churn_missing_groups",
             )
         }
+        cache = (
+            table_metadata(con, CHURN_TRAINING_CACHE)
+            if table_exists(con, CHURN_TRAINING_CACHE)
+            else {}
+        )
     for group, reason in built.missing_groups.items():
         context.log.warning(f"churn feature group '{group}' missing: {reason}")
     if label_horizon != churn.horizon_days:
@@ -192,13 +251,21 @@ def churn_snapshots(
     for cutoff, reason in built.bg_nbd_failures.items():
         context.log.warning(f"BG/NBD not fitted at cutoff {cutoff}: {reason}")
     context.log.info(f"churn scorer: {'refit' if fit.refit else 'kept'}: {fit.reason}")
+    if fit.refit:
+        context.log.info(
+            f"churn training cutoffs: {built.cutoffs_reused} reused from the training cache, "
+            f"{built.cutoffs_built} built"
+        )
     plan = {
         "cutoffs": [c.isoformat() for c in cutoffs] if fit.refit else "kept from the fit",
         "sample_fraction": sample_fraction,
         "refit": fit.refit,
         "refit_reason": fit.reason,
+        "cutoffs_reused": built.cutoffs_reused,
+        "cutoffs_built": built.cutoffs_built,
     }
     return (
+        dg.MaterializeResult(asset_key=TRAINING_CACHE, metadata={**cache, **plan}),
         dg.MaterializeResult(
             asset_key=SNAPSHOTS,
             metadata={

@@ -6,8 +6,19 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from features.model_store import fit_plan, keep_fit, kept_fit, plan_fit
-from features.point_in_time import SOURCES, first_invoice_date, labelled_cutoffs
+from features.model_store import (
+    fit_plan,
+    keep_fit,
+    kept_fit,
+    plan_fit,
+    record_training_cutoffs,
+)
+from features.point_in_time import (
+    SOURCES,
+    first_invoice_date,
+    labelled_cutoffs,
+    training_sample_fraction,
+)
 from features.receivables import (
     DSO_BASIS,
     FINANCE_STATUS,
@@ -23,11 +34,13 @@ from features.receivables import (
     refresh_invoice_settlement,
     training_snapshots,
 )
+from features.training_cache import keep_cutoffs, plan_cutoffs, restore_cutoffs
 from features.warehouse import (
     fingerprint,
     materialize_sql,
     record_model_run,
     row_count,
+    table_exists,
     write_frame,
 )
 from models.delinquency import (
@@ -321,14 +334,48 @@ def payment_behaviour(
 
 PAYMENT_BEHAVIOUR_HISTORY = dg.AssetKey(["features", "payment_behaviour_history"])
 DELINQUENCY_LABELS = dg.AssetKey(["features", "delinquency_labels"])
+DELINQUENCY_TRAINING_CACHE = "features.delinquency_training_cache"
+TRAINING_CACHE = dg.AssetKey(DELINQUENCY_TRAINING_CACHE.split("."))
+# What each cutoff keeps in the training cache: its payment behaviour and its label.
+CACHED_ROWS = (
+    "select h.*, l.delinquent from features.payment_behaviour_history as h "
+    "join features.delinquency_labels as l using (customer_id, cutoff_date)"
+)
+
+
+def _snapshot_settings(risk: RiskSettings, sample_fraction: float) -> dict:
+    """The settings one cutoff's labelled snapshot depends on: its key in the training cache."""
+    return {
+        "default_payment_terms_days": risk.default_payment_terms_days,
+        "settlement_tolerance": risk.settlement_tolerance,
+        "label_days_past_due": risk.label_days_past_due,
+        "sample_fraction": sample_fraction,
+    }
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
+            TRAINING_CACHE,
+            deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT, ACCOUNTS, CREDIT_REPORTS],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Each labelled training cutoff's payment behaviour and delinquency "
+            "label, kept under a key of what shapes them (facts through the label window, "
+            "settings, code): a refit builds only the cutoffs missing.",
+        ),
+        dg.AssetSpec(
             PAYMENT_BEHAVIOUR_HISTORY,
             # settlement and open items rebuilt from the ledger as known at each cutoff
-            deps=[RUN_AS_OF, INVOICES, PAYMENTS, SETTLEMENT, ACCOUNTS, CREDIT_REPORTS],
+            deps=[
+                RUN_AS_OF,
+                INVOICES,
+                PAYMENTS,
+                SETTLEMENT,
+                ACCOUNTS,
+                CREDIT_REPORTS,
+                TRAINING_CACHE,
+            ],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Payment-behaviour features at each past cutoff, each from the ledger "
@@ -336,7 +383,7 @@ DELINQUENCY_LABELS = dg.AssetKey(["features", "delinquency_labels"])
         ),
         dg.AssetSpec(
             DELINQUENCY_LABELS,
-            deps=[SETTLEMENT, PAYMENT_BEHAVIOUR_HISTORY],
+            deps=[SETTLEMENT, PAYMENT_BEHAVIOUR_HISTORY, TRAINING_CACHE],
             group_name=GROUP,
             kinds={"duckdb"},
             description="Per customer and past cutoff: more than label_days_past_due days past "
@@ -352,9 +399,10 @@ def delinquency_training(
     risk: RiskSettings,
     models: ModelsSettings,
     warehouse: Warehouse,
-) -> tuple[dg.MaterializeResult, dg.MaterializeResult]:
+) -> tuple[dg.MaterializeResult, dg.MaterializeResult, dg.MaterializeResult]:
     """Point-in-time snapshots at past cutoffs with the delinquency label of the window after;
-    kept as they are on a night that scores with the kept fit."""
+    kept as they are on a night that scores with the kept fit, and on a refit built only for
+    the cutoffs the training cache does not hold."""
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         label_horizon, cutoffs = _label_plan(con, risk, as_of)
@@ -370,9 +418,15 @@ def delinquency_training(
             max_customer_change=models.max_customer_change,
         )
         context.log.info(f"delinquency scorer: {'refit' if fit.refit else 'kept'}: {fit.reason}")
+        cache_metadata = (
+            table_metadata(con, DELINQUENCY_TRAINING_CACHE)
+            if table_exists(con, DELINQUENCY_TRAINING_CACHE)
+            else {}
+        )
         if not fit.refit:
             kept = {"refit": False, "refit_reason": fit.reason}
             return (
+                dg.MaterializeResult(asset_key=TRAINING_CACHE, metadata={**cache_metadata, **kept}),
                 dg.MaterializeResult(
                     asset_key=PAYMENT_BEHAVIOUR_HISTORY,
                     metadata={
@@ -385,20 +439,55 @@ def delinquency_training(
                     metadata={**table_metadata(con, "features.delinquency_labels"), **kept},
                 ),
             )
-        sample_fraction = min(1.0, risk.max_training_customers / max(customers[0][0], 1))
-        # settlement rebuilt as of each cutoff: no payment or credit note dated later is seen
-        # (no cutoff: empty tables, so the evaluation says nothing could be validated)
-        build_payment_behaviour(
-            con,
-            "features.payment_behaviour_history",
-            cutoffs or [as_of],
-            default_payment_terms_days=risk.default_payment_terms_days,
-            settlement_tolerance=risk.settlement_tolerance,
-            sample_fraction=sample_fraction,
+        sample_fraction = training_sample_fraction(customers[0][0], risk.max_training_customers)
+        cached = (
+            plan_cutoffs(
+                con,
+                DELINQUENCY_TRAINING_CACHE,
+                cutoffs,
+                horizon_days=label_horizon,
+                settings=_snapshot_settings(risk, sample_fraction),
+            )
+            if cutoffs
+            else None
         )
-        if not cutoffs:
-            con.execute("delete from features.payment_behaviour_history")
-        build_delinquency_labels(con, cutoffs, label_horizon, risk.label_days_past_due, as_of)
+        to_build = cached.built if cached else cutoffs
+        # settlement rebuilt as of each cutoff: no payment or credit note dated later is seen
+        # (no cutoff: empty tables, so the evaluation says nothing could be validated; every
+        # cutoff kept: the tables are read back from the cache below)
+        if to_build or not cutoffs:
+            build_payment_behaviour(
+                con,
+                "features.payment_behaviour_history",
+                to_build or [as_of],
+                default_payment_terms_days=risk.default_payment_terms_days,
+                settlement_tolerance=risk.settlement_tolerance,
+                sample_fraction=sample_fraction,
+            )
+            if not to_build:
+                con.execute("delete from features.payment_behaviour_history")
+            build_delinquency_labels(con, to_build, label_horizon, risk.label_days_past_due, as_of)
+        record_training_cutoffs(
+            con,
+            model="delinquency",
+            run_id=context.run_id,
+            reused=len(cached.reused) if cached else 0,
+            built=len(to_build),
+        )
+        if cached:
+            keep_cutoffs(con, DELINQUENCY_TRAINING_CACHE, cached, CACHED_ROWS)
+            restore_cutoffs(
+                con,
+                DELINQUENCY_TRAINING_CACHE,
+                labels="features.delinquency_labels",
+                label="delinquent",
+                snapshots="features.payment_behaviour_history",
+            )
+            cache_metadata = table_metadata(con, DELINQUENCY_TRAINING_CACHE)
+            context.log.info(
+                f"delinquency training cutoffs: {len(cached.reused)} reused from the training "
+                f"cache, {len(cached.built)} built"
+            )
         rates = con.sql(
             "select cutoff_date::varchar, count(*), avg(delinquent::int) "
             "from features.delinquency_labels group by 1 order by 1"
@@ -415,8 +504,11 @@ def delinquency_training(
         "sample_fraction": sample_fraction,
         "refit": True,
         "refit_reason": fit.reason,
+        "cutoffs_reused": len(cached.reused) if cached else 0,
+        "cutoffs_built": len(to_build),
     }
     return (
+        dg.MaterializeResult(asset_key=TRAINING_CACHE, metadata={**cache_metadata, **plan}),
         dg.MaterializeResult(asset_key=PAYMENT_BEHAVIOUR_HISTORY, metadata={**history, **plan}),
         dg.MaterializeResult(
             asset_key=DELINQUENCY_LABELS,
