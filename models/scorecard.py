@@ -180,23 +180,36 @@ class CalibratedScorecard(ClassifierMixin, BaseEstimator):
             ]
         return frame.select(columns)
 
-    def _full_matrix(self, frame: pl.DataFrame) -> np.ndarray:
+    def _full_matrix(
+        self, frame: pl.DataFrame, transformed: pl.DataFrame | None = None
+    ) -> np.ndarray:
         """Every candidate column: nulls filled with the training median plus a missing-value
         indicator for each feature that had nulls in training (scikit-learn's SimpleImputer with
         add_indicator, done in polars because the imputer's masked median is slow on millions
-        of rows)."""
-        transformed = self._transformed(frame)
+        of rows). ``transformed`` is ``_transformed(frame)`` when the caller already has it.
+
+        Row-major (C order), as the solver and the scoring read it: a column-major copy would
+        be transposed once more on the way, a second pass over a million-row matrix."""
+        if transformed is None:
+            transformed = self._transformed(frame)
         filled = [pl.col(n).fill_null(self.medians_[n]) for n in self.numeric_features_]
         categories = [c for c in transformed.columns if c not in self.medians_]
         indicators = [
             pl.col(n).is_null().cast(pl.Float64).alias(f"missingindicator_{n}")
             for n in self.missing_indicators_
         ]
-        return transformed.select(*filled, *categories, *indicators).to_numpy()
+        return transformed.select(*filled, *categories, *indicators).to_numpy(order="c")
+
+    def _kept(self, full: np.ndarray) -> np.ndarray:
+        """The columns kept by the fit, in ``feature_names_`` order, C-contiguous; ``full``
+        itself when every column is kept (no copy)."""
+        if len(self.kept_columns_) == full.shape[1]:
+            return full
+        return np.ascontiguousarray(full[:, self.kept_columns_])
 
     def _matrix(self, frame: pl.DataFrame) -> np.ndarray:
         """The model matrix: the columns kept by the fit, in ``feature_names_`` order."""
-        return np.ascontiguousarray(self._full_matrix(frame)[:, self.kept_columns_])
+        return self._kept(self._full_matrix(frame))
 
     # --- fit -----------------------------------------------------------------------------------
 
@@ -225,27 +238,29 @@ class CalibratedScorecard(ClassifierMixin, BaseEstimator):
             for c in features
             if c in spec.categorical
         }
-        transformed = self._transformed(X).select(self.numeric_features_)
+        transformed = self._transformed(X)
+        numeric = transformed.select(self.numeric_features_)
         # medians from all training rows, also for the calibration folds: a median moves the
         # filled-in value of a few rows, not the out-of-fold probabilities the calibration needs
         self.medians_ = {
             n: float(v) if v is not None else 0.0
-            for n, v in transformed.median().row(0, named=True).items()
+            for n, v in numeric.median().row(0, named=True).items()
         }
         self.missing_indicators_ = [
-            n for n, nulls in transformed.null_count().row(0, named=True).items() if nulls
+            n for n, nulls in numeric.null_count().row(0, named=True).items() if nulls
         ]
         names = [
             *self.numeric_features_,
             *(f"{c}={level}" for c, levels in self.categories_.items() for level in levels),
             *(f"missingindicator_{n}" for n in self.missing_indicators_),
         ]
-        full = self._full_matrix(X)
+        full = self._full_matrix(X, transformed)
+        del transformed, numeric
         groups = (X["customer_id"].rank("dense") - 1).cast(pl.Int64).to_numpy()
         search = _sample(len(labels), SEARCH_ROWS)
         self.kept_columns_ = self._columns_within_budget(full[search], labels[search])
         self.feature_names_ = [names[c] for c in self.kept_columns_]
-        matrix = np.ascontiguousarray(full[:, self.kept_columns_])
+        matrix = self._kept(full)
         del full
         # A few dozen columns: threaded BLAS only adds contention on a shared machine.
         with bounded_blas_threads():

@@ -78,6 +78,27 @@ class Choice:
     too_few_positives: bool
 
 
+# Customer draws per bootstrap, in all resamples: a large holdout gets fewer resamples.
+BOOTSTRAP_DRAWS = 10_000_000
+
+
+def poisson_resamples(customers: int, resamples: int = 1000, seed: int = 0) -> list[np.ndarray]:
+    """The bootstrap's resamples of ``customers`` positions: Poisson(1) counts, one row per
+    resample, in batches that bound the memory; capped at ``BOOTSTRAP_DRAWS`` draws in all.
+
+    The same for every scorer graded on one holdout, so drawn once and shared (drawing them is
+    as dear as grading a scorer on them). Empty when fewer than two resamples fit in the cap."""
+    resamples = min(resamples, BOOTSTRAP_DRAWS // max(customers, 1))
+    if resamples < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    batch = max(1, min(resamples, BOOTSTRAP_DRAWS // customers))
+    return [
+        rng.poisson(1.0, size=(min(batch, resamples - done), customers)).astype(float)
+        for done in range(0, resamples, batch)
+    ]
+
+
 def bootstrap_auc(
     observed: np.ndarray,
     predicted: np.ndarray,
@@ -85,13 +106,15 @@ def bootstrap_auc(
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    draws: list[np.ndarray] | None = None,
 ) -> tuple[float, float | None, float | None]:
     """ROC AUC and its percentile bootstrap interval, customers resampled with replacement.
 
     Vectorised: one sort of the scores, then each resample's AUC from weighted rank sums over
     blocks of tied scores (a resample is a vector of Poisson(1) counts per customer, the usual
     large-sample form of the bootstrap). Resamples are capped at 1e7 customer draws in all: a
-    large holdout gets fewer, and its interval is narrow anyway.
+    large holdout gets fewer, and its interval is narrow anyway. ``draws`` are the resamples
+    of ``poisson_resamples(len(observed), resamples, seed)`` when the caller already has them.
     """
     observed = np.asarray(observed).astype(bool)
     predicted = np.asarray(predicted, dtype=np.float64)
@@ -112,17 +135,11 @@ def bootstrap_auc(
             return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
 
     point = float(auc(np.ones((1, len(scores))))[0])
-    resamples = min(resamples, 10_000_000 // max(len(scores), 1))
-    if resamples < 2:
+    if draws is None:
+        draws = poisson_resamples(len(scores), resamples, seed)
+    if not draws:
         return point, None, None
-    rng = np.random.default_rng(seed)
-    batch = max(1, min(resamples, 10_000_000 // len(scores)))
-    values = np.concatenate(
-        [
-            auc(rng.poisson(1.0, size=(min(batch, resamples - done), len(scores))).astype(float))
-            for done in range(0, resamples, batch)  # batches of resamples bound the memory
-        ]
-    )
+    values = np.concatenate([auc(batch) for batch in draws])
     values = values[np.isfinite(values)]
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
@@ -152,12 +169,11 @@ def choose_scorer(
     positives = int(observed.sum())
     events = min(positives, len(observed) - positives)
     both = 0 < positives < len(observed)
+    draws = poisson_resamples(len(observed), resamples) if both else []
     rows = []
     for candidate in candidates:  # a handful of candidates
         predicted = np.asarray(candidate.predicted, dtype=np.float64)
-        auc, low, high = (
-            bootstrap_auc(observed, predicted, resamples=resamples) if both else (None,) * 3
-        )
+        auc, low, high = bootstrap_auc(observed, predicted, draws=draws) if both else (None,) * 3
         rows.append(
             {
                 "scorer": candidate.name,

@@ -41,6 +41,24 @@ def test_bootstrap_auc_is_scikit_learns_auc_with_an_interval() -> None:
     assert big_high - big_low < (high - low) / 3
 
 
+def test_every_candidate_gets_the_interval_of_its_own_bootstrap() -> None:
+    """The resamples are drawn once and shared: each candidate's interval is still exactly the
+    one its own bootstrap gives, for a full holdout and one capped below 1,000 resamples."""
+    rng = np.random.default_rng(5)
+    for customers in (500, 25_000):
+        observed = rng.random(customers) < 0.4
+        candidates = [
+            Candidate("sharp", "one_column", rng.random(customers) + observed),
+            Candidate("tied", "one_column", np.round(rng.random(customers) + 0.3 * observed, 1)),
+            Candidate("coin", "baseline", rng.random(customers), is_probability=True),
+        ]
+        summary = choose_scorer(observed, candidates, robust="coin").summary
+        for candidate in candidates:
+            row = summary.filter(pl.col("scorer") == candidate.name).row(0, named=True)
+            own = bootstrap_auc(observed, candidate.predicted)
+            assert (row["roc_auc"], row["roc_auc_low"], row["roc_auc_high"]) == own
+
+
 def _candidates(observed: np.ndarray, supervised_noise: float) -> list[Candidate]:
     rng = np.random.default_rng(0)
     signal = observed + rng.normal(0, 1.0, len(observed))

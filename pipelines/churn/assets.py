@@ -321,15 +321,13 @@ def churn_evaluation(
         label_horizon, cutoffs = _label_plan(con, churn, as_of)
         history = training_frame(con)
         current = scoring_frame(con, as_of)
-        holdout = cutoffs[-churn.holdout_cutoffs :]
-        evaluation = evaluate_holdout(
-            history,
-            current,
-            holdout,
-            label_horizon,
-            churn.horizon_days,
-            churn.model(_missing_groups(con)),
-        )
+        missing = _missing_groups(con)
+    # graded with the warehouse closed, as the scores step fits (its comment says why)
+    holdout = cutoffs[-churn.holdout_cutoffs :]
+    evaluation = evaluate_holdout(
+        history, current, holdout, label_horizon, churn.horizon_days, churn.model(missing)
+    )
+    with warehouse.connect() as con:
         return write_scorer_choice(
             context,
             con,
@@ -361,20 +359,24 @@ def churn_scores(
         fit = fit_plan(con, model="churn", run_id=context.run_id)
         current = scoring_frame(con, as_of)
         missing = _missing_groups(con)
-        scorer: ChurnModel | None = None
         if fit.refit:
             label_horizon, _ = _label_plan(con, churn, as_of)
             history = training_frame(con)
             chosen = con.sql(
                 "select scorer from models.churn_evaluation where chosen and population = 'all'"
             ).fetchall()[0][0]
-            note = None
-            if label_horizon == churn.horizon_days and history.height:
-                try:
-                    scorer = fit_shipped(chosen, history, churn.model(missing))
-                except NotEnoughEvidence as error:
-                    note = f"churn scorer {chosen} not calibrated: {error}"
-                    context.log.warning(note)
+    # the fit runs with the warehouse closed: DuckDB hands its memory back first, so the fit's
+    # large arrays are not faulted in next to a buffer pool of several gigabytes
+    scorer: ChurnModel | None = None
+    note = None
+    if fit.refit and label_horizon == churn.horizon_days and history.height:
+        try:
+            scorer = fit_shipped(chosen, history, churn.model(missing))
+        except NotEnoughEvidence as error:
+            note = f"churn scorer {chosen} not calibrated: {error}"
+            context.log.warning(note)
+    with warehouse.connect() as con:
+        if fit.refit:
             fitted_by, fitted_as_of = context.run_id, as_of
             keep_fit(
                 con,
