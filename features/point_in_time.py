@@ -71,21 +71,24 @@ def labelled_cutoffs(
     """The label horizon the data allows and the labelled cutoffs, oldest first.
 
     A cutoff is only useful with ``min_history_days`` of facts before it (a snapshot ten days
-    after the ledger starts describes nobody). When the configured ``horizon_days`` leaves no
-    such cutoff of the grid, the labels use the longest horizon that does; below
-    ``MIN_LABEL_HORIZON_DAYS`` nothing can be labelled: ``(horizon_days, [])``.
+    after the ledger starts describes nobody). Cutoffs lie on the grid when it has one that
+    leaves the configured ``horizon_days`` and that much history. A younger ledger has none:
+    its cutoffs are counted back from ``as_of`` minus the longest horizon the history allows
+    (they move night by night, so they are not kept, see ``features.training_cache``, and a young
+    ledger is small); below ``MIN_LABEL_HORIZON_DAYS`` nothing can be labelled:
+    ``(horizon_days, [])``.
     """
     if first_fact is None:
         return horizon_days, []
     earliest = first_fact + timedelta(days=min_history_days)
-    # the first grid date with that much history
-    earliest = grid_date_on_or_before(earliest - timedelta(days=1), step_days) + timedelta(
-        days=step_days
-    )
+    on_grid = training_cutoffs(as_of, horizon_days, count=count, step_days=step_days)
+    if on_grid[-1] >= earliest:
+        return horizon_days, [c for c in on_grid if c >= earliest]
     horizon = min(horizon_days, (as_of - earliest).days)
     if horizon < MIN_LABEL_HORIZON_DAYS:
         return horizon_days, []
-    cutoffs = training_cutoffs(as_of, horizon, count=count, step_days=step_days)
+    latest = as_of - timedelta(days=horizon)
+    cutoffs = [latest - timedelta(days=step_days * k) for k in range(count - 1, -1, -1)]
     return horizon, [c for c in cutoffs if c >= earliest]
 
 

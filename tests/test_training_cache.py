@@ -54,14 +54,20 @@ def test_cutoffs_are_grid_dates_shared_by_the_next_night(as_of: date) -> None:
     assert nights[changed[0]] == [*tonight[1:], tonight[-1] + timedelta(days=30)]
 
 
-def test_a_short_history_shortens_the_horizon_to_reach_a_grid_date() -> None:
+def test_a_young_ledger_keeps_the_longest_horizon_its_history_allows_off_the_grid() -> None:
     as_of = date(2025, 12, 31)
+    # 300 days of history: a grid cutoff 180 days back with 90 days of history before it
+    horizon, cutoffs = labelled_cutoffs(
+        as_of, 180, as_of - timedelta(days=300), count=12, min_history_days=90
+    )
+    assert horizon == 180 and cutoffs == training_cutoffs(as_of, 180, count=12)[-len(cutoffs) :]
+    assert all((cutoff - GRID_EPOCH).days % 30 == 0 for cutoff in cutoffs)
+    # 200 days: no grid date leaves both; the labels use the 110 days the history allows,
+    # counted back from the as-of date as before the grid
     first = as_of - timedelta(days=200)
     horizon, cutoffs = labelled_cutoffs(as_of, 180, first, count=12, min_history_days=90)
-    assert cutoffs and all((cutoff - GRID_EPOCH).days % 30 == 0 for cutoff in cutoffs)
-    assert cutoffs[0] >= first + timedelta(days=90) > cutoffs[0] - timedelta(days=30)
-    assert horizon == (as_of - cutoffs[0]).days < 180
-    # not even 30 days of labels after the first cutoff with 90 days of history: nothing
+    assert horizon == 110 and cutoffs == [as_of - timedelta(days=110)]
+    # not even 30 days of labels after 90 days of history: nothing
     assert labelled_cutoffs(as_of, 180, as_of - timedelta(days=100), count=12,
                             min_history_days=90) == (180, [])  # fmt: skip
 
