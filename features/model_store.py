@@ -93,11 +93,20 @@ def history_fingerprint(con: duckdb.DuckDBPyConnection, through: date) -> str:
     removed file takes its rows away, so either changes this; hashing a column or two per row
     keeps it cheap (well under a second for 10M invoices).
     """
-    return history_fingerprints(con, [through])[through]
+    parts = []
+    for table, (dated_by, known) in DATED_FACTS.items():
+        count, rows = con.sql(
+            f"select count(*), coalesce(sum(hash({known})), 0)::varchar "
+            f"from {table} where {dated_by} <= $through",
+            params={"through": through},
+        ).fetchall()[0]
+        parts.append(f"{table}:{count}:{rows}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 def history_fingerprints(con: duckdb.DuckDBPyConnection, throughs: list[date]) -> dict[date, str]:
-    """``history_fingerprint`` through each date of ``throughs``, one pass over each table.
+    """``history_fingerprint`` through each date of ``throughs``, one pass over each table
+    (for one date the plain filter of ``history_fingerprint`` is several times cheaper).
 
     Each row counts towards the first date on or after its own (an as-of join), and a running
     sum over the dates adds up the earlier ones; a row known differently on each date (a deal
