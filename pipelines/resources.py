@@ -39,8 +39,10 @@ class Warehouse(dg.ConfigurableResource):
     """The working DuckDB warehouse file.
 
     `memory_limit` (e.g. "8GB") and `temp_directory` bound what one run may take on a shared
-    server: DuckDB's default is 80% of the machine's RAM and spilling next to the file; big
-    ledgers spill instead of failing when the limit is lower (BENCHMARKS.md, credit risk).
+    server. Unset, the limit is `DEFAULT_MEMORY_SHARE` of the machine's memory
+    (``default_memory_limit``), not DuckDB's own 80%: the run's Python side (model fits, frames
+    handed to polars) needs the rest, and big ledgers spill next to the file instead
+    (BENCHMARKS.md, whole nightly job).
     `retained_memory` (e.g. "8GB", at most the memory limit) is memory DuckDB allocates once and
     keeps between queries instead of handing back to the OS and faulting it in again, page by
     page, at the next query: a night of large scans runs faster (BENCHMARKS.md, credit risk) but
@@ -71,8 +73,7 @@ class Warehouse(dg.ConfigurableResource):
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         config: dict[str, str | bool] = {"preserve_insertion_order": False}
-        if self.memory_limit:
-            config["memory_limit"] = self.memory_limit
+        config["memory_limit"] = self.memory_limit or default_memory_limit()
         if self.temp_directory:
             config["temp_directory"] = self.temp_directory
         if self.retained_memory:
@@ -153,6 +154,27 @@ def _record_end(warehouse: Warehouse, run_id: str, context: dg.InitResourceConte
                 context.log.warning(f"could not record the end of run {run_id}: {error}")
                 return
             time.sleep(wait)
+
+
+# DuckDB's share of the machine's memory when no limit is set: the rest is the run's Python side
+# and the operating system's page cache.
+DEFAULT_MEMORY_SHARE = 0.25
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit when the process runs in a smaller container."""
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cgroup = Path("/sys/fs/cgroup/memory.max")
+    try:
+        limit = cgroup.read_text().strip()
+    except OSError:
+        return memory
+    return min(memory, int(limit)) if limit.isdigit() else memory
+
+
+def default_memory_limit() -> str:
+    """DuckDB's memory limit when none is configured: ``DEFAULT_MEMORY_SHARE`` of the machine."""
+    return f"{int(machine_memory_bytes() * DEFAULT_MEMORY_SHARE) // 2**20}MiB"
 
 
 def _retained_memory_settings(size: str) -> dict[str, str]:

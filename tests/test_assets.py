@@ -12,7 +12,12 @@ from pipelines.customer_value.assets import customer_summary, rfm_scores, run_as
 from pipelines.definitions import run_config_for
 from pipelines.ingest.assets import staging_assets
 from pipelines.ingest.checks import invoice_ids_unique, invoices_not_empty
-from pipelines.resources import Inbox, Warehouse
+from pipelines.resources import (
+    DEFAULT_MEMORY_SHARE,
+    Inbox,
+    Warehouse,
+    machine_memory_bytes,
+)
 from pipelines.settings import default_settings_resources, load_settings
 from tests.conftest import staged_metadata
 
@@ -137,6 +142,23 @@ def test_bad_as_of_fails_with_a_clear_message(demo_inbox: Path, tmp_path: Path, 
         causes.append(str(error))
         error = error.__cause__ or error.__context__
     assert any("YYYY-MM-DD" in cause and as_of in cause for cause in causes), causes
+
+
+def test_without_a_limit_duckdb_gets_a_share_of_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unset, DuckDB's limit is DEFAULT_MEMORY_SHARE of the machine, not its own 80 %: the run's
+    Python side needs the rest."""
+    monkeypatch.delenv("CRM_INTEL_DUCKDB_MEMORY_LIMIT", raising=False)
+    with Warehouse(path=str(tmp_path / "w.duckdb")).connect() as con:
+        applied = con.sql("select current_setting('memory_limit')").fetchall()[0][0]
+    share = machine_memory_bytes() * DEFAULT_MEMORY_SHARE
+    with duckdb.connect(config={"memory_limit": f"{int(share) // 2**20}MiB"}) as ref:
+        expected = ref.sql("select current_setting('memory_limit')").fetchall()[0][0]
+    with duckdb.connect() as own_default:
+        duckdb_default = own_default.sql("select current_setting('memory_limit')").fetchall()[0][0]
+    assert applied == expected
+    assert applied != duckdb_default
 
 
 def test_duckdb_memory_limit_and_spill_folder_reach_the_run(
