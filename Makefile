@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SPARK_STAMP := $(VENV)/.installed-spark
 DEMO_CUSTOMERS ?= 5000
 DEMO_SEED ?= 42
 DEV_PORT ?= 3000
@@ -30,7 +31,13 @@ demo: venv
 	$(BIN)/crm-intel finance export --out $(EXPORTS)/risk.xlsx
 	@echo "open $(EXPORTS)/report.html in a browser (pictures) and $(EXPORTS)/risk.xlsx in a spreadsheet (finance)"
 
-test: venv
+# The tests also run the warehouse's SQL on local Spark: the `spark` extra (requirements-spark.lock,
+# the same pins plus Spark, its Java runtime and SQLGlot) goes on top of the environment.
+$(SPARK_STAMP): $(STAMP) requirements-spark.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-spark.lock
+	touch $(SPARK_STAMP)
+
+test: $(SPARK_STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: venv
@@ -50,6 +57,7 @@ dev: venv
 # Re-resolve the pinned lock from pyproject.toml (needs network to PyPI).
 lock: venv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra notebooks --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra notebooks --extra spark --python-version 3.11 -c requirements.lock -o requirements-spark.lock
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb data/published data/exports

@@ -188,7 +188,7 @@ def build_risk_alerts(
 DSO_BASIS = "features.receivables_dso_basis"
 
 
-def _countback_fragments(months: int) -> dict[str, str]:
+def countback_fragments(months: int) -> dict[str, str]:
     """The month-by-month columns of countback DSO: one sales column per month in the basis
     (``feat_receivables_dso_basis.sql``), their sums over a group of customers, and the
     countback across them (``feat_receivables_dso.sql``, ``mart_portfolio_risk.sql``), a few
@@ -233,7 +233,7 @@ def build_dso(con: duckdb.DuckDBPyConnection, as_of: date, *, months: int) -> fl
     (countback DSO per customer and for the portfolio); returns the portfolio DSO."""
     if months < 1:
         raise ValueError(f"countback DSO needs at least one month, got {months}")
-    fragments = _countback_fragments(months)
+    fragments = countback_fragments(months)
     basis = {"monthly_sales": fragments.pop("monthly_sales")}
     materialize_sql(
         con,
@@ -258,7 +258,7 @@ def build_portfolio_risk(con: duckdb.DuckDBPyConnection, as_of: date) -> int:
     months = dso_months(con)
     if months < 1:
         raise ValueError(f"no {DSO_BASIS} to count back: build_dso writes it")
-    fragments = _countback_fragments(months)
+    fragments = countback_fragments(months)
     del fragments["monthly_sales"]  # the basis's
     return materialize_sql(
         con, "marts.portfolio_risk", "mart_portfolio_risk", fragments=fragments, as_of=as_of

