@@ -11,19 +11,17 @@ from __future__ import annotations
 import math
 import shutil
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-import sqlglot
-from sqlglot import exp
 
+from bench.sql_cases import sql_file_cases, tables_read
 from features.churn import BG_NBD_COLUMNS
 from features.publish import default_snapshot_path
-from features.receivables import countback_fragments
 from features.spark_sql import copy_to_spark, duckdb_columns, local_spark, spark_sql
 from features.warehouse import SQL_DIR, materialize_sql, sql_text
 
@@ -38,124 +36,6 @@ ENGINE_OWN = {
     # counts what each staging table holds per delivery, over a table list computed in DuckDB
     "ops_data_quality": "query_table over a computed list of tables: DuckDB only for now",
 }
-
-
-def _specs(as_of: date, churn_cutoffs: list[date], delinquency_cutoffs: list[date]) -> dict:
-    """Per file: its parameters and fragments as the pipeline passes them, and which warehouse
-    (the working one, or the published snapshot that exports and the report read)."""
-    countback = countback_fragments(12)
-    ledger = {"invoices_table": "staging.invoices", "payments_table": "staging.payments"}
-    holdout = as_of - timedelta(days=182)
-    churn_history = {"cutoffs": churn_cutoffs, "as_of": as_of, "sample_fraction": 1.0}
-    return {
-        "export_finance_aging": {"db": "published"},
-        "export_finance_alerts": {"db": "published"},
-        "export_finance_slices": {"db": "published"},
-        "export_finance_summary": {
-            "db": "published",
-            "fragments": {"history": "marts.portfolio_risk_history"},
-        },
-        "export_finance_top_exposures": {"db": "published", "params": {"top": 50}},
-        "export_segment_contacts": {
-            "db": "published",
-            "tables": ["do_not_contact_list"],
-            "params": {
-                "segment": "Champions",
-                "exclude_closed": True,
-                "exclude_credit_hold": True,
-                "exclude_high_churn": False,
-            },
-        },
-        "feat_churn_engagement": {"params": churn_history},
-        "feat_churn_purchases": {"params": churn_history},
-        "feat_churn_labels": {"params": {"as_of": as_of, "horizon_days": 180}},
-        "feat_churn_snapshots": {},
-        "feat_churn_training_snapshots": {"tables": ["churn_scoring_snapshot"]},
-        "feat_clv_holdout_purchases": {"params": {"cutoff": holdout, "as_of": as_of}},
-        "feat_clv_tracking_actuals": {
-            "params": {"cutoff": holdout, "as_of": as_of, "time_unit_days": 7.0}
-        },
-        "feat_credit_note_refunds": {"params": {"as_of": as_of, **ledger}},
-        "feat_customer_summary": {"params": {"as_of": as_of}},
-        "feat_delinquency_labels": {
-            "params": {
-                "cutoffs": delinquency_cutoffs,
-                "horizon_days": 90,
-                "label_days_past_due": 30,
-            }
-        },
-        "feat_invoice_settlement": {
-            "params": {
-                "as_of": as_of,
-                "default_payment_terms_days": 30,
-                "settlement_tolerance": 1.0,
-                "sample_fraction": 1.0,
-                **ledger,
-            }
-        },
-        "feat_payment_behaviour": {
-            "params": {
-                "cutoff_date": as_of,
-                "settlement_table": "features.invoice_settlement",
-                "items_table": "features.receivable_items",
-                "whole_ledger": True,
-                "payments_known": True,
-            }
-        },
-        "feat_receivable_items": {
-            "params": {
-                "as_of": as_of,
-                "default_payment_terms_days": 30,
-                "settlement_table": "features.invoice_settlement",
-                "refunds_table": "features.credit_note_refunds",
-                "invoices_table": "staging.invoices",
-                "payments_known": True,
-            }
-        },
-        "feat_receivables_dso": {
-            "params": {"as_of": as_of},
-            "fragments": {k: countback[k] for k in ("group_sales", "countback_days")},
-        },
-        "feat_receivables_dso_basis": {
-            "params": {"as_of": as_of, "dso_months": 12},
-            "fragments": {"monthly_sales": countback["monthly_sales"]},
-        },
-        "feat_segment_transitions": {},
-        "feat_settlement_changed_customers": {
-            "params": {
-                "as_of": as_of,
-                "previous_as_of": as_of - timedelta(days=1),
-                "since_load_sequence": 1,
-            }
-        },
-        "mart_customer_360": {"params": {"as_of": as_of}},
-        "mart_customer_equity": {"params": {"as_of": as_of}},
-        "mart_customer_risk": {"params": {"as_of": as_of, "lgd": 0.45}},
-        "mart_portfolio_risk": {
-            "params": {"as_of": as_of},
-            "fragments": {k: countback[k] for k in ("group_sales", "countback_days")},
-        },
-        "mart_receivables_aging": {"params": {"as_of": as_of, "finance_unknown_reason": None}},
-        "mart_risk_alerts": {
-            "params": {
-                "as_of": as_of,
-                "lookback_days": 31,
-                "failure_score_drop": 15,
-                "deposits_since": as_of - timedelta(days=30),
-            }
-        },
-        "mart_segment_members": {},
-        "mart_segment_migration": {},
-        "mart_segment_moves": {},
-        "mart_segment_summary": {},
-        "report_clv_histogram": {"db": "published", "params": {"bins": 40}},
-    }
-
-
-def _tables_read(text: str) -> set[str]:
-    """The ``schema.table`` names a statement reads (table-name parameters aside)."""
-    tree = sqlglot.parse_one(text, read="duckdb")
-    return {f"{t.db}.{t.name}" for t in tree.find_all(exp.Table) if t.db}
 
 
 def _comparable(value: Any) -> Any:
@@ -273,7 +153,7 @@ def engines(
         "spark": spark,
         "directory": directory,
         "copied": copied,
-        "specs": _specs(as_of, churn_cutoffs, delinquency_cutoffs),
+        "specs": sql_file_cases(as_of, churn_cutoffs, delinquency_cutoffs),
     }
     spark.stop()
     for connection in cons.values():
@@ -282,11 +162,11 @@ def engines(
 
 def test_every_sql_file_is_compared_or_said_to_be_engine_own() -> None:
     files = {path.stem for path in SQL_DIR.glob("*.sql")}
-    compared = set(_specs(date(2025, 1, 1), [], [])) | set(ENGINE_OWN)
+    compared = set(sql_file_cases(date(2025, 1, 1), [], [])) | set(ENGINE_OWN)
     assert files == compared
 
 
-SPEC_NAMES = sorted(_specs(date(2025, 1, 1), [], []))
+SPEC_NAMES = sorted(sql_file_cases(date(2025, 1, 1), [], []))
 
 
 @pytest.mark.slow
@@ -304,11 +184,7 @@ def test_sql_file_gives_duckdb_s_rows_on_spark(name: str, engines: dict[str, Any
     expected_rows = [tuple(_comparable(v) for v in row) for row in expected.fetchall()]
 
     # each engine holds its own copy: the published snapshot's marts go by the same names
-    tables = (
-        _tables_read(text)
-        | set(spec.get("tables", []))
-        | {value for key, value in params.items() if key.endswith("_table")}
-    )
+    tables = tables_read(text, spec)
     if engines["copied"].get("db") != db:
         for database in ("staging", "features", "models", "marts", "ops", "quarantine"):
             spark.sql(f"drop database if exists {database} cascade")
