@@ -10,6 +10,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from features.ingest import data_quality_inputs
 from features.receivables import countback_fragments
 
 
@@ -17,6 +18,7 @@ def sql_file_cases(as_of: date, churn_cutoffs: list[date], delinquency_cutoffs: 
     """Per file: its parameters and fragments as the pipeline passes them, and which warehouse
     (the working one, or the published snapshot that exports and the report read)."""
     countback = countback_fragments(12)
+    quality_params, quality_fragments = data_quality_inputs()
     ledger = {"invoices_table": "staging.invoices", "payments_table": "staging.payments"}
     holdout = as_of - timedelta(days=182)
     churn_history = {"cutoffs": churn_cutoffs, "as_of": as_of, "sample_fraction": 1.0}
@@ -122,6 +124,10 @@ def sql_file_cases(as_of: date, churn_cutoffs: list[date], delinquency_cutoffs: 
         "mart_segment_moves": {},
         "mart_segment_summary": {},
         "report_clv_histogram": {"db": "published", "params": {"bins": 40}},
+        "ops_data_quality": {
+            "params": {"as_of": as_of, **quality_params},
+            "fragments": quality_fragments,
+        },
     }
 
 

@@ -37,6 +37,7 @@ import duckdb
 import polars as pl
 
 from features.contracts import (
+    CONTRACTS,
     CONTRACTS_BY_TABLE,
     Contract,
     sql_quote,
@@ -66,6 +67,20 @@ CUSTOMER_KEYED_TABLES = frozenset({"invoices"})
 EXCERPT_CHARS = 200
 # Longest whole message: several refused files are named in one error.
 _MESSAGE_CHARS = 4000
+
+
+def data_quality_inputs() -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``ops_data_quality.sql``'s parameters, each contract's file group paired with its staging
+    table, and its ``staged_loads`` fragment, the load id of every staged row: a query over a
+    list of tables is written out, since no SQL reads a table a value names."""
+    params = {
+        "file_groups": [contract.group for contract in CONTRACTS],
+        "staging_tables": [contract.table for contract in CONTRACTS],
+    }
+    staged = " union all ".join(
+        f"select load_id from staging.{table}" for table in params["staging_tables"]
+    )
+    return params, {"staged_loads": staged}
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

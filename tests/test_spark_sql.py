@@ -33,8 +33,6 @@ ENGINE_OWN = {
     # draws a customer sample by hash(customer_id): each engine draws its own (reproducible) one
     "feat_ledger_sample_invoices": "the sample is drawn by each engine's own hash()",
     "feat_ledger_sample_payments": "reads the sample of feat_ledger_sample_invoices",
-    # counts what each staging table holds per delivery, over a table list computed in DuckDB
-    "ops_data_quality": "query_table over a computed list of tables: DuckDB only for now",
 }
 
 

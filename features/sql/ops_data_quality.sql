@@ -7,7 +7,8 @@
 --   superseded   rows of the file replaced by a later delivery of the same ids
 --                (delivered = staged + quarantined + superseded)
 --   refused      a whole file the reject gate refused; nothing of it was staged
--- $file_groups and $staging_tables pair each contract's file group with its staging table.
+-- $file_groups and $staging_tables pair each contract's file group with its staging table;
+-- /*staged_loads*/ is the load_id of every row of those tables (features/ingest.py).
 with contracts as (
     select
         unnest($file_groups::varchar[]) as file_group,
@@ -23,7 +24,7 @@ loads as (
 
 staged as (
     select load_id, count(*) as rows
-    from query_table(list_transform($staging_tables::varchar[], lambda t: 'staging.' || t), true)
+    from (/*staged_loads*/) as staged_rows
     group by load_id
 ),
 

@@ -6,7 +6,7 @@ import dagster as dg
 
 from features.contracts import CONTRACTS, Contract
 from features.erasure import ERASED_REASON
-from features.ingest import CUSTOMER_KEYED_TABLES, InboxError, ingest_group
+from features.ingest import CUSTOMER_KEYED_TABLES, InboxError, data_quality_inputs, ingest_group
 from features.warehouse import materialize_sql
 from pipelines.common import asset_step, run_as_of, table_metadata
 from pipelines.resources import DUCKDB_POOL, Inbox, Warehouse
@@ -199,14 +199,15 @@ def data_quality(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.
     show the data quality of the night without raw rows or quarantined content leaving the
     working warehouse.
     """
+    params, fragments = data_quality_inputs()
     with warehouse.connect() as con:
         materialize_sql(
             con,
             "ops.data_quality",
             "ops_data_quality",
+            fragments=fragments,
             as_of=run_as_of(con, context.run_id),
-            file_groups=[contract.group for contract in CONTRACTS],
-            staging_tables=[contract.table for contract in CONTRACTS],
+            **params,
         )
         metadata = table_metadata(con, "ops.data_quality")
         totals = dict(
