@@ -379,6 +379,7 @@ def local_spark(work_dir: Path, *, cores: int = 2, driver_memory: str = "2g") ->
         SparkSession.builder.master(f"local[{cores}]")
         .appName("crm-intel")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", driver_memory)
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")

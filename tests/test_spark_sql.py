@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,14 @@ import duckdb
 import pytest
 
 from bench.sql_cases import sql_file_cases, tables_read
-from features.churn import BG_NBD_COLUMNS
+from features.churn import BG_NBD_COLUMNS, scoring_frame
+from features.model_store import kept_fit
 from features.publish import default_snapshot_path
+from features.spark_scoring import score_on_spark
 from features.spark_sql import copy_to_spark, duckdb_columns, local_spark, spark_sql
 from features.warehouse import SQL_DIR, materialize_sql, sql_text
+from models.churn import SCORE_SCHEMA, score_customers
+from pipelines.settings import ChurnSettings
 
 # Files whose rows are the engine's own by design, with the reason; every other file is compared.
 ENGINE_OWN = {
@@ -234,3 +239,35 @@ def test_constructs_that_mean_something_else_on_spark_keep_duckdb_s_meaning(
     assert len(actual) == len(expected)
     for expected_row, actual_row in zip(sorted(expected), sorted(actual), strict=True):
         assert _same(tuple(map(_comparable, expected_row)), tuple(map(_comparable, actual_row)))
+
+
+def test_churn_scores_made_on_spark_executors_are_the_run_s(
+    engines: dict[str, Any], tmp_path: Path
+) -> None:
+    """The run's kept churn fit, broadcast, scores the as-of snapshot split over four partitions:
+    probability, band and reasons per customer are those the run wrote."""
+    con = engines["cons"]["working"]
+    as_of = con.sql("select max(as_of_date) from ops.runs").fetchall()[0][0]
+    kept = kept_fit(con, "churn")
+    assert kept is not None and kept.scorer is not None
+    current = scoring_frame(con, as_of)
+    current.write_parquet(tmp_path / "snapshot.parquet")
+    score = partial(
+        score_customers,
+        as_of=as_of,
+        scorer=kept.scorer,
+        chosen=kept.chosen,
+        cut_points=ChurnSettings().band_cut_points,
+        model_version="spark",
+    )
+    snapshot = engines["spark"].read.parquet(str(tmp_path / "snapshot.parquet")).repartition(4)
+    scored = score_on_spark(snapshot, score, SCORE_SCHEMA)
+    assert scored.rdd.getNumPartitions() == 4
+    columns = ["customer_id", "churn_probability", "churn_risk_band", "churn_reasons"]
+    actual = sorted(tuple(row) for row in scored.select(*columns).collect())
+    expected = con.sql(
+        f"select {', '.join(columns)} from models.churn_scores order by customer_id"
+    ).fetchall()
+    assert len(actual) == len(expected) == current.height > 0
+    for expected_row, actual_row in zip(expected, actual, strict=True):
+        assert _same(tuple(expected_row), actual_row), (expected_row, actual_row)
