@@ -1,6 +1,7 @@
 """The warehouse's SQL stages on DuckDB and on local Spark, side by side, over one warehouse.
 
     python bench/bench_spark_sql.py --warehouse PATH [--cores 2] [--spark-memory 6g]
+        [--stages NAME ...]
 
 PATH is a working warehouse after a nightly run (``bench_nightly.py --keep DIR`` leaves one in
 ``DIR/warehouse``). Each engine runs in a process of its own, measured whole (wall, peak RSS
@@ -90,7 +91,9 @@ def _cases(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
     return sql_file_cases(as_of, [as_of], [as_of])
 
 
-def run_duckdb(warehouse: Path, cores: int, scratch: Path) -> dict[str, Any]:
+def run_duckdb(
+    warehouse: Path, cores: int, scratch: Path, stages_run: tuple[str, ...]
+) -> dict[str, Any]:
     # the tables are written to a scratch file, as Spark writes its to Parquet
     scratch.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(scratch / "built.duckdb"))
@@ -100,7 +103,7 @@ def run_duckdb(warehouse: Path, cores: int, scratch: Path) -> dict[str, Any]:
     con.execute(f"set memory_limit = '{default_memory_limit()}'")
     cases = _cases(con)
     stages = {}
-    for name in STAGES:
+    for name in stages_run:
         case = cases[name]
         text = sql_text(name, case.get("fragments"))
         params = {k: v for k, v in case.get("params", {}).items() if f"${k}" in text}
@@ -113,7 +116,9 @@ def run_duckdb(warehouse: Path, cores: int, scratch: Path) -> dict[str, Any]:
     return {"stages": stages}
 
 
-def run_spark(warehouse: Path, cores: int, memory: str, scratch: Path) -> dict[str, Any]:
+def run_spark(
+    warehouse: Path, cores: int, memory: str, scratch: Path, stages_run: tuple[str, ...]
+) -> dict[str, Any]:
     con = duckdb.connect(str(warehouse), read_only=True)
     cases = _cases(con)
     columns = duckdb_columns(con)
@@ -121,7 +126,7 @@ def run_spark(warehouse: Path, cores: int, memory: str, scratch: Path) -> dict[s
     spark = local_spark(scratch / "work", cores=cores, driver_memory=memory)
     startup = time.perf_counter() - started
     inputs = set()
-    for name in STAGES:
+    for name in stages_run:
         case = cases[name]
         inputs |= tables_read(sql_text(name, case.get("fragments")), case)
     started = time.perf_counter()
@@ -129,7 +134,7 @@ def run_spark(warehouse: Path, cores: int, memory: str, scratch: Path) -> dict[s
     load = time.perf_counter() - started
     spark.sql("create database if not exists bench")
     stages = {}
-    for name in STAGES:
+    for name in stages_run:
         case = cases[name]
         text = sql_text(name, case.get("fragments"))
         translated, args = spark_sql(text, case.get("params", {}), columns)
@@ -161,6 +166,8 @@ def measure(engine: str, args: argparse.Namespace) -> dict[str, Any]:
             str(args.scratch),
             "--engine",
             engine,
+            "--stages",
+            *args.stages,
             "--result",
             result.name,
         ]
@@ -183,18 +190,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--spark-memory", default="6g", help="Spark driver memory (local mode)")
     parser.add_argument("--scratch", type=Path, default=None, help="Spark's lake (default: temp)")
+    parser.add_argument(
+        "--stages", nargs="+", choices=STAGES, default=STAGES, help="default: every stage"
+    )
     parser.add_argument("--engine", choices=("duckdb", "spark"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.stages = tuple(args.stages)
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     args = parse_args(argv)
     if args.engine:  # a child: one engine, its figures to --result
         if args.engine == "duckdb":
-            measured = run_duckdb(args.warehouse, args.cores, args.scratch)
+            measured = run_duckdb(args.warehouse, args.cores, args.scratch, args.stages)
         else:
-            measured = run_spark(args.warehouse, args.cores, args.spark_memory, args.scratch)
+            measured = run_spark(
+                args.warehouse, args.cores, args.spark_memory, args.scratch, args.stages
+            )
         args.result.write_text(json.dumps(measured))
         return {}
     owned = args.scratch is None
@@ -208,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     print()
     print("| stage | rows | DuckDB | Spark local | Spark / DuckDB |")
     print("|---|---:|---:|---:|---:|")
-    for name in STAGES:
+    for name in args.stages:
         d, s = duck["stages"][name], spark["stages"][name]
         if d["rows"] != s["rows"]:
             raise SystemExit(f"{name}: {d['rows']} rows on DuckDB, {s['rows']} on Spark")
