@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import duckdb  # after the path tweak, for a plain run
 
 from bench.bench_nightly import MemorySampler
-from bench.sql_cases import sql_file_cases, tables_read
+from bench.sql_cases import case_tables, sql_file_cases
 from features.spark_sql import copy_to_spark, duckdb_columns, local_spark, spark_sql
 from features.warehouse import sql_text
 from pipelines.resources import default_memory_limit
@@ -128,7 +128,7 @@ def run_spark(
     inputs = set()
     for name in stages_run:
         case = cases[name]
-        inputs |= tables_read(sql_text(name, case.get("fragments")), case)
+        inputs |= case_tables(sql_text(name, case.get("fragments")), case)
     started = time.perf_counter()
     copy_to_spark(con, spark, sorted(inputs), scratch / "lake")
     load = time.perf_counter() - started

@@ -7,11 +7,9 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-import sqlglot
-from sqlglot import exp
-
 from features.ingest import data_quality_inputs
 from features.receivables import countback_fragments
+from features.spark_sql import tables_read
 
 
 def sql_file_cases(as_of: date, churn_cutoffs: list[date], delinquency_cutoffs: list[date]) -> dict:
@@ -131,10 +129,7 @@ def sql_file_cases(as_of: date, churn_cutoffs: list[date], delinquency_cutoffs: 
     }
 
 
-def tables_read(text: str, case: dict[str, Any]) -> set[str]:
-    """The tables a file reads: ``schema.table`` names, table-name parameters (``*_table``) and
-    the connection's own tables the case names."""
-    tree = sqlglot.parse_one(text, read="duckdb")
-    named = {f"{t.db}.{t.name}" for t in tree.find_all(exp.Table) if t.db}
-    parameters = {v for k, v in case.get("params", {}).items() if k.endswith("_table")}
-    return named | parameters | set(case.get("tables", []))
+def case_tables(text: str, case: dict[str, Any]) -> set[str]:
+    """The tables a file reads in ``case``: those ``tables_read`` finds and the connection's
+    own tables the case names."""
+    return tables_read(text, case.get("params", {})) | set(case.get("tables", []))

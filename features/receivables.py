@@ -24,7 +24,14 @@ import duckdb
 import polars as pl
 
 from features.point_in_time import SOURCE_WORDS, SOURCES, missing_feature_groups
-from features.warehouse import materialize_sql, row_count, sql_text, table_exists, transaction
+from features.warehouse import (
+    append_sql,
+    materialize_sql,
+    row_count,
+    sql_text,
+    table_exists,
+    transaction,
+)
 
 SETTLEMENT = "features.invoice_settlement"
 # What the last build of SETTLEMENT saw, so the next run can re-settle only what changed.
@@ -617,11 +624,7 @@ def build_payment_behaviour(
             "whole_ledger": whole_ledger,
             "payments_known": payments_known,
         }
-        behaviour = sql_text("feat_payment_behaviour")
-        if table_exists(con, table):
-            con.execute(f"insert into {table} {behaviour}", params).fetchall()
-        else:
-            con.execute(f"create table {table} as {behaviour}", params).fetchall()
+        append_sql(con, table, "feat_payment_behaviour", **params)
     for private in (SETTLEMENT_AT_CUTOFF, REFUNDS_AT_CUTOFF, ITEMS_AT_CUTOFF, *LEDGER_SAMPLE):
         con.execute(f"drop table if exists {private}")
     return row_count(con, table)

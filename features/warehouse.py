@@ -11,12 +11,13 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -466,6 +467,36 @@ def sql_text(name: str, fragments: dict[str, str] | None = None) -> str:
     return text
 
 
+class SqlStages(Protocol):
+    """Another engine that runs a connection's SQL stages (features.spark_sql.SparkStages): it
+    leaves ``table`` in the connection as the DuckDB statement would have written it."""
+
+    def materialize(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        name: str,
+        text: str,
+        params: dict[str, Any],
+        *,
+        temporary: bool,
+    ) -> None: ...
+
+
+# connections whose SQL stages run on another engine ([engine] kind = "spark")
+_STAGES_ELSEWHERE: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, SqlStages] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def run_stages_on(con: duckdb.DuckDBPyConnection, stages: SqlStages | None) -> None:
+    """From now on ``materialize_sql`` on ``con`` runs on ``stages`` (None: on DuckDB again)."""
+    if stages is None:
+        _STAGES_ELSEWHERE.pop(con, None)
+    else:
+        _STAGES_ELSEWHERE[con] = stages
+
+
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
     """Run one SQL file with named ``$parameters``; only the parameters it uses are bound."""
     text = sql_text(name)
@@ -492,6 +523,10 @@ def materialize_sql(
     """
     text = sql_text(name, fragments)
     used = {key: value for key, value in params.items() if f"${key}" in text}
+    elsewhere = _STAGES_ELSEWHERE.get(con)
+    if elsewhere is not None:
+        elsewhere.materialize(con, table, name, text, used, temporary=temporary)
+        return row_count(con, table)
     kind = "temp table" if temporary else "table"
     if not uncompressed:
         con.execute(f"create or replace {kind} {table} as {text}", used).fetchall()
@@ -508,6 +543,21 @@ def materialize_sql(
         con.execute(f"create or replace {kind} {table} ({declared})").fetchall()
         con.execute(f"insert into {table} {text}", used).fetchall()
     return row_count(con, table)
+
+
+def append_sql(con: duckdb.DuckDBPyConnection, table: str, name: str, **params: Any) -> None:
+    """Add the rows of ``sql/<name>.sql`` to ``table`` (created by the first call), on the
+    connection's engine like ``materialize_sql``."""
+    if not table_exists(con, table):
+        materialize_sql(con, table, name, **params)
+    elif con in _STAGES_ELSEWHERE:
+        materialize_sql(con, "appended_rows", name, temporary=True, **params)
+        con.execute(f"insert into {table} select * from appended_rows").fetchall()
+        con.execute("drop table appended_rows")
+    else:
+        text = sql_text(name)
+        used = {key: value for key, value in params.items() if f"${key}" in text}
+        con.execute(f"insert into {table} {text}", used).fetchall()
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:

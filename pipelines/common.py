@@ -14,6 +14,7 @@ from features.model_store import FitPlan
 from features.warehouse import fingerprint, record_model_run, write_frame
 from models.selection import Evaluation, candidate_metrics
 from models.threads import bounded_blas_threads
+from pipelines.resources import Warehouse
 
 Params = ParamSpec("Params")
 
@@ -93,7 +94,8 @@ def asset_step(
 
     Goes between ``@dg.asset(...)`` and the function (Dagster still sees the function's own
     parameters, ``functools.wraps``). It adds ``duration_seconds`` (wall-clock time of the
-    body) to the metadata, and runs the body with BLAS threads bounded (models.threads). A
+    body) and ``engine`` (which engine ran its SQL stages, ``Warehouse.take_engine_record``)
+    to the metadata, and runs the body with BLAS threads bounded (models.threads). A
     locked DuckDB file is transient: it propagates, and the job's retry policy tries again with
     backoff. Any other error is about the data or the code and would fail the same way again,
     so it becomes a ``dg.Failure`` that is not retried (its cause, shown in the UI and by the
@@ -115,13 +117,19 @@ def asset_step(
                 description=f"{type(error).__name__}: {error}", allow_retries=False
             ) from error
         seconds = round(time.perf_counter() - started, 3)
+        warehouse = next((v for v in kwargs.values() if isinstance(v, Warehouse)), None)
+        engine = warehouse.take_engine_record() if warehouse is not None else {}
         if isinstance(result, tuple) and not isinstance(result, dg.MaterializeResult):
             # a multi-asset's results, one per table it writes: each gets the step's duration
             return tuple(  # type: ignore[return-value]
-                part._replace(metadata={**(part.metadata or {}), "duration_seconds": seconds})
+                part._replace(
+                    metadata={**(part.metadata or {}), "duration_seconds": seconds, **engine}
+                )
                 for part in result
             )
-        return result._replace(metadata={**(result.metadata or {}), "duration_seconds": seconds})
+        return result._replace(
+            metadata={**(result.metadata or {}), "duration_seconds": seconds, **engine}
+        )
 
     return compute_step
 

@@ -97,13 +97,17 @@ nightly_schedule = build_nightly_schedule(nightly_job, nightly_settings, run_con
 inbox_sensor = build_inbox_sensor(nightly_job, nightly_settings.inbox_poll_seconds, run_config_for)
 failure_sensor = build_failure_sensor(nightly_job)
 
+section_resources = settings_resources(file_settings)
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=[nightly_job],
     schedules=[nightly_schedule],
     sensors=[inbox_sensor, failure_sensor],
-    resources={**default_resources(), **settings_resources(file_settings)},
+    resources={
+        **default_resources(engine=section_resources["engine"]),
+        **section_resources,
+    },
 )
 
 

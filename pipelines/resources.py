@@ -19,7 +19,9 @@ from features.warehouse import (
     hold_run_lock,
     holds_run_lock,
     record_step_run,
+    run_stages_on,
 )
+from pipelines.settings import EngineSettings
 
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_INBOX = "data/inbox"
@@ -59,6 +61,11 @@ class Warehouse(dg.ConfigurableResource):
     memory_limit: str | None = None
     temp_directory: str | None = None
     retained_memory: str | None = None
+    # [engine]: None or kind "duckdb" runs the SQL stages here; "spark" on a Spark session
+    engine: dg.ResourceDependency[EngineSettings | None] = None
+
+    # the Spark side of the run, started by the first connection that needs it
+    _spark_stages: Any = PrivateAttr(default=None)
 
     _run_id: str | None = PrivateAttr(default=None)
     _run_recorded: bool = PrivateAttr(default=False)
@@ -81,6 +88,7 @@ class Warehouse(dg.ConfigurableResource):
         con = duckdb.connect(self.path, config=config)
         try:
             ensure_layout(con)
+            run_stages_on(con, self.sql_stages())
             if self._run_id and not self._run_recorded and holds_run_lock(self.path, self._run_id):
                 # the first step to open the file: a locked file here is retried like any step's
                 killed_runs = begin_run(con, self._run_id, os.getpid())
@@ -97,6 +105,40 @@ class Warehouse(dg.ConfigurableResource):
             yield con
         finally:
             con.close()
+
+    def sql_stages(self) -> Any:
+        """The engine the SQL stages run on when it is not this DuckDB file: the Spark side
+        (features.spark_sql.SparkStages) for [engine] kind "spark", else None.
+
+        The session comes from dagster-pyspark's resource, created on first use: a local
+        session on the project's Java runtime with all cores and a quarter of the machine's
+        memory, unless [engine] spark_config says otherwise (a cluster's master, its memory).
+        """
+        if self.engine is None or self.engine.kind == "duckdb":
+            return None
+        if self._spark_stages is None:
+            from dagster_pyspark import LazyPySparkResource
+
+            from features.spark_sql import SparkStages, java_environment, local_spark_config
+
+            lake = Path(self.engine.lake or Path(self.path).with_suffix(".lake"))
+            java_environment()
+            local = local_spark_config(
+                lake / "_spark",
+                cores=os.cpu_count() or 2,
+                driver_memory=f"{machine_memory_bytes() // 4 // 2**20}m",
+            )
+            spark = LazyPySparkResource(spark_config=local | self.engine.spark_config)
+            spark.spark_context.setLogLevel("ERROR")
+            self._spark_stages = SparkStages(spark.spark_session, lake)
+        return self._spark_stages
+
+    def take_engine_record(self) -> dict[str, str]:
+        """Which engine ran the SQL stages since the last call (an asset's metadata)."""
+        stages = self._spark_stages.take_stages_run() if self._spark_stages else []
+        if not stages:
+            return {"engine": "duckdb"}
+        return {"engine": "spark", "spark_stages": ", ".join(stages)}
 
     def keep_step_run(self, **step_run: Any) -> None:
         """Queue one step's timing for ``ops.step_runs``; written when a connection next opens
@@ -206,9 +248,11 @@ def warehouse_config(path: str | None = None) -> dict[str, str]:
     return config
 
 
-def default_resources() -> dict[str, dg.ConfigurableResource | dg.ResourceDefinition]:
+def default_resources(engine: Any = None) -> dict[str, Any]:
+    """The warehouse, inbox and run lock; ``engine`` is the [engine] section's resource
+    (``settings_resources``), which the warehouse holds."""
     return {
-        "warehouse": Warehouse(**warehouse_config()),
+        "warehouse": Warehouse(**warehouse_config(), engine=engine),
         "inbox": Inbox(path=os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX)),
         "run_lock": run_lock,
     }

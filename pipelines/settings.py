@@ -385,6 +385,49 @@ class NightlySettings(dg.Config):
         return value
 
 
+class EngineSettings(dg.ConfigurableResource):
+    """Which engine runs the warehouse's SQL stages.
+
+    ``spark`` runs every SQL stage (settlement, receivables, customer summary, payment
+    behaviour, training snapshots, marts, history) as Spark SQL, translated from the same SQL
+    files, through dagster-pyspark's Spark resource; each stage's table lands in the lake as
+    Parquet and in the DuckDB warehouse, which keeps the run's ledgers, feeds the model fits
+    and is published as the snapshot readers use. Staging and the model steps stay in DuckDB
+    and Python.
+    """
+
+    kind: Literal["duckdb", "spark"] = Field(
+        default="duckdb",
+        description="duckdb: the embedded default. spark: the SQL stages run on Spark (needs "
+        "the spark extra: pip install 'crm-intel[spark]').",
+    )
+    lake: str | None = Field(
+        default=None,
+        description="Folder of the Spark tables (Parquet, one folder per schema.table); "
+        "default: <warehouse>.lake beside the warehouse file.",
+    )
+    spark_config: dict[str, str] = Field(
+        default_factory=dict,
+        description="Spark session settings over the local defaults (all cores, a quarter of "
+        "the machine's memory, UTC), e.g. spark.master = a cluster's master URL, "
+        "spark.driver.memory, spark.sql.shuffle.partitions.",
+    )
+
+    @field_validator("kind")
+    @classmethod
+    def _spark_installed(cls, value: str) -> str:
+        import importlib.util
+
+        if value == "spark" and not all(
+            importlib.util.find_spec(module) for module in ("pyspark", "dagster_pyspark")
+        ):
+            raise ValueError(
+                "spark needs the spark extra: pip install 'crm-intel[spark]' "
+                "(or requirements-spark.lock)"
+            )
+        return value
+
+
 SECTIONS: dict[str, type[dg.Config]] = {
     "run": RunSettings,
     "clv": ClvSettings,
@@ -394,10 +437,12 @@ SECTIONS: dict[str, type[dg.Config]] = {
     "publish": PublishSettings,
     "models": ModelsSettings,
     "nightly": NightlySettings,
+    "engine": EngineSettings,
 }
 # The sections assets read, as resources of the same name; [nightly] configures the schedule
-# and sensors, which read it when the code location loads.
-ASSET_SECTIONS = ("run", "clv", "churn", "risk", "ingest", "publish", "models")
+# and sensors, which read it when the code location loads. [engine] is the warehouse
+# resource's (configured at launch, so a run's config reaches it; pipelines/resources.py).
+ASSET_SECTIONS = ("run", "clv", "churn", "risk", "ingest", "publish", "models", "engine")
 
 
 class SettingsError(ValueError):
@@ -431,6 +476,9 @@ class Settings:
                     lines.append(f'{key} = "{value}"')
                 elif isinstance(value, bool):
                     lines.append(f"{key} = {str(value).lower()}")
+                elif isinstance(value, dict):
+                    pairs = ", ".join(f'"{k}" = "{v}"' for k, v in value.items())
+                    lines.append(f"{key} = {{{' ' + pairs + ' ' if pairs else ''}}}")
                 else:
                     lines.append(f"{key} = {value}")
             lines.append("")
@@ -458,6 +506,7 @@ def valid_values(config_class: type[dg.Config], key: str) -> str:
         else "a whole number" if kinds == {int}
         else "a number" if kinds == {float}
         else "a list" if kinds == {list}
+        else 'a table of quoted values, e.g. { "spark.master" = "local[4]" }' if kinds == {dict}
         else "text"
     )  # fmt: skip
     bounds = []
@@ -570,9 +619,17 @@ def load_settings(path: Path | None = None, overrides: dict[str, dict[str, Any]]
     return parse_settings(data, source)
 
 
-def settings_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
-    """The sections assets read, keyed by section name: the resources of the definitions."""
-    return {name: settings.sections[name] for name in ASSET_SECTIONS}
+def settings_resources(settings: Settings) -> dict[str, Any]:
+    """The sections assets read, keyed by section name: the resources of the definitions.
+
+    [engine] is configured at launch, its values here the defaults: the warehouse resource
+    holds it (``default_resources``), and a nested resource takes run config only that way.
+    """
+    resources = {name: settings.sections[name] for name in ASSET_SECTIONS}
+    resources["engine"] = EngineSettings.configure_at_launch(
+        **settings.sections["engine"].model_dump(exclude_none=True)
+    )
+    return resources
 
 
 def settings_run_config(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -583,6 +640,6 @@ def settings_run_config(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-def default_settings_resources() -> dict[str, dg.ConfigurableResource]:
+def default_settings_resources() -> dict[str, Any]:
     """Every asset section at its defaults (no settings file): for materializing assets alone."""
     return settings_resources(parse_settings({}))

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from bench.sql_cases import sql_file_cases, tables_read
+from bench.sql_cases import case_tables, sql_file_cases
 from features.churn import BG_NBD_COLUMNS, scoring_frame
 from features.model_store import kept_fit
 from features.publish import default_snapshot_path
@@ -222,7 +222,7 @@ def _assert_same_rows(engines: dict[str, Any], name: str, spec: dict[str, Any]) 
     expected_rows = [tuple(_comparable(v) for v in row) for row in expected.fetchall()]
 
     # each engine holds its own copy: the published snapshot's marts go by the same names
-    tables = tables_read(text, spec)
+    tables = case_tables(text, spec)
     if engines["copied"].get("db") != db:
         for database in ("staging", "features", "models", "marts", "ops", "quarantine"):
             spark.sql(f"drop database if exists {database} cascade")
