@@ -5,9 +5,10 @@ end date), splits it by date into two deliveries and runs ``crm-intel run`` twic
 process, as a user would: night 1 on a fresh warehouse with every row dated up to D - 1
 (``--as-of D-1``), night 2 on the same warehouse after one more file per group holding only
 the rows of day D (``--as-of D``). For each night: wall and CPU seconds (user + system of the
-child), the child's peak RSS, peak disk of the warehouse folder (working file, its WAL,
-DuckDB's spill, the published snapshot; sampled every 0.2 s), the warehouse size after the
-night, and the ten dearest steps when the warehouse records them (``ops.step_runs``).
+child), the child's peak RSS (with its own children's, such as Spark's JVM), peak disk of the
+warehouse folder (working file, its WAL, DuckDB's spill, the published snapshot; sampled every
+0.2 s), the warehouse size after the night, and the ten dearest steps when the warehouse
+records them (``ops.step_runs``).
 
 The child gets this process's environment: ``CRM_INTEL_DUCKDB_MEMORY_LIMIT``,
 ``CRM_INTEL_DUCKDB_TEMP_DIRECTORY`` and ``CRM_INTEL_DUCKDB_RETAINED_MEMORY`` apply as in
@@ -376,6 +377,38 @@ class MemorySampler(threading.Thread):
         return self.peak
 
 
+class TreeMemorySampler(MemorySampler):
+    """Peak resident memory of a process and all its descendants together (Spark's JVM is a
+    child of the Python process that starts it), sampled as the sum of their ``VmRSS``."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+    def _tree(self, pid: int) -> list[int]:
+        pids = [pid]
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                children = task.read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                pids += self._tree(int(child))
+        return pids
+
+    def sample(self) -> None:
+        total = 0
+        for pid in self._tree(self.pid):
+            try:
+                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            except OSError:
+                continue
+            total += next(
+                (int(line.split()[1]) * 1024 for line in lines if line.startswith("VmRSS:")), 0
+            )
+        self.peak = max(self.peak, total)
+
+
 def warehouse_bytes(warehouse: Path) -> int:
     """The working warehouse: its file and write-ahead log."""
     wal = warehouse.with_name(warehouse.name + ".wal")
@@ -428,12 +461,16 @@ def run_night(
     with log.open("w") as output:
         child = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=output)
         memory = MemorySampler(child.pid)
+        tree_memory = TreeMemorySampler(child.pid)
         memory.start()
+        tree_memory.start()
         _, status, usage = os.wait4(child.pid, 0)
     # above this process's own peak, ru_maxrss is the child's exact peak; else only the samples
     # (to the last 0.2 s) tell it
     inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_rss = max(memory.stop(), usage.ru_maxrss * 1024 if usage.ru_maxrss > inherited else 0)
+    # with [engine] kind = "spark" the run's JVM is a process of its own: the tree's sum counts
+    peak_rss = max(peak_rss, tree_memory.stop())
     wall = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
     peak_disk = sampler.stop()

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb  # after the path tweak, for a plain run
 
-from bench.bench_nightly import MemorySampler
+from bench.bench_nightly import TreeMemorySampler
 from bench.sql_cases import case_tables, sql_file_cases
 from features.spark_sql import copy_to_spark, duckdb_columns, local_spark, spark_sql
 from features.warehouse import sql_text
@@ -52,38 +52,6 @@ STAGES = (
     "mart_portfolio_risk",
     "mart_segment_members",
 )
-
-
-class TreeMemorySampler(MemorySampler):
-    """Peak resident memory of a process and all its descendants together (Spark's JVM is a
-    child of the Python process that starts it), sampled as the sum of their ``VmRSS``."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(pid)
-        self.pid = pid
-
-    def _tree(self, pid: int) -> list[int]:
-        pids = [pid]
-        for task in Path(f"/proc/{pid}/task").glob("*/children"):
-            try:
-                children = task.read_text().split()
-            except OSError:
-                continue
-            for child in children:
-                pids += self._tree(int(child))
-        return pids
-
-    def sample(self) -> None:
-        total = 0
-        for pid in self._tree(self.pid):
-            try:
-                lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-            except OSError:
-                continue
-            total += next(
-                (int(line.split()[1]) * 1024 for line in lines if line.startswith("VmRSS:")), 0
-            )
-        self.peak = max(self.peak, total)
 
 
 def _cases(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, Any]]:
