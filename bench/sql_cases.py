@@ -57,6 +57,9 @@ def sql_file_cases(as_of: date, churn_cutoffs: list[date], delinquency_cutoffs: 
                 "label_days_past_due": 30,
             }
         },
+        # a quarter of the customers, drawn by the md5 of their id: the same on both engines
+        "feat_ledger_sample_invoices": {"params": {"sample_fraction": 0.25}},
+        "feat_ledger_sample_payments": {"tables": ["ledger_sample_invoices"]},
         "feat_invoice_settlement": {
             "params": {
                 "as_of": as_of,

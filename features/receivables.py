@@ -564,8 +564,9 @@ def build_payment_behaviour(
 
     ``whole_ledger`` scores every invoiced customer (the as-of snapshot); otherwise only
     customers active in the year before each cutoff (training snapshots). ``sample_fraction``
-    keeps a deterministic share of customers (by hash of the id) for large training sets, except
-    at ``whole_ledger_at``, where every customer is kept (a scoring date inside a history); the
+    keeps a deterministic share of customers (by the md5 of the id, alike on every engine) for
+    large training sets, except at ``whole_ledger_at``, where every customer is kept (a scoring
+    date inside a history); the
     sample's invoices and payments are copied once (temp tables) and every cutoff reads them.
     Loops over the cutoffs only, never over customers.
     """

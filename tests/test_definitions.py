@@ -100,6 +100,7 @@ def test_every_asset_receives_the_settings_files_values(tmp_path) -> None:
         "ingest": {"reject_threshold": 0.2},
         "publish": {"replace_newer": True},
         "models": {"refit_every_days": 3},
+        "engine": {"lake": "/srv/crm-intel/lake"},
     }
     path = tmp_path / "crm-intel.toml"
     path.write_text(
@@ -110,6 +111,7 @@ def test_every_asset_receives_the_settings_files_values(tmp_path) -> None:
         "[ingest]\nreject_threshold = 0.2\n"
         "[publish]\nreplace_newer = true\n"
         "[models]\nrefit_every_days = 3\n"
+        '[engine]\nlake = "/srv/crm-intel/lake"\n'
     )
     settings = load_settings(path)
     defaults = parse_settings({})

@@ -35,9 +35,6 @@ ENGINE_OWN = {
     # a checksum of the ledger the settlement was built from, compared only with the same
     # engine's checksum on a later night: Spark's hash() is another function
     "feat_settlement_ledger_checksum": "checksums are each engine's own hash()",
-    # draws a customer sample by hash(customer_id): each engine draws its own (reproducible) one
-    "feat_ledger_sample_invoices": "the sample is drawn by each engine's own hash()",
-    "feat_ledger_sample_payments": "reads the sample of feat_ledger_sample_invoices",
 }
 
 
@@ -127,6 +124,11 @@ def engines(
         "create table churn_scoring_snapshot as select * from features.churn_snapshots "
         "where cutoff_date = $as_of",
         {"as_of": as_of},
+    )
+    # the training ledger's customer sample, which the sample's payments read
+    con.execute(
+        "create table ledger_sample_invoices as " + sql_text("feat_ledger_sample_invoices"),
+        {"sample_fraction": 0.25},
     )
     # refunds, payments out against credit notes, which the demo ledger has none of: one long
     # ago, one on the last payment date (unknown as of an earlier date)

@@ -27,7 +27,7 @@ activities_at_cutoff as (
     where c.cutoff_date <> $as_of::date
         and (
             $sample_fraction::double >= 1
-            or hash(a.customer_id) % 1000000 < $sample_fraction::double * 1000000
+            or left(md5(a.customer_id), 8) < lower(lpad(hex(floor($sample_fraction::double * 4294967296)::bigint), 8, '0'))
         )
 ),
 
@@ -77,7 +77,7 @@ opportunities_as_of_cutoff as (
     where c.cutoff_date <> $as_of::date
         and (
             $sample_fraction::double >= 1
-            or hash(o.customer_id) % 1000000 < $sample_fraction::double * 1000000
+            or left(md5(o.customer_id), 8) < lower(lpad(hex(floor($sample_fraction::double * 4294967296)::bigint), 8, '0'))
         )
 ),
 

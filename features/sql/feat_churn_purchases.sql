@@ -1,8 +1,8 @@
 -- Purchase history per customer at each cutoff in $cutoffs (one row per customer with a
 -- purchase on or before the cutoff, and cutoff): recency, frequency, spend, regularity of the
 -- gaps between purchases and the trend of spend, from invoices dated on or before the cutoff.
--- $sample_fraction keeps a deterministic share of customers (by hash of the id) at every cutoff
--- except $as_of, which is always scored whole.
+-- $sample_fraction keeps a deterministic share of customers (by the md5 of the id, alike on
+-- every engine) at every cutoff except $as_of, which is always scored whole.
 with cutoffs as (
     select unnest($cutoffs::date[]) as cutoff_date
 ),
@@ -37,7 +37,7 @@ sampled as (
     select *
     from with_gaps
     where $sample_fraction::double >= 1
-        or hash(customer_id) % 1000000 < $sample_fraction::double * 1000000
+        or left(md5(customer_id), 8) < lower(lpad(hex(floor($sample_fraction::double * 4294967296)::bigint), 8, '0'))
 ),
 
 purchases_at_cutoff as (

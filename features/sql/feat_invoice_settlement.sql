@@ -6,7 +6,8 @@
 -- that settles that invoice. Settled = payments reach the full amount, or the amount net of
 -- that credit once the credit note is issued, less $settlement_tolerance (bank charges and
 -- rounding a credit manager writes off). $sample_fraction keeps a deterministic share of
--- customers (by hash of the id) to bound very large training sets; 1 keeps everyone.
+-- customers (by the md5 of the id, alike on every engine) to bound very large training sets;
+-- 1 keeps everyone.
 -- $invoices_table and $payments_table are staging.invoices and staging.payments, or a sample of
 -- them built once for several cutoffs (features/receivables.py build_payment_behaviour).
 with documents as not materialized (
@@ -21,7 +22,7 @@ with documents as not materialized (
     where issue_date <= $as_of::date
         and (
             $sample_fraction::double >= 1
-            or hash(customer_id) % 1000000 < $sample_fraction::double * 1000000
+            or left(md5(customer_id), 8) < lower(lpad(hex(floor($sample_fraction::double * 4294967296)::bigint), 8, '0'))
         )
 ),
 
