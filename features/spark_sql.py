@@ -16,14 +16,17 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import polars as pl
 import sqlglot
 from sqlglot import exp
+
+from features.spark_scoring import score_on_spark
 
 # qualified table name -> its columns in order, for the rewrites that need them (``* exclude``,
 # ``union all by name``)
@@ -523,6 +526,26 @@ class SparkStages:
             f"from read_parquet('{folder}/*.parquet'){order}"
         ).fetchall()
         self.stages_run.append(name)
+
+    def score(
+        self,
+        customers: pl.DataFrame,
+        score: Callable[[pl.DataFrame], pl.DataFrame],
+        schema: Mapping[str, Any],
+    ) -> pl.DataFrame:
+        """``score`` over ``customers`` on the executors (``score_on_spark``), two partitions a
+        core, through the lake; the rows come back in ``customers``' order."""
+        folder = self.lake / "_scoring"
+        folder.mkdir(parents=True, exist_ok=True)
+        customers.write_parquet(folder / "customers.parquet")
+        partitions = 2 * self.spark.sparkContext.defaultParallelism
+        frame = self.spark.read.parquet(str(folder / "customers.parquet")).repartition(partitions)
+        score_on_spark(frame, score, schema).write.mode("overwrite").parquet(str(folder / "scores"))
+        scored = pl.read_parquet(folder / "scores" / "*.parquet").cast(dict(schema))
+        function = getattr(score, "func", score)
+        self.stages_run.append(f"{function.__module__}.{function.__name__}")
+        order = customers.select("customer_id")
+        return order.join(scored, on="customer_id", how="left", maintain_order="left")
 
     def take_stages_run(self) -> list[str]:
         """The stages run since the last call, in order."""

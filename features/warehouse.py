@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
+import polars as pl
 
 # The code a table or a fit was made by: every source file of the pure layer. A change to any
 # feature, SQL file or model rebuilds what was kept (staging tables, churn and delinquency fits)
@@ -482,6 +483,13 @@ class SqlStages(Protocol):
         temporary: bool,
     ) -> None: ...
 
+    def score(
+        self,
+        customers: pl.DataFrame,
+        score: Callable[[pl.DataFrame], pl.DataFrame],
+        schema: dict[str, Any],
+    ) -> pl.DataFrame: ...
+
 
 # connections whose SQL stages run on another engine ([engine] kind = "spark")
 _STAGES_ELSEWHERE: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, SqlStages] = (
@@ -543,6 +551,24 @@ def materialize_sql(
         con.execute(f"create or replace {kind} {table} ({declared})").fetchall()
         con.execute(f"insert into {table} {text}", used).fetchall()
     return row_count(con, table)
+
+
+def score_per_customer(
+    con: duckdb.DuckDBPyConnection,
+    customers: pl.DataFrame,
+    score: Callable[[pl.DataFrame], pl.DataFrame],
+    schema: dict[str, Any],
+) -> pl.DataFrame:
+    """``score`` applied to ``customers`` on the connection's engine, rows in their order.
+
+    With the SQL stages on Spark the customers are scored on its executors, ``score`` (a
+    ``functools.partial`` of a module-level function, which scores each row alone) broadcast
+    once; ``schema`` is its output's. Otherwise, and for no customers, here.
+    """
+    elsewhere = _STAGES_ELSEWHERE.get(con)
+    if elsewhere is None or customers.height == 0:
+        return score(customers)
+    return elsewhere.score(customers, score, schema)
 
 
 def append_sql(con: duckdb.DuckDBPyConnection, table: str, name: str, **params: Any) -> None:

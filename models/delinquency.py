@@ -234,6 +234,44 @@ def delinquency_class(score: np.ndarray, cut_points: list[int]) -> np.ndarray:
     return classes[cuts_passed]
 
 
+def score_customers(
+    current: pl.DataFrame,
+    as_of: date,
+    *,
+    model: DelinquencyModel | None,
+    chosen: str,
+    unknown: str | None,
+    cut_points: list[int],
+) -> pl.DataFrame:
+    """``models.delinquency_scores`` rows for the customers of ``current``: probability, score,
+    class and reasons, or NULL with ``unknown`` as the reason when there is no calibrated
+    ``model``. Each row from its customer's features alone, so any split of the customers gives
+    the same rows (scoring on Spark's executors splits them)."""
+    if model is None:
+        # a ranking without a calibrated level is no probability: unknown, with the reason
+        probability = np.full(current.height, np.nan)
+        reasons = pl.repeat(None, current.height, dtype=pl.String, eager=True)
+    else:
+        probability, reasons = model.predict_with_reasons(current, min_contribution=0.2)
+    known = ~np.isnan(probability)
+    score = delinquency_score(np.where(known, probability, 0.5))  # unknown: masked below
+    return pl.DataFrame(
+        {
+            "customer_id": current["customer_id"],
+            "as_of_date": [as_of] * current.height,
+            "delinquency_probability": pl.Series(probability).fill_nan(None),
+            "delinquency_score": pl.Series(score).set(pl.Series(~known), None),
+            "delinquency_class": pl.Series(delinquency_class(score, cut_points)).set(
+                pl.Series(~known), None
+            ),
+            "delinquency_reasons": reasons,
+            "delinquency_scorer": [chosen if model is not None else None] * current.height,
+            "delinquency_unknown_reason": [unknown] * current.height,
+        },
+        schema=SCORE_SCHEMA,
+    )
+
+
 def evaluate_holdout(
     history: pl.DataFrame,
     current: pl.DataFrame,

@@ -1,5 +1,7 @@
 """Churn for marketers: who is about to stop buying, how likely, and why in plain words."""
 
+from functools import partial
+
 import dagster as dg
 import numpy as np
 import polars as pl
@@ -25,7 +27,13 @@ from features.point_in_time import (
 )
 from features.receivables import customers_invoiced
 from features.training_cache import plan_cutoffs
-from features.warehouse import fingerprint, record_model_run, table_exists, write_frame
+from features.warehouse import (
+    fingerprint,
+    record_model_run,
+    score_per_customer,
+    table_exists,
+    write_frame,
+)
 from models.churn import (
     SCORE_SCHEMA,
     ChurnModel,
@@ -398,14 +406,15 @@ def churn_scores(
         if current.height == 0:
             scores = pl.DataFrame(schema=SCORE_SCHEMA)
         else:
-            scores = score_customers(
-                current,
-                as_of,
+            score = partial(
+                score_customers,
+                as_of=as_of,
                 scorer=scorer,
                 chosen=chosen,
                 cut_points=churn.band_cut_points,
                 model_version=version,
             )
+            scores = score_per_customer(con, current, score, SCORE_SCHEMA)
         if scores["churn_probability"].null_count() == scores.height and scores.height:
             context.log.warning(
                 f"no churn probability today: {chosen} ranks the customers but no model gives "

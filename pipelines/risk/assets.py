@@ -1,10 +1,9 @@
 """Credit risk for finance: receivables aging, DSO, delinquency model, portfolio risk, alerts."""
 
 from datetime import timedelta
+from functools import partial
 
 import dagster as dg
-import numpy as np
-import polars as pl
 
 from features.model_store import (
     fit_plan,
@@ -40,15 +39,15 @@ from features.warehouse import (
     materialize_sql,
     record_model_run,
     row_count,
+    score_per_customer,
     table_exists,
     write_frame,
 )
 from models.delinquency import (
     SCORE_SCHEMA,
     DelinquencyModel,
-    delinquency_class,
-    delinquency_score,
     evaluate_holdout,
+    score_customers,
 )
 from models.scorecard import NotEnoughEvidence
 from models.selection import (
@@ -624,29 +623,16 @@ def delinquency_scores(
             model, chosen, fitted_by = kept.scorer, kept.chosen, kept.run_id
             unknown = unknown or (kept.note if model is None else None)
         if model is None:
-            # a ranking without a calibrated level is no probability: unknown, with the reason
             context.log.warning(f"no delinquency probability today: {unknown}")
-            probability = np.full(current.height, np.nan)
-            reasons = pl.repeat(None, current.height, dtype=pl.String, eager=True)
-        else:
-            probability, reasons = model.predict_with_reasons(current, min_contribution=0.2)
-        known = ~np.isnan(probability)
-        score = delinquency_score(np.where(known, probability, 0.5))  # unknown: masked below
-        scores = pl.DataFrame(
-            {
-                "customer_id": current["customer_id"],
-                "as_of_date": [as_of] * current.height,
-                "delinquency_probability": pl.Series(probability).fill_nan(None),
-                "delinquency_score": pl.Series(score).set(pl.Series(~known), None),
-                "delinquency_class": pl.Series(delinquency_class(score, risk.class_cut_points)).set(
-                    pl.Series(~known), None
-                ),
-                "delinquency_reasons": reasons,
-                "delinquency_scorer": [chosen if model is not None else None] * current.height,
-                "delinquency_unknown_reason": [unknown] * current.height,
-            },
-            schema=SCORE_SCHEMA,
+        score = partial(
+            score_customers,
+            as_of=as_of,
+            model=model,
+            chosen=chosen,
+            unknown=unknown,
+            cut_points=risk.class_cut_points,
         )
+        scores = score_per_customer(con, current, score, SCORE_SCHEMA)
         write_frame(con, "models.delinquency_scores", scores)
         record_model_run(
             con,
@@ -676,6 +662,7 @@ def delinquency_scores(
     if model is not None and not bureau_used:
         context.log.warning(f"delinquency model: bureau features {NO_BUREAU}")
     classes = scores.group_by("delinquency_class").len().sort("delinquency_class")
+    mean_probability = scores["delinquency_probability"].mean()  # of the known ones
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": scores.height,
@@ -686,7 +673,7 @@ def delinquency_scores(
             "bureau_features": "used" if bureau_used else NO_BUREAU,
             "training_rows": model.training_rows_ if model else 0,
             "base_rate": model.base_rate_ if model else 0.0,
-            "mean_probability": float(np.nanmean(probability)) if known.any() else 0.0,
+            "mean_probability": float(mean_probability or 0.0),
             "classes": dg.MetadataValue.json({str(k): v for k, v in classes.iter_rows()}),
         }
     )
