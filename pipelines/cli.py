@@ -139,6 +139,8 @@ def run(
         typer.echo(f"crm-intel run finished in {elapsed:.1f}s")
     else:
         _print_summary(warehouse_path, elapsed)
+    if settings.engine.kind != "duckdb":
+        typer.echo(settings.engine.describe(warehouse_path))
     typer.echo(publication_outcome(warehouse_path, settings))
 
 

@@ -121,7 +121,7 @@ class Warehouse(dg.ConfigurableResource):
 
             from features.spark_sql import SparkStages, java_environment, local_spark_config
 
-            lake = Path(self.engine.lake or Path(self.path).with_suffix(".lake"))
+            lake = self.engine.lake_path(self.path)
             java_environment()
             local = local_spark_config(
                 lake / "_spark",

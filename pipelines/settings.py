@@ -413,6 +413,19 @@ class EngineSettings(dg.ConfigurableResource):
         "spark.driver.memory, spark.sql.shuffle.partitions.",
     )
 
+    def lake_path(self, warehouse: str | Path) -> Path:
+        """Where Spark's tables go for the warehouse file ``warehouse``."""
+        return Path(self.lake) if self.lake else Path(warehouse).with_suffix(".lake")
+
+    def describe(self, warehouse: str | Path) -> str:
+        """Where the run's SQL ran, in words (the CLI says it after a run)."""
+        if self.kind == "duckdb":
+            return "SQL stages on DuckDB"
+        master = self.spark_config.get("spark.master", "local, all cores")
+        return (
+            f"SQL stages and scoring on Spark ({master}); its tables in {self.lake_path(warehouse)}"
+        )
+
     @field_validator("kind")
     @classmethod
     def _spark_installed(cls, value: str) -> str:

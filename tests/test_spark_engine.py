@@ -140,7 +140,7 @@ def engine_runs(demo_inbox: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         warehouse = root / engine / "warehouse.duckdb"
         config = ("--config", str(root / f"{engine}.toml"))
         for when, extra in (("latest", ()), ("earlier", ("--as-of", EARLIER_AS_OF, "--publish"))):
-            run_cli(demo_inbox, warehouse, *config, *extra)
+            snapshots[engine, when, "output"] = run_cli(demo_inbox, warehouse, *config, *extra)
             copy = root / f"{engine}-{when}.duckdb"
             copy.write_bytes(default_snapshot_path(warehouse).read_bytes())
             snapshots[engine, when] = copy
@@ -157,6 +157,9 @@ def test_spark_run_publishes_the_duckdb_run_tables(engine_runs: dict[str, Any], 
         as_of = con.sql("select max(as_of_date) from marts.customer_360").fetchall()[0][0]
     assert (str(as_of) == EARLIER_AS_OF) == (when == "earlier")
     assert _differences(duck, spark) == []
+    said = f"SQL stages and scoring on Spark (local[2]); its tables in {engine_runs['lake']}"
+    assert said in engine_runs["spark", when, "output"]
+    assert "on Spark" not in engine_runs["duckdb", when, "output"]
 
 
 def test_spark_stages_leave_their_tables_in_the_lake(engine_runs: dict[str, Any]):
