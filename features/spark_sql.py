@@ -27,6 +27,7 @@ import sqlglot
 from sqlglot import exp
 
 from features.spark_scoring import score_on_spark
+from features.warehouse import fingerprint
 
 # qualified table name -> its columns in order, for the rewrites that need them (``* exclude``,
 # ``union all by name``)
@@ -482,8 +483,10 @@ class SparkStages:
     reads the warehouse after the stage (model fits, exports, the published snapshot) sees the
     same table on either engine. A stage whose SELECT is ordered keeps Spark's order.
 
-    Inputs are copied again for every stage: between stages the DuckDB side may change a
-    table in place (an incremental settlement refresh), and a stale copy would be silent.
+    An input is copied again only when its rows changed since its last copy (``fingerprint``:
+    count and sum of row hashes, one scan, far cheaper than writing Parquet): between stages
+    the DuckDB side may change a table in place (an incremental settlement refresh), and a
+    stale copy would be silent, while the ledger itself is copied once a run.
     """
 
     ROW_ORDER = "__crm_intel_row"
@@ -492,6 +495,8 @@ class SparkStages:
         self.spark = spark
         self.lake = lake
         self.stages_run: list[str] = []
+        # table -> fingerprint of the rows its copy in the lake holds
+        self._copied: dict[str, str] = {}
 
     def materialize(
         self,
@@ -507,8 +512,13 @@ class SparkStages:
 
         declared = con.execute(f"describe {text}", dict(params)).fetchall()
         own_tables = {t for t in duckdb_columns(con) if "." not in t}
-        inputs = sorted(tables_read(text, params, own_tables))
-        copy_to_spark(con, self.spark, inputs, self.lake / "_from_duckdb")
+        current = {
+            table_read: fingerprint(con, f"select * from {table_read}")
+            for table_read in sorted(tables_read(text, params, own_tables))
+        }
+        stale = [t for t, rows in current.items() if self._copied.get(t) != rows]
+        copy_to_spark(con, self.spark, stale, self.lake / "_from_duckdb")
+        self._copied |= {table_read: current[table_read] for table_read in stale}
         translated, args = spark_sql(text, params, duckdb_columns(con))
         rows = self.spark.sql(translated, args=args).toDF(*(column for column, *_ in declared))
         ordered = sqlglot.parse_one(text, read="duckdb").args.get("order") is not None

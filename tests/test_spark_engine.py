@@ -20,6 +20,7 @@ import duckdb
 import pytest
 
 from features.publish import default_snapshot_path
+from features.spark_sql import SparkStages, local_spark
 from pipelines.marts.assets import segment_members, segment_summary
 from pipelines.resources import Warehouse
 from pipelines.settings import EngineSettings, default_settings_resources
@@ -200,3 +201,23 @@ def test_assets_say_which_engine_ran_their_sql(
         assert (tmp_path / "lake" / "marts" / "segment_summary").is_dir()
     else:
         assert "spark_stages" not in metadata["marts__segment_members"]
+
+
+def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path):
+    """The lake's copy of a DuckDB table is reused while the table's rows stay the same, and
+    replaced when DuckDB changed them in place (same row count, one value)."""
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("create schema features")
+    con.execute("create table features.amounts as select range as id, 10.0 as amount from range(5)")
+    stages = SparkStages(local_spark(tmp_path / "spark"), tmp_path / "lake")
+    total = "select sum(amount) as total from features.amounts"
+    copy = tmp_path / "lake" / "_from_duckdb" / "features" / "amounts" / "part-0.parquet"
+
+    stages.materialize(con, "features.total", "total", total, {}, temporary=False)
+    first_copy = copy.stat().st_mtime_ns
+    stages.materialize(con, "features.total", "total", total, {}, temporary=False)
+    assert copy.stat().st_mtime_ns == first_copy  # unchanged: not copied again
+    con.execute("update features.amounts set amount = 12.5 where id = 3")
+    stages.materialize(con, "features.total", "total", total, {}, temporary=False)
+    assert con.sql("select total from features.total").fetchall() == [(52.5,)]
+    assert stages.take_stages_run() == ["total"] * 3
