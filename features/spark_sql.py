@@ -13,6 +13,7 @@ it; ``local_spark`` is the session the tests and a one-machine run use.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -491,12 +492,18 @@ class SparkStages:
 
     ROW_ORDER = "__crm_intel_row"
 
-    def __init__(self, spark: Any, lake: Path) -> None:
-        self.spark = spark
+    def __init__(self, session: Callable[[], Any], lake: Path) -> None:
+        """``session`` gives the Spark session, asked for by the first stage: a warehouse
+        connection that runs no stage (a sensor's look at the file) starts no JVM."""
+        self._session = session
         self.lake = lake
         self.stages_run: list[str] = []
         # table -> fingerprint of the rows its copy in the lake holds
         self._copied: dict[str, str] = {}
+
+    @functools.cached_property
+    def spark(self) -> Any:
+        return self._session()
 
     def materialize(
         self,

@@ -110,7 +110,7 @@ class Warehouse(dg.ConfigurableResource):
         """The engine the SQL stages run on when it is not this DuckDB file: the Spark side
         (features.spark_sql.SparkStages) for [engine] kind "spark", else None.
 
-        The session comes from dagster-pyspark's resource, created on first use: a local
+        The session comes from dagster-pyspark's resource, started by the first stage: a local
         session on the project's Java runtime with all cores and a quarter of the machine's
         memory, unless [engine] spark_config says otherwise (a cluster's master, its memory).
         """
@@ -122,15 +122,19 @@ class Warehouse(dg.ConfigurableResource):
             from features.spark_sql import SparkStages, java_environment, local_spark_config
 
             lake = self.engine.lake_path(self.path)
-            java_environment()
             local = local_spark_config(
                 lake / "_spark",
                 cores=os.cpu_count() or 2,
                 driver_memory=f"{machine_memory_bytes() // 4 // 2**20}m",
             )
             spark = LazyPySparkResource(spark_config=local | self.engine.spark_config)
-            spark.spark_context.setLogLevel("ERROR")
-            self._spark_stages = SparkStages(spark.spark_session, lake)
+
+            def start_session() -> Any:
+                java_environment()
+                spark.spark_context.setLogLevel("ERROR")
+                return spark.spark_session
+
+            self._spark_stages = SparkStages(start_session, lake)
         return self._spark_stages
 
     def take_engine_record(self) -> dict[str, str]:

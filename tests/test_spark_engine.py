@@ -209,7 +209,7 @@ def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
     con.execute("create schema features")
     con.execute("create table features.amounts as select range as id, 10.0 as amount from range(5)")
-    stages = SparkStages(local_spark(tmp_path / "spark"), tmp_path / "lake")
+    stages = SparkStages(lambda: local_spark(tmp_path / "spark"), tmp_path / "lake")
     total = "select sum(amount) as total from features.amounts"
     copy = tmp_path / "lake" / "_from_duckdb" / "features" / "amounts" / "part-0.parquet"
 
@@ -221,3 +221,16 @@ def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path
     stages.materialize(con, "features.total", "total", total, {}, temporary=False)
     assert con.sql("select total from features.total").fetchall() == [(52.5,)]
     assert stages.take_stages_run() == ["total"] * 3
+
+
+def test_a_connection_that_runs_no_stage_starts_no_spark(tmp_path: Path):
+    """The inbox sensor and the CLI's readers open the warehouse too: with [engine] kind =
+    "spark" that must not start a JVM; the first SQL stage does."""
+    engine = EngineSettings(kind="spark", lake=str(tmp_path / "lake"))
+    warehouse = Warehouse(path=str(tmp_path / "warehouse.duckdb"), engine=engine)
+    with warehouse.connect() as con:
+        assert con.sql("select count(*) from ops.runs").fetchall() == [(0,)]
+    stages = warehouse.sql_stages()
+    assert isinstance(stages, SparkStages)
+    assert "spark" not in vars(stages)  # the session, a cached property, never asked for
+    assert warehouse.take_engine_record() == {"engine": "duckdb"}
