@@ -23,6 +23,7 @@ from pipelines.resources import default_resources, warehouse_config
 from pipelines.settings import (
     ASSET_SECTIONS,
     Settings,
+    engine_at_launch,
     load_settings,
     settings_resources,
     settings_run_config,
@@ -97,7 +98,7 @@ nightly_schedule = build_nightly_schedule(nightly_job, nightly_settings, run_con
 inbox_sensor = build_inbox_sensor(nightly_job, nightly_settings.inbox_poll_seconds, run_config_for)
 failure_sensor = build_failure_sensor(nightly_job)
 
-section_resources = settings_resources(file_settings)
+engine = engine_at_launch(file_settings)
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
@@ -105,8 +106,9 @@ defs = dg.Definitions(
     schedules=[nightly_schedule],
     sensors=[inbox_sensor, failure_sensor],
     resources={
-        **default_resources(engine=section_resources["engine"]),
-        **section_resources,
+        **default_resources(engine=engine),
+        **settings_resources(file_settings),
+        "engine": engine,
     },
 )
 

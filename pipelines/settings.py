@@ -632,17 +632,19 @@ def load_settings(path: Path | None = None, overrides: dict[str, dict[str, Any]]
     return parse_settings(data, source)
 
 
-def settings_resources(settings: Settings) -> dict[str, Any]:
-    """The sections assets read, keyed by section name: the resources of the definitions.
+def settings_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """The sections assets read, keyed by section name: the resources of the definitions
+    (with [engine] as ``engine_at_launch`` gives it there)."""
+    return {name: settings.sections[name] for name in ASSET_SECTIONS}
 
-    [engine] is configured at launch, its values here the defaults: the warehouse resource
-    holds it (``default_resources``), and a nested resource takes run config only that way.
-    """
-    resources = {name: settings.sections[name] for name in ASSET_SECTIONS}
-    resources["engine"] = EngineSettings.configure_at_launch(
+
+def engine_at_launch(settings: Settings) -> Any:
+    """[engine] as the definitions hold it: configured at launch, the file's values its
+    defaults. The warehouse resource holds it (``default_resources``), and a nested resource
+    takes a run's config only that way."""
+    return EngineSettings.configure_at_launch(
         **settings.sections["engine"].model_dump(exclude_none=True)
     )
-    return resources
 
 
 def settings_run_config(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -653,6 +655,6 @@ def settings_run_config(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-def default_settings_resources() -> dict[str, Any]:
+def default_settings_resources() -> dict[str, dg.ConfigurableResource]:
     """Every asset section at its defaults (no settings file): for materializing assets alone."""
     return settings_resources(parse_settings({}))

@@ -472,17 +472,18 @@ def test_failure_sensor_records_a_real_failed_run_and_posts_the_webhook(
     )
     assert not result.success
     run_failure = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)[0]
-    context = dg.build_run_status_sensor_context(
+    # the warehouse resource holds [engine]: a resource with a nested one is opened in a scope
+    with dg.build_run_status_sensor_context(
         sensor_name=FAILURE_SENSOR_NAME,
         dagster_event=run_failure.dagster_event,
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
         resources={**default_settings_resources(), "warehouse": Warehouse()},
-    ).for_run_failure()
-    try:
-        defs.resolve_sensor_def(FAILURE_SENSOR_NAME)(context)
-    finally:
-        server.shutdown()
+    ) as status_context:
+        try:
+            defs.resolve_sensor_def(FAILURE_SENSOR_NAME)(status_context.for_run_failure())
+        finally:
+            server.shutdown()
     with duckdb.connect(str(warehouse), read_only=True) as con:
         recorded = con.sql("select run_id, failed_steps, reason from ops.run_failures").fetchall()
     assert recorded[0][:2] == (result.run_id, "staging/invoices_no_future_dated_invoices")
