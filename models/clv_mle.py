@@ -68,7 +68,17 @@ _LIFETIMES_LOCK = threading.Lock()
 
 
 class FitFailed(ArithmeticError):
-    """The optimiser stopped without converging (caller falls back to the next model)."""
+    """The optimiser stopped without converging (caller falls back to the next model).
+
+    ``log_params`` is where it stopped, and ``params`` the model's parameters there when the
+    fit knows them: an optimiser that stalls on a likelihood still rising towards infinite
+    parameters has found the boundary, which the caller may name as such.
+    """
+
+    def __init__(self, message: str, log_params: np.ndarray | None = None) -> None:
+        super().__init__(message)
+        self.log_params = log_params
+        self.params: dict[str, float] | None = None
 
 
 def distinct_index(values: np.ndarray, unit: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +146,7 @@ def _minimise(
     # to machine precision; that is convergence, so judge by the projected gradient instead.
     grad = result.jac * ((result.x > -LOG_BOUND + 1e-9) & (result.x < LOG_BOUND - 1e-9))
     if not result.success and np.max(np.abs(grad)) > 1e-5:
-        raise FitFailed(f"{what}: {result.message}")
+        raise FitFailed(f"{what}: {result.message}", log_params=result.x)
     return result.x
 
 
@@ -309,8 +319,16 @@ def fit_bg_nbd(
         subset_codes = ((xs, ix[rows]), (Ts, iT[rows]), (txs, itx[rows]))
         return _bg_nbd_objective(x[rows], t_x_s[rows], T_s[rows], weights[rows], subset_codes)
 
-    r, alpha, a, b = np.exp(_optimum(objective_on, x.size, np.zeros(4), "BG/NBD"))
-    return {"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}
+    def named(log_params: np.ndarray) -> dict[str, float]:
+        r, alpha, a, b = np.exp(log_params)
+        return {"r": float(r), "alpha": float(alpha / scale), "a": float(a), "b": float(b)}
+
+    try:
+        return named(_optimum(objective_on, x.size, np.zeros(4), "BG/NBD"))
+    except FitFailed as error:
+        if error.log_params is not None:
+            error.params = named(error.log_params)
+        raise
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 from models.clv_mle import (
     Codes,
     DropoutPrior,
+    FitFailed,
     bg_nbd_log_param_hessian,
     distinct_index,
     fit_bg_nbd,
@@ -426,7 +427,16 @@ class BgNbd(PurchaseModel):
         option: FitOption,
         codes: Codes | None = None,
     ) -> Self:
-        params = _fit_bg_nbd(x, t_x, T, weights, option.penalizer, codes, option.prior)
+        try:
+            params = _fit_bg_nbd(x, t_x, T, weights, option.penalizer, codes, option.prior)
+        except FitFailed as error:
+            # stalled on its way to a, b -> 0 or infinity: the boundary, which `problem` names
+            if error.params is None:
+                raise
+            stopped = cls(error.params, option.name, option.penalizer, option.prior)
+            if stopped.dropout_problem() is None:
+                raise
+            return stopped
         return cls(params, option.name, option.penalizer, option.prior)
 
     def log_likelihood(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
