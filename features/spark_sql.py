@@ -518,7 +518,8 @@ class SparkStages:
         from pyspark.sql import functions as spark_functions
 
         declared = con.execute(f"describe {text}", dict(params)).fetchall()
-        own_tables = {t for t in duckdb_columns(con) if "." not in t}
+        columns = duckdb_columns(con)
+        own_tables = {t for t in columns if "." not in t}
         current = {
             table_read: fingerprint(con, f"select * from {table_read}")
             for table_read in sorted(tables_read(text, params, own_tables))
@@ -526,7 +527,7 @@ class SparkStages:
         stale = [t for t, rows in current.items() if self._copied.get(t) != rows]
         copy_to_spark(con, self.spark, stale, self.lake / "_from_duckdb")
         self._copied |= {table_read: current[table_read] for table_read in stale}
-        translated, args = spark_sql(text, params, duckdb_columns(con))
+        translated, args = spark_sql(text, params, columns)
         rows = self.spark.sql(translated, args=args).toDF(*(column for column, *_ in declared))
         ordered = sqlglot.parse_one(text, read="duckdb").args.get("order") is not None
         if ordered:  # a sorted result's partitions are in order, and so are ids within each

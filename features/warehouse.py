@@ -505,11 +505,15 @@ def run_stages_on(con: duckdb.DuckDBPyConnection, stages: SqlStages | None) -> N
         _STAGES_ELSEWHERE[con] = stages
 
 
+def used_params(text: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``$parameters`` of ``params`` that ``text`` uses: DuckDB refuses unused ones."""
+    return {key: value for key, value in params.items() if f"${key}" in text}
+
+
 def run_sql(con: duckdb.DuckDBPyConnection, name: str, **params: Any) -> None:
     """Run one SQL file with named ``$parameters``; only the parameters it uses are bound."""
     text = sql_text(name)
-    used = {key: value for key, value in params.items() if f"${key}" in text}
-    con.execute(text, used).fetchall()
+    con.execute(text, used_params(text, params)).fetchall()
 
 
 def materialize_sql(
@@ -530,7 +534,7 @@ def materialize_sql(
     ``fragments`` fill the file's ``/*key*/`` markers (``sql_text``).
     """
     text = sql_text(name, fragments)
-    used = {key: value for key, value in params.items() if f"${key}" in text}
+    used = used_params(text, params)
     elsewhere = _STAGES_ELSEWHERE.get(con)
     if elsewhere is not None:
         elsewhere.materialize(con, table, name, text, used, temporary=temporary)
@@ -582,8 +586,7 @@ def append_sql(con: duckdb.DuckDBPyConnection, table: str, name: str, **params: 
         con.execute("drop table appended_rows")
     else:
         text = sql_text(name)
-        used = {key: value for key, value in params.items() if f"${key}" in text}
-        con.execute(f"insert into {table} {text}", used).fetchall()
+        con.execute(f"insert into {table} {text}", used_params(text, params)).fetchall()
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, qualified_name: str) -> bool:

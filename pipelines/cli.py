@@ -140,7 +140,7 @@ def run(
     else:
         _print_summary(warehouse_path, elapsed)
     if settings.engine.kind != "duckdb":
-        typer.echo(settings.engine.describe(warehouse_path))
+        typer.echo(settings.engine.describe_spark(warehouse_path))
     typer.echo(publication_outcome(warehouse_path, settings))
 
 

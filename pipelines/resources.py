@@ -64,7 +64,7 @@ class Warehouse(dg.ConfigurableResource):
     # [engine]: None or kind "duckdb" runs the SQL stages here; "spark" on a Spark session
     engine: dg.ResourceDependency[EngineSettings | None] = None
 
-    # the Spark side of the run, started by the first connection that needs it
+    # the Spark side of the run (its session starts with the first SQL stage)
     _spark_stages: Any = PrivateAttr(default=None)
 
     _run_id: str | None = PrivateAttr(default=None)
@@ -254,7 +254,7 @@ def warehouse_config(path: str | None = None) -> dict[str, str]:
 
 def default_resources(engine: Any = None) -> dict[str, Any]:
     """The warehouse, inbox and run lock; ``engine`` is the [engine] section's resource
-    (``settings_resources``), which the warehouse holds."""
+    (``pipelines.settings.engine_at_launch``), which the warehouse holds."""
     return {
         "warehouse": Warehouse(**warehouse_config(), engine=engine),
         "inbox": Inbox(path=os.environ.get("CRM_INTEL_INBOX", DEFAULT_INBOX)),

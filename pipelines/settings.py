@@ -417,10 +417,8 @@ class EngineSettings(dg.ConfigurableResource):
         """Where Spark's tables go for the warehouse file ``warehouse``."""
         return Path(self.lake) if self.lake else Path(warehouse).with_suffix(".lake")
 
-    def describe(self, warehouse: str | Path) -> str:
-        """Where the run's SQL ran, in words (the CLI says it after a run)."""
-        if self.kind == "duckdb":
-            return "SQL stages on DuckDB"
+    def describe_spark(self, warehouse: str | Path) -> str:
+        """Where a Spark run's SQL ran, in words (the CLI says it after the run)."""
         master = self.spark_config.get("spark.master", "local, all cores")
         return (
             f"SQL stages and scoring on Spark ({master}); its tables in {self.lake_path(warehouse)}"

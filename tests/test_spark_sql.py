@@ -26,7 +26,7 @@ from features.model_store import kept_fit
 from features.publish import default_snapshot_path
 from features.spark_scoring import score_on_spark
 from features.spark_sql import copy_to_spark, duckdb_columns, local_spark, spark_sql
-from features.warehouse import SQL_DIR, materialize_sql, sql_text
+from features.warehouse import SQL_DIR, materialize_sql, sql_text, used_params
 from models.churn import SCORE_SCHEMA, score_customers
 from pipelines.settings import ChurnSettings
 
@@ -218,7 +218,7 @@ def _assert_same_rows(engines: dict[str, Any], name: str, spec: dict[str, Any]) 
     spark = engines["spark"]
     params = spec.get("params", {})
     text = sql_text(name, spec.get("fragments"))
-    used = {key: value for key, value in params.items() if f"${key}" in text}
+    used = used_params(text, params)
     expected = con.execute(text, used)
     columns = [d[0] for d in expected.description]
     expected_rows = [tuple(_comparable(v) for v in row) for row in expected.fetchall()]
