@@ -15,13 +15,23 @@ copy with tables dropped afterwards would still carry their old blocks. The new 
 opened read-only and its tables and row counts compared with the selection before it is
 swapped in, so a bad copy fails the run instead of reaching readers.
 
+With the SQL stages on Spark (``[engine] kind = "spark"``) the same selection is also written
+to the lake, for readers on the cluster: one Parquet folder per table under
+``<lake>/published/<version>/<schema>/<table>``, with a ``_publication.json`` that names the run,
+the as-of date and each table's rows. A version is written and checked under a temporary name,
+then ``<lake>/published/current`` (a symbolic link, swapped with ``os.replace``) points at it:
+a reader that opens ``current`` sees one whole publication. The version before stays for
+readers still in it; older ones are deleted.
+
 Exports (``features.spreadsheet``) are the other way data leaves: CSV cells that a spreadsheet
 would evaluate as formulas are neutralised by ``neutralise_formulas`` here.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from datetime import date, datetime
 from fnmatch import fnmatchcase
@@ -30,9 +40,17 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from features.warehouse import parquet_select
+
 PUBLISHED_FOLDER = "published"
 TEMP_MARKER = ".tmp-"
 SNAPSHOT_ALIAS = "published_snapshot"
+# the lake's published tables: <lake>/published/<version>/..., current -> the newest version
+LAKE_PUBLISHED = "published"
+LAKE_CURRENT = "current"
+LAKE_MANIFEST = "_publication.json"
+# a run's scratch inside the lake (features.spark_sql): copies of the ledger, stage results
+LAKE_WORK = "_work"
 
 
 class PublishError(RuntimeError):
@@ -215,17 +233,24 @@ def publish_snapshot(
     *,
     run_id: str,
     as_of_date: date,
+    lake: Path | None = None,
+    keep_previous_lake_version: bool = True,
 ) -> Publication:
-    """Write the published selection of the working warehouse (open on ``con``) to ``target``.
+    """Write the published selection of the working warehouse (open on ``con``) to ``target``,
+    and with ``lake`` the same tables to the lake (``write_lake_version``).
 
     The publication is recorded in ``ops.publications`` before the copy, so the snapshot carries
-    its own record: a reader can tell which run and as-of date it is looking at.
+    its own record: a reader can tell which run and as-of date it is looking at. The lake's
+    version is written and checked before the snapshot is swapped in, and made current right
+    after, so a failure leaves both as they were. ``keep_previous_lake_version=False`` deletes
+    every other version (an erasure: no version may still hold the erased).
     """
     if target.resolve() == warehouse.resolve():
         raise PublishError(f"the snapshot path {target} is the working warehouse itself")
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     temporary = target.with_name(f"{target.name}{TEMP_MARKER}{run_id}")
+    lake_version = None
     published_at = datetime.now()
     con.execute("delete from ops.publications where run_id = ?", [run_id]).fetchall()
     con.execute(
@@ -238,6 +263,8 @@ def publish_snapshot(
             name: con.sql(f"select count(*) from ({query})").fetchall()[0][0]
             for name, query in selection.items()
         }
+        if lake is not None:
+            lake_version = write_lake_version(con, selection, expected, lake, run_id, as_of_date)
         _write_selection(con, selection, temporary)
         if Path(f"{temporary}.wal").exists():
             raise PublishError(f"{temporary}.wal is left after the checkpoint: the copy is open")
@@ -254,7 +281,11 @@ def publish_snapshot(
         size = temporary.stat().st_size
         os.replace(temporary, target)
         _fsync(target.parent)
+        if lake_version is not None:
+            make_lake_version_current(lake_version, keep_previous=keep_previous_lake_version)
     except BaseException:
+        if lake_version is not None and not _is_current(lake_version):
+            shutil.rmtree(lake_version, ignore_errors=True)
         temporary.unlink(missing_ok=True)
         Path(f"{temporary}.wal").unlink(missing_ok=True)
         con.execute("delete from ops.publications where run_id = ?", [run_id]).fetchall()
@@ -265,6 +296,105 @@ def publish_snapshot(
         [size, len(expected), run_id],
     ).fetchall()
     return Publication(run_id, as_of_date, target, size, len(expected), published_at)
+
+
+def write_lake_version(
+    con: duckdb.DuckDBPyConnection,
+    selection: dict[str, str],
+    expected: dict[str, int],
+    lake: Path,
+    run_id: str,
+    as_of_date: date,
+) -> Path:
+    """Write the published selection as a new version folder of ``<lake>/published``, each table
+    one Parquet folder, and check its row counts; it is not current yet."""
+    published = lake / LAKE_PUBLISHED
+    published.mkdir(parents=True, exist_ok=True)
+    for stale in published.glob(f"{TEMP_MARKER}*"):  # a killed run's half-written version
+        shutil.rmtree(stale, ignore_errors=True)
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S%f")
+    temporary = published / f"{TEMP_MARKER}{stamp}"
+    try:
+        for name, query in selection.items():
+            folder = temporary / name.replace(".", "/")
+            folder.mkdir(parents=True)
+            file = str(folder / "part-0.parquet").replace("'", "''")
+            con.execute(
+                f"copy (select {parquet_select(con, f'({query})')} from ({query})) "
+                f"to '{file}' (format parquet)"
+            ).fetchall()
+        written = {
+            name: con.execute(
+                "select count(*) from read_parquet(?)",
+                [str(temporary / name.replace(".", "/") / "*.parquet")],
+            ).fetchall()[0][0]
+            for name in selection
+        }
+        if written != expected:
+            differing = sorted(name for name in expected if expected[name] != written.get(name))
+            raise PublishError(f"the lake's tables differ from the selection in {differing[:5]}")
+        manifest = {
+            "run_id": run_id,
+            "as_of_date": as_of_date.isoformat(),
+            "tables": {
+                name: {"path": name.replace(".", "/"), "rows": rows}
+                for name, rows in written.items()
+            },
+        }
+        (temporary / LAKE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        version = published / f"{stamp}-{run_id}"
+        os.replace(temporary, version)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return version
+
+
+def _is_current(version: Path) -> bool:
+    current = version.parent / LAKE_CURRENT
+    return current.is_symlink() and os.readlink(current) == version.name
+
+
+def make_lake_version_current(version: Path, *, keep_previous: bool = True) -> None:
+    """Point ``<lake>/published/current`` at ``version`` in one step; delete the versions older
+    than the one it pointed at before (all others unless ``keep_previous``)."""
+    published = version.parent
+    current = published / LAKE_CURRENT
+    previous = os.readlink(current) if current.is_symlink() else None
+    link = published / f"{TEMP_MARKER}{LAKE_CURRENT}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(version.name, target_is_directory=True)
+    os.replace(link, current)
+    _fsync(published)
+    kept = {version.name} | ({previous} if keep_previous and previous else set())
+    for folder in published.iterdir():
+        if folder.is_dir() and not folder.is_symlink() and folder.name not in kept:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def lake_current(lake: Path) -> Path:
+    """The folder lake readers open: the current version's tables, ``<schema>/<table>``."""
+    return lake / LAKE_PUBLISHED / LAKE_CURRENT
+
+
+def remove_lake_scratch(lake: Path) -> None:
+    """Delete a run's scratch from the lake (its copies of the ledger; rebuilt by every run)."""
+    shutil.rmtree(lake / LAKE_WORK, ignore_errors=True)
+
+
+def remove_lake_publications(lake: Path) -> None:
+    """Delete every published version and the run's scratch from the lake."""
+    remove_lake_scratch(lake)
+    current = lake_current(lake)
+    if current.is_symlink():
+        current.unlink()
+    shutil.rmtree(lake / LAKE_PUBLISHED, ignore_errors=True)
+
+
+def lake_publication(lake: Path) -> dict | None:
+    """The manifest of the lake's current publication, None if there is none."""
+    manifest = lake_current(lake) / LAKE_MANIFEST
+    return json.loads(manifest.read_text()) if manifest.is_file() else None
 
 
 def published_as_of(snapshot: Path) -> tuple[str, date, datetime] | None:

@@ -27,8 +27,9 @@ import polars as pl
 import sqlglot
 from sqlglot import exp
 
+from features.publish import LAKE_WORK, remove_lake_scratch
 from features.spark_scoring import score_on_spark
-from features.warehouse import fingerprint
+from features.warehouse import fingerprint, parquet_select
 
 # qualified table name -> its columns in order, for the rewrites that need them (``* exclude``,
 # ``union all by name``)
@@ -442,28 +443,17 @@ def copy_to_spark(
     """
     for table in tables:
         schema, name = table.split(".") if "." in table else ("main", table)
-        described = con.execute(
-            "select column_name, data_type from information_schema.columns "
-            "where table_schema = ? and table_name = ? order by ordinal_position",
+        if not con.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = ? and table_name = ?",
             [schema, name],
-        ).fetchall()
-        if not described:
+        ).fetchall()[0][0]:
             raise LookupError(f"{table} is not in the DuckDB warehouse")
-        select = []
-        for column, data_type in described:
-            if data_type == "HUGEINT":
-                select.append(f'"{column}"::decimal(38, 0) as "{column}"')
-            elif data_type == "JSON":
-                select.append(f'"{column}"::varchar as "{column}"')
-            elif data_type.startswith("U") and data_type.endswith("INT"):
-                select.append(f'"{column}"::bigint as "{column}"')
-            else:
-                select.append(f'"{column}"')
+        select = parquet_select(con, table)
         folder = directory / schema / name
         folder.mkdir(parents=True, exist_ok=True)
         con.execute(
-            f"copy (select {', '.join(select)} from {table}) "
-            f"to '{folder / 'part-0.parquet'}' (format parquet)"
+            f"copy (select {select} from {table}) to '{folder / 'part-0.parquet'}' (format parquet)"
         )
         if "." not in table:  # a connection's own table (a frame handed to a query): a view
             spark.read.parquet(str(folder)).createOrReplaceTempView(name)
@@ -474,15 +464,20 @@ def copy_to_spark(
 
 
 class SparkStages:
-    """Runs a DuckDB connection's SQL stages (``materialize_sql``) on Spark, into a lake.
+    """Runs a DuckDB connection's SQL stages (``materialize_sql``) on Spark, in a lake folder.
 
     For each stage the tables it reads are copied from the connection into Spark through
-    Parquet (``copy_to_spark``, under ``lake/_from_duckdb``), the file runs on Spark as
-    translated by ``spark_sql``, its rows are written as Parquet under ``lake/<schema>/<table>``
-    (the lake's copy, which Spark readers use), and the DuckDB table of the same name is
-    loaded from it with the column names and types the DuckDB query declares, so whatever
-    reads the warehouse after the stage (model fits, exports, the published snapshot) sees the
-    same table on either engine. A stage whose SELECT is ordered keeps Spark's order.
+    Parquet (``copy_to_spark``, under ``<lake>/_work/from_duckdb``), the file runs on Spark as
+    translated by ``spark_sql``, its rows are written as Parquet under
+    ``<lake>/_work/stages/<schema>/<table>``, and the DuckDB table of the same name is loaded
+    from them with the column names and types the DuckDB query declares, so whatever reads the
+    warehouse after the stage (model fits, exports, the published snapshot) sees the same table
+    on either engine. A stage whose SELECT is ordered keeps Spark's order.
+
+    ``_work`` is the run's scratch, deleted when the run ends (``drop_working_copies``): it
+    holds copies of the ledger, which no reader should find there. Readers read the published
+    tables (``features.publish``, ``<lake>/published/current``), the same least-data selection
+    as the published snapshot.
 
     An input is copied again only when its rows changed since its last copy (``fingerprint``:
     count and sum of row hashes, one scan, far cheaper than writing Parquet): between stages
@@ -497,6 +492,7 @@ class SparkStages:
         connection that runs no stage (a sensor's look at the file) starts no JVM."""
         self._session = session
         self.lake = lake
+        self.work = lake / LAKE_WORK
         self.stages_run: list[str] = []
         # table -> fingerprint of the rows its copy in the lake holds
         self._copied: dict[str, str] = {}
@@ -525,14 +521,15 @@ class SparkStages:
             for table_read in sorted(tables_read(text, params, own_tables))
         }
         stale = [t for t, rows in current.items() if self._copied.get(t) != rows]
-        copy_to_spark(con, self.spark, stale, self.lake / "_from_duckdb")
+        copy_to_spark(con, self.spark, stale, self.work / "from_duckdb")
         self._copied |= {table_read: current[table_read] for table_read in stale}
         translated, args = spark_sql(text, params, columns)
         rows = self.spark.sql(translated, args=args).toDF(*(column for column, *_ in declared))
         ordered = sqlglot.parse_one(text, read="duckdb").args.get("order") is not None
         if ordered:  # a sorted result's partitions are in order, and so are ids within each
             rows = rows.withColumn(self.ROW_ORDER, spark_functions.monotonically_increasing_id())
-        folder = self.lake / ("_temporary" if temporary else "") / table.replace(".", "/")
+        stages = self.work / ("temporary" if temporary else "stages")
+        folder = stages / table.replace(".", "/")
         rows.write.mode("overwrite").parquet(str(folder))
         select = ", ".join(
             f'cast("{column}" as {type_}) as "{column}"' for column, type_, *_ in declared
@@ -553,7 +550,7 @@ class SparkStages:
     ) -> pl.DataFrame:
         """``score`` over ``customers`` on the executors (``score_on_spark``), two partitions a
         core, through the lake; the rows come back in ``customers``' order."""
-        folder = self.lake / "_scoring"
+        folder = self.work / "scoring"
         folder.mkdir(parents=True, exist_ok=True)
         customers.write_parquet(folder / "customers.parquet")
         partitions = 2 * self.spark.sparkContext.defaultParallelism
@@ -564,6 +561,11 @@ class SparkStages:
         self.stages_run.append(f"{function.__module__}.{function.__name__}")
         order = customers.select("customer_id")
         return order.join(scored, on="customer_id", how="left", maintain_order="left")
+
+    def drop_working_copies(self) -> None:
+        """Delete the run's scratch (``_work``): the next stage copies its inputs again."""
+        remove_lake_scratch(self.lake)
+        self._copied.clear()
 
     def take_stages_run(self) -> list[str]:
         """The stages run since the last call, in order."""

@@ -646,6 +646,24 @@ def record_step_run(
     ).fetchall()
 
 
+def parquet_select(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    """``query``'s columns for a Parquet file every reader takes alike (Spark included): the
+    types Parquet has no twin for widened, hugeint to decimal(38), unsigned integers to bigint,
+    JSON to text (DuckDB writes hugeint as a double, losing digits)."""
+    select = []
+    for column, data_type, *_ in con.execute(f"describe {query}").fetchall():
+        name = '"' + column.replace('"', '""') + '"'
+        if data_type == "HUGEINT":
+            select.append(f"{name}::decimal(38, 0) as {name}")
+        elif data_type == "JSON":
+            select.append(f"{name}::varchar as {name}")
+        elif data_type.startswith("U") and data_type.endswith("INT"):
+            select.append(f"{name}::bigint as {name}")
+        else:
+            select.append(name)
+    return ", ".join(select)
+
+
 def fingerprint(con: duckdb.DuckDBPyConnection, query: str) -> str:
     """A cheap, order-independent fingerprint of a query's rows, to tie a fit to its data."""
     rows = con.sql(f"select count(*), sum(hash(q))::varchar from ({query}) q").fetchall()[0]

@@ -618,21 +618,42 @@ def erase(
 
 
 def _republish_after_erasure(con: duckdb.DuckDBPyConnection, warehouse_path: Path, settings) -> str:
-    """Replace the published snapshot, if there is one, with the cleaned warehouse's selection."""
-    from features.publish import publish_snapshot, published_as_of
+    """Replace the published snapshot, if there is one, with the cleaned warehouse's selection;
+    the lake's published tables too, with no older version kept, and its scratch deleted."""
+    from features.publish import (
+        lake_current,
+        lake_publication,
+        publish_snapshot,
+        published_as_of,
+        remove_lake_publications,
+        remove_lake_scratch,
+    )
 
     target = published_path(warehouse_path, settings)
-    if published_as_of(target) is None:
+    lake = settings.engine.lake_path(warehouse_path)
+    remove_lake_scratch(lake)
+    in_lake = lake_publication(lake) is not None
+    if published_as_of(target) is None and not in_lake:
         return f"no published snapshot at {target}: nothing to republish"
     latest = con.sql(
         "select run_id, as_of_date from ops.runs order by started_at desc limit 1"
     ).fetchall()
     if not latest:
-        target.unlink()
+        target.unlink(missing_ok=True)
+        remove_lake_publications(lake)
         return f"snapshot {target} removed: the warehouse holds no run to republish"
     run_id, as_of = latest[0]
-    publish_snapshot(con, warehouse_path, target, run_id=run_id, as_of_date=as_of)
-    return f"snapshot republished without them: {target} (run {run_id}, as of {as_of})"
+    publish_snapshot(
+        con,
+        warehouse_path,
+        target,
+        run_id=run_id,
+        as_of_date=as_of,
+        lake=lake if in_lake else None,
+        keep_previous_lake_version=False,
+    )
+    also = f"; in the lake too, older versions deleted: {lake_current(lake)}" if in_lake else ""
+    return f"snapshot republished without them: {target} (run {run_id}, as of {as_of}){also}"
 
 
 @app.command()

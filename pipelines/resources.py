@@ -137,6 +137,17 @@ class Warehouse(dg.ConfigurableResource):
             self._spark_stages = SparkStages(start_session, lake)
         return self._spark_stages
 
+    def lake(self) -> Path | None:
+        """The lake the run's tables are published to as well ([engine] kind "spark"), or None."""
+        if self.engine is None or self.engine.kind == "duckdb":
+            return None
+        return self.engine.lake_path(self.path)
+
+    def drop_working_copies(self) -> None:
+        """Delete the Spark side's scratch (copies of the ledger) when the run ends."""
+        if self._spark_stages is not None:
+            self._spark_stages.drop_working_copies()
+
     def take_engine_record(self) -> dict[str, str]:
         """Which engine ran the SQL stages since the last call (an asset's metadata)."""
         stages = self._spark_stages.take_stages_run() if self._spark_stages else []
@@ -185,6 +196,7 @@ def run_lock(context: dg.InitResourceContext) -> Iterator[RunLock | None]:
         try:
             yield lock
         finally:
+            warehouse.drop_working_copies()
             _record_end(warehouse, run.run_id, context)
 
 

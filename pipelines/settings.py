@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from features.publish import lake_current
+
 if TYPE_CHECKING:  # the builders import them when called: the CLI starts without the models
     from features.ingest import IngestOptions
     from models.churn import ChurnModel
@@ -390,10 +392,10 @@ class EngineSettings(dg.ConfigurableResource):
 
     ``spark`` runs every SQL stage (settlement, receivables, customer summary, payment
     behaviour, training snapshots, marts, history) as Spark SQL, translated from the same SQL
-    files, through dagster-pyspark's Spark resource; each stage's table lands in the lake as
-    Parquet and in the DuckDB warehouse, which keeps the run's ledgers, feeds the model fits
-    and is published as the snapshot readers use. Staging and the model steps stay in DuckDB
-    and Python.
+    files, through dagster-pyspark's Spark resource; each stage's table lands in the DuckDB
+    warehouse, which keeps the run's ledgers and feeds the model fits. The published tables go
+    to the snapshot file and, as Parquet, to the lake (``published/current``). Staging and the
+    model steps stay in DuckDB and Python.
     """
 
     kind: Literal["duckdb", "spark"] = Field(
@@ -403,8 +405,9 @@ class EngineSettings(dg.ConfigurableResource):
     )
     lake: str | None = Field(
         default=None,
-        description="Folder of the Spark tables (Parquet, one folder per schema.table); "
-        "default: <warehouse>.lake beside the warehouse file.",
+        description="The Spark side's folder: the published tables as Parquet "
+        "(published/current/<schema>/<table>) and the run's scratch (_work, deleted when the "
+        "run ends); default: <warehouse>.lake beside the warehouse file.",
     )
     spark_config: dict[str, str] = Field(
         default_factory=dict,
@@ -420,9 +423,8 @@ class EngineSettings(dg.ConfigurableResource):
     def describe_spark(self, warehouse: str | Path) -> str:
         """Where a Spark run's SQL ran, in words (the CLI says it after the run)."""
         master = self.spark_config.get("spark.master", "local, all cores")
-        return (
-            f"SQL stages and scoring on Spark ({master}); its tables in {self.lake_path(warehouse)}"
-        )
+        published = lake_current(self.lake_path(warehouse))
+        return f"SQL stages and scoring on Spark ({master}); published tables also in {published}"
 
     @field_validator("kind")
     @classmethod

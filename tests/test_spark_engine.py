@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import duckdb
 import pytest
+from typer.testing import CliRunner
 
-from features.publish import default_snapshot_path
+from features.publish import default_snapshot_path, lake_current, lake_publication
 from features.spark_sql import SparkStages, local_spark
+from features.warehouse import fingerprint, parquet_select
+from pipelines.cli import app
 from pipelines.marts.assets import segment_members, segment_summary
 from pipelines.resources import Warehouse
 from pipelines.settings import EngineSettings, default_settings_resources
@@ -158,21 +162,94 @@ def test_spark_run_publishes_the_duckdb_run_tables(engine_runs: dict[str, Any], 
         as_of = con.sql("select max(as_of_date) from marts.customer_360").fetchall()[0][0]
     assert (str(as_of) == EARLIER_AS_OF) == (when == "earlier")
     assert _differences(duck, spark) == []
-    said = f"SQL stages and scoring on Spark (local[2]); its tables in {engine_runs['lake']}"
+    published = lake_current(engine_runs["lake"])
+    said = f"SQL stages and scoring on Spark (local[2]); published tables also in {published}"
     assert said in engine_runs["spark", when, "output"]
     assert "on Spark" not in engine_runs["duckdb", when, "output"]
 
 
-def test_spark_stages_leave_their_tables_in_the_lake(engine_runs: dict[str, Any]):
-    """The lake holds each stage's table as Parquet, the rows the warehouse got from it."""
+def test_the_lake_publishes_the_snapshots_tables(engine_runs: dict[str, Any]):
+    """Readers on the cluster get the published snapshot's tables as Parquet, row for row, under
+    ``published/current``; the version before stays for readers still in it; the run's scratch
+    (copies of the ledger) is gone when the run ends."""
     lake = engine_runs["lake"]
+    current = lake_current(lake)
+    manifest = lake_publication(lake)
+    assert manifest is not None and manifest["as_of_date"] == EARLIER_AS_OF
     with duckdb.connect(str(engine_runs["spark", "earlier"]), read_only=True) as con:
-        for table in NAMED_TABLES:
-            folder = lake / table.replace(".", "/")
-            from_lake = con.sql(
-                f"select count(*) from read_parquet('{folder}/*.parquet')"
+        tables = [
+            f"{schema}.{table}"
+            for schema, table in con.sql(
+                "select schema_name, table_name from duckdb_tables() order by all"
             ).fetchall()
-            assert from_lake == con.sql(f"select count(*) from {table}").fetchall(), table
+        ]
+        assert sorted(manifest["tables"]) == tables
+        assert set(NAMED_TABLES) <= set(tables)
+        for table in tables:
+            published = fingerprint(con, f"select {parquet_select(con, table)} from {table}")
+            parquet = str(current / manifest["tables"][table]["path"] / "*.parquet")
+            assert fingerprint(con, f"select * from read_parquet('{parquet}')") == published, table
+        assert "tax_id" not in con.sql("select * from marts.customer_360 limit 0").columns
+    versions = [p for p in (lake / "published").iterdir() if not p.is_symlink()]
+    assert len(versions) == 2  # tonight's and the one before
+    assert not (lake / "_work").exists()
+
+
+def test_an_erasure_reaches_the_lakes_tables(
+    engine_runs: dict[str, Any], demo_inbox: Path, tmp_path: Path
+):
+    """``crm-intel erase`` republishes the lake's tables without the customer and deletes every
+    older version: none may still name them."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(engine_runs["spark", "warehouse"], warehouse)
+    snapshot = default_snapshot_path(warehouse)
+    snapshot.parent.mkdir()
+    shutil.copy(default_snapshot_path(engine_runs["spark", "warehouse"]), snapshot)
+    lake = tmp_path / "lake"
+    shutil.copytree(engine_runs["lake"], lake, symlinks=True)
+    config = tmp_path / "spark.toml"
+    config.write_text(SETTINGS + SPARK_SETTINGS.format(lake=lake))
+    customer_360 = lake_current(lake) / "marts" / "customer_360" / "*.parquet"
+    with duckdb.connect() as con:
+        (customer,) = con.execute(
+            "select customer_id from read_parquet(?) order by customer_id limit 1",
+            [str(customer_360)],
+        ).fetchone()
+    result = CliRunner().invoke(
+        app,
+        [
+            "erase",
+            "--customer",
+            customer,
+            "--warehouse",
+            str(warehouse),
+            "--inbox",
+            str(demo_inbox),
+            "--config",
+            str(config),
+        ],
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"in the lake too, older versions deleted: {lake_current(lake)}" in result.output
+    versions = [p for p in (lake / "published").iterdir() if not p.is_symlink()]
+    assert len(versions) == 1
+    with duckdb.connect() as con:
+        for manifest_table in lake_publication(lake)["tables"].values():
+            parquet = str(lake_current(lake) / manifest_table["path"] / "*.parquet")
+            text = [
+                f"coalesce(\"{name}\"::varchar, '')"
+                for name, kind, *_ in con.execute(
+                    f"describe select * from read_parquet('{parquet}')"
+                ).fetchall()
+                if kind == "VARCHAR"
+            ]
+            if text:
+                hits = con.execute(
+                    f"select count(*) from read_parquet('{parquet}') "
+                    f"where contains(concat_ws(' ', {', '.join(text)}), ?)",
+                    [customer],
+                ).fetchall()
+                assert hits == [(0,)], manifest_table["path"]
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "spark"])
@@ -198,7 +275,7 @@ def test_assets_say_which_engine_ran_their_sql(
     assert metadata["marts__segment_summary"]["engine"].value == kind
     if kind == "spark":
         assert metadata["marts__segment_members"]["spark_stages"].value == "mart_segment_members"
-        assert (tmp_path / "lake" / "marts" / "segment_summary").is_dir()
+        assert (tmp_path / "lake" / "_work" / "stages" / "marts" / "segment_summary").is_dir()
     else:
         assert "spark_stages" not in metadata["marts__segment_members"]
 
@@ -211,7 +288,7 @@ def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path
     con.execute("create table features.amounts as select range as id, 10.0 as amount from range(5)")
     stages = SparkStages(lambda: local_spark(tmp_path / "spark"), tmp_path / "lake")
     total = "select sum(amount) as total from features.amounts"
-    copy = tmp_path / "lake" / "_from_duckdb" / "features" / "amounts" / "part-0.parquet"
+    copy = tmp_path / "lake" / "_work" / "from_duckdb" / "features" / "amounts" / "part-0.parquet"
 
     stages.materialize(con, "features.total", "total", total, {}, temporary=False)
     first_copy = copy.stat().st_mtime_ns
@@ -220,7 +297,11 @@ def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path
     con.execute("update features.amounts set amount = 12.5 where id = 3")
     stages.materialize(con, "features.total", "total", total, {}, temporary=False)
     assert con.sql("select total from features.total").fetchall() == [(52.5,)]
-    assert stages.take_stages_run() == ["total"] * 3
+    stages.drop_working_copies()  # the run's end
+    assert not copy.exists()
+    stages.materialize(con, "features.total", "total", total, {}, temporary=False)
+    assert copy.exists() and con.sql("select total from features.total").fetchall() == [(52.5,)]
+    assert stages.take_stages_run() == ["total"] * 4
 
 
 def test_a_connection_that_runs_no_stage_starts_no_spark(tmp_path: Path):

@@ -8,6 +8,7 @@ import dagster as dg
 from features.publish import (
     PublishError,
     default_snapshot_path,
+    lake_current,
     newer_snapshot_reason,
     publish_snapshot,
 )
@@ -43,6 +44,7 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
     ) -> dg.MaterializeResult:
         """The read-only snapshot (features.publish.PUBLISHED_TABLES) that readers open."""
         target = snapshot_path(publish, warehouse.path)
+        lake = warehouse.lake()
         if not publish.enabled:
             context.log.info(f"publishing is off for this run: {target} stays as it was")
             return dg.MaterializeResult(metadata={"published": False, "snapshot": str(target)})
@@ -61,19 +63,26 @@ def build_published_snapshot(upstream: Sequence[dg.AssetKey]) -> dg.AssetsDefini
                 )
             try:
                 publication = publish_snapshot(
-                    con, Path(warehouse.path), target, run_id=context.run_id, as_of_date=as_of
+                    con,
+                    Path(warehouse.path),
+                    target,
+                    run_id=context.run_id,
+                    as_of_date=as_of,
+                    lake=lake,
                 )
             except PublishError as error:
                 raise dg.Failure(description=str(error), allow_retries=False) from error
         context.log.info(f"published {target} as of {as_of}")
-        return dg.MaterializeResult(
-            metadata={
-                "published": True,
-                "snapshot": dg.MetadataValue.path(str(target)),
-                "as_of_date": str(as_of),
-                "size_mb": round(publication.size_bytes / 1e6, 2),
-                "tables": publication.tables,
-            }
-        )
+        metadata = {
+            "published": True,
+            "snapshot": dg.MetadataValue.path(str(target)),
+            "as_of_date": str(as_of),
+            "size_mb": round(publication.size_bytes / 1e6, 2),
+            "tables": publication.tables,
+        }
+        if lake is not None:  # the same tables as Parquet, for readers on the cluster
+            context.log.info(f"published the same tables to {lake_current(lake)}")
+            metadata["lake"] = dg.MetadataValue.path(str(lake_current(lake)))
+        return dg.MaterializeResult(metadata=metadata)
 
     return published_snapshot
