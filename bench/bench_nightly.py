@@ -387,7 +387,11 @@ class TreeMemorySampler(MemorySampler):
 
     def _tree(self, pid: int) -> list[int]:
         pids = [pid]
-        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").glob("*/children"))
+        except OSError:  # it ended while the tree was read
+            return pids
+        for task in tasks:
             try:
                 children = task.read_text().split()
             except OSError:
