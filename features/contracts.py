@@ -242,8 +242,10 @@ CONTRACTS_BY_TABLE: dict[str, Contract] = {c.table: c for c in CONTRACTS}
 # Every reason a row can be quarantined for, in the words of ``quarantine.rejected_rows``.
 REJECT_REASONS: dict[str, str] = {
     "missing_required": "a required value is empty",
-    "bad_date": "a date that does not parse (ISO, or the mapping's date_format)",
-    "bad_number": "a number that does not parse (with the file's decimal mark)",
+    "bad_date": "no calendar date: not YYYY-MM-DD or YYYY/MM/DD (a time of day after it is "
+    "dropped), or not in the mapping's date_format",
+    "bad_number": "no plain number in the file's decimal mark (digits, a decimal mark, an "
+    "exponent; not NaN, infinity, digit separators or hex), or a fraction in an integer column",
     "bad_boolean": "a yes/no value that is not one of true/false/yes/no/1/0 (or mapped)",
     "not_allowed": "a value outside the column's allowed set",
     "negative_amount": "a negative amount where only positive ones make sense",
@@ -293,7 +295,20 @@ _SQL_TYPES = {
 _TRUE = "('true', 't', '1', 'yes', 'y')"
 _FALSE = "('false', 'f', '0', 'no', 'n')"
 # A comma-decimal number: optional dot thousands separators, then an optional comma fraction.
-_COMMA_NUMBER = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$"
+_COMMA_NUMBER = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?\z"
+# What a value must look like before it is converted, the same on every engine. A cast alone takes
+# whatever its engine happens to parse (DuckDB: 'nan', 'inf', '1_000', hex, '1.5' rounded into an
+# integer column, a year before Christ; Spark: '2024' as a date): values no export means would
+# pass, and differ between engines. Anchored at both ends with \z: Java's $ lets a final line
+# break through.
+_NUMBER_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\z"
+_INTEGER_TEXT = r"^[+-]?\d+(\.0*)?\z"
+# ISO dates (or with slashes), optionally with a time of day and zone, which is dropped
+_DATE_TEXT = (
+    r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?\z"
+)
+_DATE_PART = r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}"
+_LARGEST_DOUBLE = "1.7976931348623157e308"
 
 
 def sql_quote(text: str) -> str:
@@ -303,6 +318,8 @@ def sql_quote(text: str) -> str:
 def typed_expression(
     column: Column, decimal: str = ".", date_format: str | None = None, sql_type: str | None = None
 ) -> str:
+    """The typed value of a raw text column: NULL when it is empty or not of the column's type
+    (``_NUMBER_TEXT``, ``_INTEGER_TEXT``, ``_DATE_TEXT``; a mapping's ``date_format``)."""
     text = f"nullif(trim({column.name}), '')"
     if column.type == "string":
         return f"lower({text})" if column.allowed else text
@@ -313,12 +330,27 @@ def typed_expression(
         )
     if column.type == "date" and date_format:
         return f"try_strptime({text}, {sql_quote(date_format)})::date"
-    if column.type in ("decimal", "number", "integer") and decimal == ",":
+    if column.type == "date":
+        day = f"replace(regexp_extract({text}, {sql_quote(_DATE_PART)}, 0), '/', '-')"
+        return (
+            f"case when regexp_matches({text}, {sql_quote(_DATE_TEXT)}) "
+            f"then try_cast({day} as date) end"
+        )
+    if decimal == ",":
         text = (
-            f"case when regexp_full_match({text}, {sql_quote(_COMMA_NUMBER)}) then "
+            f"case when regexp_matches({text}, {sql_quote(_COMMA_NUMBER)}) then "
             f"replace(replace({text}, '.', ''), ',', '.') end"
         )
-    return f"try_cast({text} as {sql_type or _SQL_TYPES[column.type]})"
+    grammar, digits = _NUMBER_TEXT, text
+    if column.type == "integer":  # '3.0' is 3: the digits before the point
+        grammar, digits = _INTEGER_TEXT, f"regexp_extract({text}, '^[+-]?[0-9]+', 0)"
+    value = (
+        f"case when regexp_matches({text}, {sql_quote(grammar)}) "
+        f"then try_cast({digits} as {sql_type or _SQL_TYPES[column.type]}) end"
+    )
+    if column.type == "number":  # '1e400' is a number too large for a double: not infinity
+        return f"case when abs({value}) <= {_LARGEST_DOUBLE} then {value} end"
+    return value
 
 
 def _problem_expressions(column: Column, decimal: str, date_format: str | None) -> list[str]:

@@ -264,7 +264,9 @@ def publish_snapshot(
             for name, query in selection.items()
         }
         if lake is not None:
-            lake_version = write_lake_version(con, selection, expected, lake, run_id, as_of_date)
+            lake_version = write_lake_version(
+                con, selection, expected, lake, run_id, as_of_date, published_at
+            )
         _write_selection(con, selection, temporary)
         if Path(f"{temporary}.wal").exists():
             raise PublishError(f"{temporary}.wal is left after the checkpoint: the copy is open")
@@ -305,6 +307,7 @@ def write_lake_version(
     lake: Path,
     run_id: str,
     as_of_date: date,
+    published_at: datetime,
 ) -> Path:
     """Write the published selection as a new version folder of ``<lake>/published``, each table
     one Parquet folder, and check its row counts; it is not current yet."""
@@ -312,7 +315,7 @@ def write_lake_version(
     published.mkdir(parents=True, exist_ok=True)
     for stale in published.glob(f"{TEMP_MARKER}*"):  # a killed run's half-written version
         shutil.rmtree(stale, ignore_errors=True)
-    stamp = datetime.now().strftime("%Y%m%dT%H%M%S%f")
+    stamp = published_at.strftime("%Y%m%dT%H%M%S%f")
     temporary = published / f"{TEMP_MARKER}{stamp}"
     try:
         for name, query in selection.items():
@@ -336,6 +339,7 @@ def write_lake_version(
         manifest = {
             "run_id": run_id,
             "as_of_date": as_of_date.isoformat(),
+            "published_at": published_at.isoformat(),
             "tables": {
                 name: {"path": name.replace(".", "/"), "rows": rows}
                 for name, rows in written.items()

@@ -671,16 +671,21 @@ def status(
             "ops.step_runs.",
         ),
     ] = 0,
+    config: ConfigOption = None,
 ) -> None:
     """The last run, its as-of date, what is published, failures and quarantined rows.
 
     Exits 1 when the last run failed (and says where and why), 0 when it succeeded or is still
     running: a monitoring script needs no parsing to alert.
     """
-    from features.publish import published_as_of
+    from features.publish import lake_current, lake_publication, published_as_of
 
     warehouse_path = warehouse_path_of(warehouse)
-    published = published_path(warehouse_path)
+    try:
+        settings = load_settings(config)
+    except SettingsError as error:
+        raise fail(str(error)) from None
+    published = published_path(warehouse_path, settings)
     writing = False
     try:
         con = duckdb.connect(str(warehouse_path), read_only=True)
@@ -789,6 +794,8 @@ def status(
             "reason": reason,
         }
     snapshot = published_as_of(published)
+    lake = settings.engine.lake_path(warehouse_path)
+    in_lake = lake_publication(lake)
     report = {
         "source": source,
         "warehouse": str(warehouse_path),
@@ -802,6 +809,14 @@ def status(
             "published_at": snapshot[2].isoformat(),
         }
         if snapshot
+        else None,
+        "published_lake": {
+            "path": str(lake_current(lake)),
+            "run_id": in_lake["run_id"],
+            "as_of": in_lake["as_of_date"],
+            "tables": len(in_lake["tables"]),
+        }
+        if in_lake
         else None,
         "invoice_settlement": [
             {"mode": mode, "as_of": as_of.isoformat(), "customers_resettled": n, "reason": why}
@@ -896,6 +911,12 @@ def _print_status(report: dict, published: Path) -> None:
         )
     else:
         typer.echo(f"published: nothing yet at {published}")
+    in_lake = report["published_lake"]
+    if in_lake:
+        typer.echo(
+            f"published to the lake: {in_lake['path']} ({plural(in_lake['tables'], 'table')} "
+            f"as Parquet; run {in_lake['run_id']}, as of {in_lake['as_of']})"
+        )
     for failure in report["recent_failures"]:
         typer.echo(
             f"failed run {failure['run_id']} at {failure['failed_at'].replace('T', ' ')[:19]}: "

@@ -249,6 +249,102 @@ def test_comma_decimal_amounts_are_judged_with_their_decimal_mark(
     )
 
 
+# Raw text and what a column of each type makes of it (None: the row is quarantined as a bad
+# number or date). Values a cast would take but no export means stay out: not-a-number,
+# infinity, digit separators, hex, a fraction in an integer column, a bare year.
+ODD_VALUES: dict[str, list[tuple[str, object]]] = {
+    "date": [
+        ("2024-01-05", dt.date(2024, 1, 5)),
+        ("2024-1-5", dt.date(2024, 1, 5)),
+        ("2024/01/05", dt.date(2024, 1, 5)),
+        ("2024-01-05 10:30:00", dt.date(2024, 1, 5)),
+        ("2024-01-05T10:30:00.123+01:00", dt.date(2024, 1, 5)),
+        ("2024-02-29", dt.date(2024, 2, 29)),
+        ("2023-02-29", None),
+        ("2024", None),
+        ("2024-01", None),
+        ("20240105", None),
+        ("-2024-01-05", None),
+        ("2024-01-05 (BC)", None),
+        ("10000-01-01", None),
+        ("05-01-2024", None),
+        ("2024-01-05x", None),
+    ],
+    "decimal": [
+        ("12.345", Decimal("12.35")),
+        ("-12.345", Decimal("-12.35")),
+        ("1e3", Decimal("1000.00")),
+        (".5", Decimal("0.50")),
+        ("+5", Decimal("5.00")),
+        ("00012.1", Decimal("12.10")),
+        ("1_000", None),
+        ("0x1A", None),
+        ("nan", None),
+        ("inf", None),
+        ("1.2.3", None),
+        ("123456789012345678", None),
+    ],
+    "number": [
+        ("0.1", 0.1),
+        ("1e3", 1000.0),
+        ("5.", 5.0),
+        ("1e400", None),
+        ("nan", None),
+        ("NaN", None),
+        ("inf", None),
+        ("-Infinity", None),
+        ("1d", None),
+    ],
+    "integer": [
+        ("12", 12),
+        ("-0", 0),
+        ("3.0", 3),
+        ("1.5", None),
+        ("1e3", None),
+        ("0x1A", None),
+        ("1_000", None),
+        ("99999999999999999999", None),
+    ],
+}
+
+
+def test_values_no_export_means_are_bad_numbers_and_dates(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection
+) -> None:
+    """Through staging, one bureau report per odd value: typed as ``ODD_VALUES`` says, or
+    quarantined as a bad date or number with file and line."""
+    reports = CONTRACTS_BY_TABLE["credit_reports"]
+    columns = {"date": "report_date", "decimal": "credit_limit", "number": "failure_score",
+               "integer": "legal_events"}  # fmt: skip
+    lines, expected = [], {}
+    for kind, cases in ODD_VALUES.items():
+        for raw, typed in cases:
+            tax_id = f"T{len(lines)}"
+            values = {"report_date": "2024-06-30"} | {columns[kind]: raw}
+            lines.append(",".join([tax_id] + [values.get(c, "") for c in list(columns.values())]))
+            expected[tax_id] = (kind, typed)
+    write_csv(
+        tmp_path / "inbox/credit/reports.csv",
+        "tax_id," + ",".join(columns.values()) + "\n" + "\n".join(lines) + "\n",
+    )
+    options = IngestSettings(validate_files=False, reject_threshold=1.0).options()
+    ingest_group(con, tmp_path / "inbox", reports, "r1", options)
+    staged = {
+        row[0]: row[1:]
+        for row in _rows(
+            con, f"select tax_id, {', '.join(columns.values())} from staging.credit_reports"
+        )
+    }
+    rejected = dict(_rows(con, "select line_number, reason from quarantine.rejected_rows"))
+    for line, (tax_id, (kind, typed)) in enumerate(expected.items(), start=2):
+        if typed is None:
+            reason = "bad_date" if kind == "date" else "bad_number"
+            assert rejected.get(line) == reason, (tax_id, kind, lines[line - 2])
+        else:
+            value = staged[tax_id][list(columns).index(kind)]
+            assert value == typed, (tax_id, kind, lines[line - 2], value)
+
+
 # --- the inbox is a boundary; errors quote short excerpts --------------------------------------
 
 

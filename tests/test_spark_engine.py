@@ -193,6 +193,23 @@ def test_the_lake_publishes_the_snapshots_tables(engine_runs: dict[str, Any]):
     versions = [p for p in (lake / "published").iterdir() if not p.is_symlink()]
     assert len(versions) == 2  # tonight's and the one before
     assert not (lake / "_work").exists()
+    status = CliRunner().invoke(
+        app,
+        [
+            "status",
+            "--warehouse",
+            str(engine_runs["spark", "warehouse"]),
+            "--config",
+            str(lake.parent / "spark.toml"),
+            "--json",
+        ],
+    )
+    assert json.loads(status.output)["published_lake"] == {
+        "path": str(current),
+        "run_id": manifest["run_id"],
+        "as_of": EARLIER_AS_OF,
+        "tables": len(tables),
+    }
 
 
 def test_an_erasure_reaches_the_lakes_tables(

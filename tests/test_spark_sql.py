@@ -22,6 +22,7 @@ import pytest
 
 from bench.sql_cases import case_tables, sql_file_cases
 from features.churn import BG_NBD_COLUMNS, scoring_frame
+from features.contracts import Column, typed_expression
 from features.model_store import kept_fit
 from features.publish import default_snapshot_path
 from features.spark_scoring import score_on_spark
@@ -29,6 +30,7 @@ from features.spark_sql import copy_to_spark, duckdb_columns, local_spark, spark
 from features.warehouse import SQL_DIR, materialize_sql, sql_text, used_params
 from models.churn import SCORE_SCHEMA, score_customers
 from pipelines.settings import ChurnSettings
+from tests.test_ingest_edges import ODD_VALUES
 
 # Files whose rows are the engine's own by design, with the reason; every other file is compared.
 ENGINE_OWN = {
@@ -77,8 +79,16 @@ def _sort_key(row: tuple) -> tuple:
 
 
 @pytest.fixture(scope="module")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A local Spark session for the module's tests."""
+    session = local_spark(tmp_path_factory.mktemp("spark-session"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
 def engines(
-    full_run: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+    full_run: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory, spark: Any
 ) -> Iterator[dict[str, Any]]:
     """Copies of the run's working warehouse and published snapshot, and a local Spark."""
     directory = tmp_path_factory.mktemp("spark")
@@ -154,7 +164,6 @@ def engines(
         "null::varchar as contact_id, null::varchar as customer_id "
         "from marts.consenting_contacts order by contact_id limit 1"
     )
-    spark = local_spark(directory / "work")
     copied: dict[str, Any] = {"db": None, "tables": set()}
     yield {
         "cons": cons,
@@ -163,7 +172,6 @@ def engines(
         "copied": copied,
         "specs": sql_file_cases(as_of, churn_cutoffs, delinquency_cutoffs),
     }
-    spark.stop()
     for connection in cons.values():
         connection.close()
 
@@ -277,6 +285,24 @@ def test_constructs_that_mean_something_else_on_spark_keep_duckdb_s_meaning(
     assert len(actual) == len(expected)
     for expected_row, actual_row in zip(sorted(expected), sorted(actual), strict=True):
         assert _same(tuple(map(_comparable, expected_row)), tuple(map(_comparable, actual_row)))
+
+
+@pytest.mark.parametrize("kind", sorted(ODD_VALUES))
+@pytest.mark.parametrize("decimal_mark", [".", ","])
+def test_staging_types_a_raw_value_alike_on_both_engines(
+    kind: str, decimal_mark: str, spark: Any
+) -> None:
+    """Staging's typing (``typed_expression``) gives Spark DuckDB's value for every odd input,
+    comma-decimal files included."""
+    raws = [raw for raw, _ in ODD_VALUES[kind]]
+    if decimal_mark == ",":
+        raws += [raw.replace(".", ",") for raw in raws] + ["1.234,50", "1.234.567", "12,"]
+    typed = typed_expression(Column("v", kind), decimal_mark)
+    sql = f"select v, {typed} as typed from (select unnest($raws::varchar[]) as v)"
+    expected = sorted(duckdb.connect().execute(sql, {"raws": raws}).fetchall(), key=str)
+    translated, args = spark_sql(sql, {"raws": raws}, {})
+    actual = sorted((tuple(r) for r in spark.sql(translated, args=args).collect()), key=str)
+    assert actual == expected
 
 
 def test_churn_scores_made_on_spark_executors_are_the_run_s(
