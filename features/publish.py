@@ -389,10 +389,7 @@ def remove_lake_scratch(lake: Path) -> None:
 def remove_lake_publications(lake: Path) -> None:
     """Delete every published version and the run's scratch from the lake."""
     remove_lake_scratch(lake)
-    current = lake_current(lake)
-    if current.is_symlink():
-        current.unlink()
-    shutil.rmtree(lake / LAKE_PUBLISHED, ignore_errors=True)
+    shutil.rmtree(lake / LAKE_PUBLISHED, ignore_errors=True)  # the link inside is not followed
 
 
 def lake_publication(lake: Path) -> dict | None:
