@@ -53,11 +53,13 @@ spark_config = {{ "spark.master" = "local[2]", "spark.driver.memory" = "1g" }}
 """
 
 
-def _snapshot_rows(path: Path, folder: Path) -> dict[str, tuple[list[str], list[tuple]]]:
-    """Every published table: its columns and its rows in one order, with what differs between
-    any two runs by construction masked: what names a run (its id, or a model version named
-    after it), clock readings (``*_at`` columns, ``*_seconds`` in a JSON of metrics) and the
-    run's warehouse ``folder``."""
+def _snapshot_rows(
+    path: Path, folder: Path, only: str | None = None
+) -> dict[str, tuple[list[str], list[tuple]]]:
+    """Every published table (or ``only`` that one): its columns and its rows in one order, with
+    what differs between any two runs by construction masked: what names a run (its id, or a
+    model version named after it), clock readings (``*_at`` columns, ``*_seconds`` in a JSON of
+    metrics) and the run's warehouse ``folder``."""
     with duckdb.connect(str(path), read_only=True) as con:
         run_ids = [
             r for (r,) in con.sql("select run_id from ops.runs order by started_at").fetchall()
@@ -78,6 +80,8 @@ def _snapshot_rows(path: Path, folder: Path) -> dict[str, tuple[list[str], list[
         ).fetchall()
         found = {}
         for (table,) in tables:
+            if only is not None and table != only:
+                continue
             result = con.sql(f"select * from {table}")
             clocks = [column.endswith("_at") for column in result.columns]
             rows = [
