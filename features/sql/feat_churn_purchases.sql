@@ -3,6 +3,9 @@
 -- gaps between purchases and the trend of spend, from invoices dated on or before the cutoff.
 -- $sample_fraction keeps a deterministic share of customers (by the md5 of the id, alike on
 -- every engine) at every cutoff except $as_of, which is always scored whole.
+-- Money is summed as decimals and gap regularity from integer sums, turned into doubles only at
+-- the end: a sum of doubles depends on the order it is added up in, which differs between
+-- engines and runs, and the churn fit would turn those last bits into another model.
 with cutoffs as (
     select unnest($cutoffs::date[]) as cutoff_date
 ),
@@ -14,7 +17,7 @@ documents as (
 ),
 
 purchase_days as (
-    select customer_id, issue_date as purchase_date, sum(amount)::double as day_amount
+    select customer_id, issue_date as purchase_date, sum(amount) as day_amount
     from documents
     where document_type = 'invoice'
     group by customer_id, issue_date
@@ -52,7 +55,7 @@ purchases_at_cutoff as (
 ),
 
 credit_notes_at_cutoff as (
-    select c.cutoff_date, d.customer_id, sum(d.amount)::double as credit_note_total
+    select c.cutoff_date, d.customer_id, sum(d.amount) as credit_note_total
     from cutoffs as c
     join documents as d on d.issue_date <= c.cutoff_date and d.document_type = 'credit_note'
     group by all
@@ -68,7 +71,9 @@ per_customer as (
         sum(day_amount) as gross_revenue,
         sum(day_amount) - arg_min(day_amount, purchase_date) as repeat_revenue,
         median(gap_days) as usual_gap_days,
-        stddev_samp(gap_days) / nullif(avg(gap_days), 0) as gap_variation,
+        count(gap_days) as gaps,
+        sum(gap_days) as gap_total,
+        sum(gap_days * gap_days) as gap_squares,
         count(*) filter (where purchase_date > cutoff_date - 90) as orders_90d,
         count(*) filter (
             where purchase_date <= cutoff_date - 90 and purchase_date > cutoff_date - 180
@@ -93,19 +98,23 @@ final as (
         date_diff('day', p.first_purchase_date, p.last_purchase_date) as purchase_span_days,
         date_diff('day', p.last_purchase_date, p.cutoff_date) as recency_days,
         date_diff('day', p.first_purchase_date, p.cutoff_date) as tenure_days,
-        p.gross_revenue + coalesce(c.credit_note_total, 0) as net_revenue,
+        (p.gross_revenue + coalesce(c.credit_note_total, 0))::double as net_revenue,
         -- repeat spend per repeat purchase day, for the BG/NBD fit's input validation only
         case when p.purchase_days > 1
             then greatest(p.repeat_revenue / (p.purchase_days - 1), 0) else 0
-        end as monetary_value,
+        end::double as monetary_value,
         p.usual_gap_days::double as usual_gap_days,
-        p.gap_variation::double as gap_variation,
+        -- coefficient of variation of the gaps: sample standard deviation over the mean
+        case when p.gaps > 1 and p.gap_total > 0 then
+            sqrt((p.gaps * p.gap_squares - p.gap_total * p.gap_total) / (p.gaps * (p.gaps - 1)))
+            / (p.gap_total / p.gaps)
+        end as gap_variation,
         date_diff('day', p.last_purchase_date, p.cutoff_date)
             / nullif(p.usual_gap_days, 0)::double as recency_to_usual_gap,
         p.orders_90d,
         p.orders_previous_90d,
-        p.spend_90d,
-        p.spend_previous_90d,
+        p.spend_90d::double as spend_90d,
+        p.spend_previous_90d::double as spend_previous_90d,
         (p.spend_90d - p.spend_previous_90d) / nullif(p.spend_previous_90d, 0) as spend_trend
     from per_customer as p
     left join credit_notes_at_cutoff as c using (customer_id, cutoff_date)
