@@ -114,14 +114,14 @@ class Warehouse(dg.ConfigurableResource):
         session on the project's Java runtime with all cores and a quarter of the machine's
         memory, unless [engine] spark_config says otherwise (a cluster's master, its memory).
         """
-        if self.engine is None or self.engine.kind == "duckdb":
+        lake = self.lake()
+        if lake is None:
             return None
         if self._spark_stages is None:
             from dagster_pyspark import LazyPySparkResource
 
             from features.spark_sql import SparkStages, java_environment, local_spark_config
 
-            lake = self.engine.lake_path(self.path)
             local = local_spark_config(
                 lake / "_spark",
                 cores=os.cpu_count() or 2,
