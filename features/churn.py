@@ -67,7 +67,8 @@ def _bg_nbd_history(
     frames, failures = [], {}
     for cutoff in cutoffs:  # a handful of cutoffs
         summary = con.sql(
-            "select * from features.churn_purchase_history where cutoff_date = $cutoff",
+            "select * from features.churn_purchase_history where cutoff_date = $cutoff "
+            "order by customer_id",
             params={"cutoff": cutoff},
         ).pl()
         if summary.height == 0:

@@ -473,9 +473,12 @@ class ClvModel:
                 "to fit Gamma-Gamma"
             )
         self.n_nonpositive_spend_customers_ = self.n_repeat_customers_ - n_spenders
-        # One spend row per repeat buyer, in input order: with amounts in cents, identical
-        # (frequency, spend) rows are rare, so collapsing them costs a sort and saves nothing.
-        rx, rm = frequency[spender], monetary[spender]
+        # One spend row per repeat buyer: with amounts in cents, identical (frequency, spend)
+        # rows are rare, so collapsing them saves nothing. They are put in (frequency, spend)
+        # order all the same: the likelihood's sums then add in one order whatever order the
+        # summary came in, so the fit is a function of the customers, to the last bit.
+        order = np.lexsort((monetary[spender], frequency[spender]))
+        rx, rm = frequency[spender][order], monetary[spender][order]
         rw = np.ones_like(rx)
         reasons: list[str] = []
         spend_reasons: list[str] = []

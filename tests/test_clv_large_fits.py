@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from models import clv_mle
+from models.churn import PurchaseBaseline
 from pipelines.settings import ClvSettings
 
 # Above the warm-start threshold, so the subset + Newton path runs.
@@ -119,3 +120,25 @@ def test_duplicate_customer_ids_are_refused(customers: pl.DataFrame, shuffle: bo
         duplicated = duplicated.sample(fraction=1.0, shuffle=True, seed=1)
     with pytest.raises(ValueError, match=r"customer_id not unique \(1 duplicates\)"):
         ClvSettings().model().fit(duplicated)
+
+
+def test_fits_do_not_depend_on_the_order_customers_arrive_in(customers: pl.DataFrame) -> None:
+    """A warehouse keeps no row order: threads or partitions hand the same customers over in
+    another order on another night. The CLV fit and the churn baseline (a capped sample of the
+    customers) must come out the same to the last bit."""
+    shuffled = customers.sample(fraction=1.0, shuffle=True, seed=11)
+    fits = [ClvSettings().model(n_bootstrap=1).fit(frame) for frame in (customers, shuffled)]
+    assert fits[0].purchase_params_ == fits[1].purchase_params_
+    assert fits[0].spend_params_ == fits[1].spend_params_
+    assert fits[0].metrics_["frequency_spend_correlation"] == (
+        fits[1].metrics_["frequency_spend_correlation"]
+    )
+
+    baseline = PurchaseBaseline(
+        ClvSettings().model(purchase_model="bg_nbd", n_bootstrap=1), fit_customers=20_000
+    )
+    scores = [
+        pl.concat([frame.select("customer_id"), baseline.score(frame, 180)], how="horizontal")
+        for frame in (customers, shuffled)
+    ]
+    assert scores[0].equals(scores[1].sort("customer_id"))
