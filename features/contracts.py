@@ -6,6 +6,7 @@ these objects, so a column added here is added everywhere.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -308,11 +309,49 @@ _DATE_TEXT = (
     r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?\z"
 )
 _DATE_PART = r"^\d{4}[-/]\d{1,2}[-/]\d{1,2}"
+# What a mapping's date_format may use, each directive with the text it takes and its Java
+# pattern letter (Spark): day, month, hour, minute and second in one or two digits (exactly two
+# when another number follows or precedes without a separator), the year in four, a month's
+# English abbreviation. The text must match before it is parsed, so neither engine's leniency
+# decides (DuckDB reads the year '24' as the year 24).
+DATE_DIRECTIVES: dict[str, tuple[str, str]] = {
+    "%d": (r"\d", "d"),
+    "%m": (r"\d", "M"),
+    "%H": (r"\d", "H"),
+    "%M": (r"\d", "m"),
+    "%S": (r"\d", "s"),
+    "%Y": (r"\d{4}", "yyyy"),
+    "%b": ("(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)", "MMM"),
+}
 _LARGEST_DOUBLE = "1.7976931348623157e308"
 
 
 def sql_quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def date_format_parts(date_format: str) -> tuple[str, str]:
+    """A mapping's strftime-style ``date_format`` as the regular expression a value must match
+    and the equivalent Java pattern (Spark's parser); ``ValueError`` names a directive outside
+    ``DATE_DIRECTIVES``."""
+    tokens = re.findall(r"%.|[^%]", date_format)
+    numeric = [t in DATE_DIRECTIVES and t != "%b" for t in tokens]
+    regex, java = ["^"], []
+    for i, token in enumerate(tokens):
+        if token.startswith("%") and token not in DATE_DIRECTIVES:
+            known = ", ".join(DATE_DIRECTIVES)
+            raise ValueError(f"date_format {date_format!r}: {token} is not one of {known}")
+        if token not in DATE_DIRECTIVES:
+            regex.append(re.escape(token))
+            java.append(token if not token.isalpha() else f"'{token}'")
+            continue
+        text, letter = DATE_DIRECTIVES[token]
+        if text == r"\d":  # one or two digits, unless a neighbouring number leaves no room
+            adjacent = (i > 0 and numeric[i - 1]) or (i + 1 < len(tokens) and numeric[i + 1])
+            text, letter = (r"\d{2}", letter * 2) if adjacent else (r"\d{1,2}", letter)
+        regex.append(text)
+        java.append(letter)
+    return "".join(regex) + r"\z", "".join(java)
 
 
 def typed_expression(
@@ -329,7 +368,11 @@ def typed_expression(
             f"when lower({text}) in {_FALSE} then false end"
         )
     if column.type == "date" and date_format:
-        return f"try_strptime({text}, {sql_quote(date_format)})::date"
+        form, _ = date_format_parts(date_format)
+        return (
+            f"case when regexp_matches({text}, {sql_quote(form)}) "
+            f"then try_strptime({text}, {sql_quote(date_format)})::date end"
+        )
     if column.type == "date":
         day = f"replace(regexp_extract({text}, {sql_quote(_DATE_PART)}, 0), '/', '-')"
         return (

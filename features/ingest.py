@@ -46,7 +46,7 @@ from features.contracts import (
 )
 from features.erasure import ERASED_REASON, has_tombstones, tombstoned_lines_sql
 from features.mappings import INBOX_MAPPINGS_FOLDER, Mapping, canonical_mapping, load_mappings
-from features.warehouse import CODE_VERSION, table_exists
+from features.warehouse import CODE_VERSION, materialize_query, table_exists
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".xlsx")
 LINEAGE_COLUMNS = ("load_id", "source_file", "line_number")
@@ -840,8 +840,11 @@ def _checked_rows_sql(
     if money is not None:
         base = sql_quote(options.base_currency.upper())
         currency = f"upper(typed.{money.currency})"
+        # one rate per currency code and day, whatever case each code was written in (two
+        # spellings of one code on one day: the higher rate, on every engine, every night)
         joins.append(
-            f"asof left join staging.fx_rates fx on {currency} = upper(fx.currency) "
+            "asof left join (select upper(currency) as currency, rate_date, max(rate) as rate "
+            f"from staging.fx_rates group by all) fx on {currency} = fx.currency "
             f"and typed.{money.date} >= fx.rate_date"
             if _has_rows(con, "fx_rates")
             else "left join (select null::varchar as currency, null::double as rate) fx on false"
@@ -911,8 +914,9 @@ def build_staging(
     """
     table = contract.table
     checked_sql, skipped = _checked_rows_sql(con, contract, options, checks)
-    # Column names unqualified in rules refer to the typed row.
-    con.execute(f"create or replace temp table checked_rows as {checked_sql}")
+    # Column names unqualified in rules refer to the typed row. Typing and checking every row
+    # is the set-based part: it runs on the connection's engine.
+    materialize_query(con, "checked_rows", f"staging_checks.{table}", checked_sql, temporary=True)
     _rank_versions(con, contract)
     # rows an erasure kept out of raw are not rebuilt from it: their quarantine rows stay
     con.execute(
@@ -1088,7 +1092,7 @@ def merge_staging(
         [loads, table, ERASED_REASON, DUPLICATE_KEY_REASON],
     )
     checked_sql, skipped = _checked_rows_sql(con, contract, options, True, only="merge_rows")
-    con.execute(f"create or replace temp table checked_rows as {checked_sql}")
+    materialize_query(con, "checked_rows", f"staging_checks.{table}", checked_sql, temporary=True)
     # keys whose versions must be ranked again: staged already, or repeated among these rows
     con.execute(
         f"""
@@ -1111,7 +1115,9 @@ def merge_staging(
             """
         )
         checked_sql, skipped = _checked_rows_sql(con, contract, options, True, only="merge_rows")
-        con.execute(f"create or replace temp table checked_rows as {checked_sql}")
+        materialize_query(
+            con, "checked_rows", f"staging_checks.{table}", checked_sql, temporary=True
+        )
     _rank_versions(con, contract)
     con.execute(
         """

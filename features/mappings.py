@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from features.contracts import CONTRACTS
+from features.contracts import CONTRACTS, date_format_parts
 
 SHIPPED_MAPPINGS_DIR = Path(__file__).parent / "mappings"
 INBOX_MAPPINGS_FOLDER = "mappings"
@@ -80,6 +80,11 @@ def parse_mapping(data: dict, source: str) -> Mapping:
     decimal = data.get("decimal", ".")
     if decimal not in (".", ","):
         raise MappingError(f"{source}: decimal must be '.' or ',', not {decimal!r}")
+    if data.get("date_format") is not None:
+        try:
+            date_format_parts(data["date_format"])
+        except ValueError as error:
+            raise MappingError(f"{source}: {error}") from error
     patterns = data["pattern"]
     return Mapping(
         name=data["name"],

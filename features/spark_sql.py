@@ -27,6 +27,7 @@ import polars as pl
 import sqlglot
 from sqlglot import exp
 
+from features.contracts import date_format_parts
 from features.publish import LAKE_WORK, remove_lake_scratch
 from features.spark_scoring import score_on_spark
 from features.warehouse import fingerprint, parquet_select
@@ -52,6 +53,8 @@ def spark_sql(text: str, params: Mapping[str, Any], columns: Columns) -> tuple[s
     _fill_table_parameters(tree, params)
     _drop_materialization_hints(tree)
     _rewrite_functions(tree)
+    _rewrite_date_parsing(tree)
+    _rewrite_asof_joins(tree)
     _rewrite_list_indexes(tree)
     _rewrite_month_differences(tree)
     _rewrite_unpivot(tree)
@@ -119,6 +122,113 @@ def _rewrite_functions(tree: exp.Expression) -> None:
     for data_type in list(tree.find_all(exp.DataType)):
         if data_type.this == exp.DataType.Type.INT128:  # hugeint: Spark's widest is decimal(38)
             data_type.replace(exp.DataType.build("decimal(38, 0)"))
+
+
+def _rewrite_date_parsing(tree: exp.Expression) -> None:
+    """``try_strptime(text, format)``: DuckDB's strftime-style format becomes Spark's Java-style
+    pattern (``date_format_parts``) in ``try_to_timestamp``, NULL where the text does not fit,
+    as on DuckDB. SQLGlot passes ``try_strptime`` through unchanged, which Spark lacks."""
+    for function in list(tree.find_all(exp.Anonymous)):
+        if function.name.lower() != "try_strptime":
+            continue
+        text, pattern = function.expressions
+        if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+            raise NotPortableError(f"a date format that is not a literal: {function.sql()}")
+        try:
+            _, java = date_format_parts(pattern.this)
+        except ValueError as error:
+            raise NotPortableError(str(error)) from error
+        function.replace(
+            exp.Anonymous(
+                this="try_to_timestamp",
+                expressions=[text.copy(), exp.Literal.string(java)],
+            )
+        )
+
+
+ASOF_DAY = "__asof_day"
+
+
+def _rewrite_asof_joins(tree: exp.Expression) -> None:
+    """``asof left join r on l.k = r.k and l.day >= r.day`` (the latest row of ``r`` on or
+    before ``l.day``) has no Spark form. It becomes equality joins, so no left row is compared
+    with every row of its key: ``r`` expanded to one row per day, from each of its days to the
+    day before its next (a calendar: exchange rates over a few years are a few hundred thousand
+    rows), joined on the key and ``least(l.day, the key's last day)``; a day before a key's
+    first finds nothing, as on DuckDB. The days must be dates, and ``r`` must hold one row per
+    key and day (the calendar would repeat a left row otherwise)."""
+    for join in list(tree.find_all(exp.Join)):
+        if str(join.args.get("method") or "").upper() != "ASOF":
+            continue
+        if str(join.args.get("side") or "").upper() != "LEFT":
+            raise NotPortableError(f"an asof join that is not a left join: {join.sql('duckdb')}")
+        right = join.this
+        alias = right.alias_or_name
+        conditions = (
+            list(join.args["on"].flatten())
+            if isinstance(join.args["on"], exp.And)
+            else [join.args["on"]]
+        )
+        keys: list[tuple[exp.Expression, exp.Expression]] = []  # (left side, right side)
+        days: list[tuple[exp.Expression, exp.Expression]] = []
+        for condition in conditions:
+            sides = (condition.this, condition.expression)
+            on_right = [alias in {c.table for c in side.find_all(exp.Column)} for side in sides]
+            if isinstance(condition, exp.EQ) and on_right in ([False, True], [True, False]):
+                keys.append(sides if on_right[1] else sides[::-1])
+            elif isinstance(condition, exp.GTE) and on_right == [False, True]:
+                days.append(sides)
+            else:
+                raise NotPortableError(f"asof condition {condition.sql('duckdb')}")
+        if len(days) != 1:
+            raise NotPortableError(f"an asof join needs one '>=' condition: {join.sql('duckdb')}")
+        left_day, right_day = days[0]
+        source = right.copy()
+        source.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        partition = ", ".join(r.sql("duckdb") for _, r in keys)
+        key_columns = ", ".join(
+            f"{r.sql('duckdb')} as __asof_key{i}" for i, (_, r) in enumerate(keys)
+        )
+        day = right_day.sql("duckdb")
+        bounds = sqlglot.parse_one(
+            f"select {key_columns}, max({day}) as __asof_last from {source.sql('duckdb')} "
+            f"group by all",
+            read="duckdb",
+        )
+        calendar = sqlglot.parse_one(
+            f"""select *, unnest(generate_series({day},
+                    coalesce(__asof_next - interval 1 day, {day}), interval 1 day)) as {ASOF_DAY}
+            from (select {alias}.*, {key_columns}, lead({day}) over (
+                    partition by {partition} order by {day}) as __asof_next
+                  from {source.sql("duckdb")}) as {alias}""",
+            read="duckdb",
+        )
+        bounds_alias = f"{alias}__bounds"
+        matched = [
+            f"{left.sql('duckdb')} = {bounds_alias}.__asof_key{i}"
+            for i, (left, _) in enumerate(keys)
+        ]
+        on_calendar = [
+            f"{left.sql('duckdb')} = {alias}.__asof_key{i}" for i, (left, _) in enumerate(keys)
+        ] + [  # least() passes a NULL by: a row without a day finds nothing, as on DuckDB
+            f"{alias}.{ASOF_DAY} = case when {left_day.sql('duckdb')} is not null "
+            f"then least({left_day.sql('duckdb')}, {bounds_alias}.__asof_last) end"
+        ]
+        join.set("method", None)
+        join.set(
+            "this",
+            exp.Subquery(this=bounds, alias=exp.TableAlias(this=exp.to_identifier(bounds_alias))),
+        )
+        join.set("on", sqlglot.parse_one(" and ".join(matched), read="duckdb"))
+        following = exp.Join(
+            this=exp.Subquery(this=calendar, alias=exp.TableAlias(this=exp.to_identifier(alias))),
+            side="LEFT",
+            on=sqlglot.parse_one(" and ".join(on_calendar), read="duckdb"),
+        )
+        select = join.parent
+        joins = select.args["joins"]
+        joins.insert(joins.index(join) + 1, following)
+        following.parent = select
 
 
 def _rewrite_list_indexes(tree: exp.Expression) -> None:
@@ -499,7 +609,11 @@ class SparkStages:
 
     @functools.cached_property
     def spark(self) -> Any:
-        return self._session()
+        session = self._session()
+        # Dates parse by the pattern alone, NULL where the text does not fit (DuckDB's
+        # try_strptime), not an error asking which Spark version's parser was meant.
+        session.conf.set("spark.sql.legacy.timeParserPolicy", "CORRECTED")
+        return session
 
     def materialize(
         self,

@@ -534,7 +534,31 @@ def materialize_sql(
     ``fragments`` fill the file's ``/*key*/`` markers (``sql_text``).
     """
     text = sql_text(name, fragments)
-    used = used_params(text, params)
+    return materialize_query(
+        con,
+        table,
+        name,
+        text,
+        used_params(text, params),
+        temporary=temporary,
+        uncompressed=uncompressed,
+    )
+
+
+def materialize_query(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    name: str,
+    text: str,
+    used: dict[str, Any] | None = None,
+    *,
+    temporary: bool = False,
+    uncompressed: tuple[str, ...] = (),
+) -> int:
+    """``materialize_sql`` for a SELECT built in code (staging's typing and checks, written
+    from the contracts), on the connection's engine; ``name`` names the stage in the asset's
+    metadata. Returns the table's rows."""
+    used = used or {}
     elsewhere = _STAGES_ELSEWHERE.get(con)
     if elsewhere is not None:
         elsewhere.materialize(con, table, name, text, used, temporary=temporary)
