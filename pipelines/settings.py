@@ -390,12 +390,13 @@ class NightlySettings(dg.Config):
 class EngineSettings(dg.ConfigurableResource):
     """Which engine runs the warehouse's SQL stages.
 
-    ``spark`` runs every SQL stage (settlement, receivables, customer summary, payment
-    behaviour, training snapshots, marts, history) as Spark SQL, translated from the same SQL
-    files, through dagster-pyspark's Spark resource; each stage's table lands in the DuckDB
-    warehouse, which keeps the run's ledgers and feeds the model fits. The published tables go
-    to the snapshot file and, as Parquet, to the lake (``published/current``). Staging and the
-    model steps stay in DuckDB and Python.
+    ``spark`` runs every SQL stage (staging's typing and checks, settlement, receivables,
+    customer summary, payment behaviour, training snapshots, marts, history) as Spark SQL,
+    translated from the same SQL, through dagster-pyspark's Spark resource; each stage's table
+    lands in the DuckDB warehouse, which keeps the run's ledgers and feeds the model fits. The
+    published tables go to the snapshot file and, as Parquet, to the lake
+    (``published/current``). Reading the inbox, staging's bookkeeping and the model fits stay in
+    DuckDB and Python.
     """
 
     kind: Literal["duckdb", "spark"] = Field(

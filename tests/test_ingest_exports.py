@@ -184,6 +184,18 @@ def test_a_mapping_to_an_unknown_column_names_file_and_column(tmp_path: Path) ->
         load_mappings(tmp_path)
 
 
+def test_a_date_format_beyond_the_known_directives_names_file_and_directive(
+    tmp_path: Path,
+) -> None:
+    write_csv(
+        tmp_path / "two_digit_years.toml",
+        'name = "x"\ngroup = "crm/accounts"\npattern = "x*"\ndate_format = "%d/%m/%y"\n'
+        '[columns]\n"A" = "customer_id"\n',
+    )
+    with pytest.raises(MappingError, match=r"two_digit_years\.toml.*%y is not one of"):
+        load_mappings(tmp_path)
+
+
 def test_amounts_convert_to_base_currency_and_unknown_currencies_are_quarantined(
     tmp_path: Path, con: duckdb.DuckDBPyConnection
 ) -> None:
