@@ -2,10 +2,11 @@
 
 The same inbox is ingested twice, once with every stage on DuckDB and once with the typing and
 checks of every row (``staging_checks.<table>``) on local Spark, translated from the same SQL;
-staging tables and quarantine rows must be equal, value for value. The inboxes hold what the
+staging tables and quarantine rows must be equal, value for value. The inbox holds what the
 translation has to get right: comma decimals and day-first dates, a mapping's own date format,
-exchange rates with gaps, codes in lower case and days before a currency's first rate, every
-kind of faulty row the generator makes, and a second delivery that the merge path takes.
+exchange rates with gaps, codes in lower case (one day's rate in two spellings) and days before
+a currency's first rate, every kind of faulty row the generator makes, and a second delivery
+that the merge path takes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ FX = """
 rate_date,currency,rate
 2024-01-01,USD,0.90
 2024-02-01,usd,0.95
+2024-02-01,USD,0.96
 2024-02-01,GBP,1.15
 2024-03-10,USD,0.93
 2024-03-10,GBP,1.17
@@ -180,7 +182,7 @@ def test_staging_on_spark_stages_and_quarantines_what_duckdb_does(
         .fetchall()
     )
     assert rates == {
-        "F2": 0.90, "F3": 0.90, "F4": 0.95, "F5": 0.95, "F6": 0.93, "F7": 0.93, "F8": 1.15,
+        "F2": 0.90, "F3": 0.90, "F4": 0.96, "F5": 0.96, "F6": 0.93, "F7": 0.93, "F8": 1.15,
         "F12": 1.0, "F20": 1.2,
     }  # fmt: skip
     second = nights[1]["duckdb"]
