@@ -183,8 +183,9 @@ def _rewrite_asof_joins(tree: exp.Expression) -> None:
         if len(days) != 1:
             raise NotPortableError(f"an asof join needs one '>=' condition: {join.sql('duckdb')}")
         left_day, right_day = days[0]
-        source = right.copy()
-        source.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        source = right.copy()  # keeps its alias, column names included
+        if source.args.get("alias") is None:
+            source.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
         partition = ", ".join(r.sql("duckdb") for _, r in keys)
         key_columns = ", ".join(
             f"{r.sql('duckdb')} as __asof_key{i}" for i, (_, r) in enumerate(keys)
@@ -508,6 +509,8 @@ def local_spark_config(
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
         "spark.sql.session.timeZone": "UTC",
+        # dates parse by their pattern alone (see SparkStages.spark)
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.shuffle.partitions": str(cores * 2),
         "spark.sql.warehouse.dir": str(work_dir / "spark-warehouse"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={work_dir / 'derby'}",

@@ -287,6 +287,53 @@ def test_constructs_that_mean_something_else_on_spark_keep_duckdb_s_meaning(
         assert _same(tuple(map(_comparable, expected_row)), tuple(map(_comparable, actual_row)))
 
 
+RATES = (
+    "(values ('USD', date '2024-01-01', 0.9), ('USD', date '2024-02-01', 0.95), "
+    "('GBP', date '2024-02-01', 1.15)) as r(currency, rate_date, rate)"
+)
+DAYS = (
+    "(values (1, 'USD', date '2023-12-31'), (2, 'USD', date '2024-01-01'), "
+    "(3, 'USD', date '2024-01-31'), (4, 'USD', date '2024-02-01'), (5, 'USD', date '2030-06-30'), "
+    "(6, 'GBP', date '2024-01-15'), (7, 'CHF', date '2024-02-15'), (8, 'USD', null), "
+    "(9, null, date '2024-02-15')) as l(id, currency, day)"
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        # the latest rate on or before the day: before the first, after the last, no day, no key
+        (
+            f"select l.id, r.rate, r.rate_date from {DAYS} asof left join {RATES} "
+            "on l.currency = r.currency and l.day >= r.rate_date",
+            {},
+        ),
+        # a mapping's date format, behind the regular expression both engines share
+        (
+            "select v, " + typed_expression(Column("v", "date"), ".", "%d/%m/%Y") + " as day "
+            "from (select unnest($raws::varchar[]) as v)",
+            {
+                "raws": [
+                    "7/1/2024",
+                    "07/01/2024",
+                    "31/02/2024",
+                    "05/01/24",
+                    "5/1/2024x",
+                    "1/13/2024",
+                ]
+            },
+        ),
+    ],
+)
+def test_translations_duckdb_has_and_spark_lacks_keep_duckdb_s_rows(
+    sql: str, params: dict[str, Any], spark: Any
+) -> None:
+    expected = sorted(duckdb.connect().execute(sql, params).fetchall(), key=str)
+    translated, args = spark_sql(sql, params, {})
+    actual = sorted((tuple(r) for r in spark.sql(translated, args=args).collect()), key=str)
+    assert actual == expected
+
+
 @pytest.mark.parametrize("kind", sorted(ODD_VALUES))
 @pytest.mark.parametrize("decimal_mark", [".", ","])
 def test_staging_types_a_raw_value_alike_on_both_engines(
