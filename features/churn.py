@@ -67,8 +67,7 @@ def _bg_nbd_history(
     frames, failures = [], {}
     for cutoff in cutoffs:  # a handful of cutoffs
         summary = con.sql(
-            "select * from features.churn_purchase_history where cutoff_date = $cutoff "
-            "order by customer_id",
+            "select * from features.churn_purchase_history where cutoff_date = $cutoff",
             params={"cutoff": cutoff},
         ).pl()
         if summary.height == 0:

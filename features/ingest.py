@@ -896,6 +896,23 @@ from typed
     return sql, skipped
 
 
+def _check_rows(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    options: IngestOptions,
+    checks: bool,
+    only: str | None = None,
+) -> list[str]:
+    """Write the temp table ``checked_rows`` (``_checked_rows_sql``) on the connection's
+    engine: typing and checking every row is staging's set-based part. Returns the skipped
+    rules."""
+    checked_sql, skipped = _checked_rows_sql(con, contract, options, checks, only)
+    materialize_query(
+        con, "checked_rows", f"staging_checks.{contract.table}", checked_sql, temporary=True
+    )
+    return skipped
+
+
 def build_staging(
     con: duckdb.DuckDBPyConnection,
     contract: Contract,
@@ -913,10 +930,8 @@ def build_staging(
     dedup rule and the staging write, and skips every contract rule.
     """
     table = contract.table
-    checked_sql, skipped = _checked_rows_sql(con, contract, options, checks)
-    # Column names unqualified in rules refer to the typed row. Typing and checking every row
-    # is the set-based part: it runs on the connection's engine.
-    materialize_query(con, "checked_rows", f"staging_checks.{table}", checked_sql, temporary=True)
+    # Column names unqualified in rules refer to the typed row.
+    skipped = _check_rows(con, contract, options, checks)
     _rank_versions(con, contract)
     # rows an erasure kept out of raw are not rebuilt from it: their quarantine rows stay
     con.execute(
@@ -1091,8 +1106,7 @@ def merge_staging(
         """,
         [loads, table, ERASED_REASON, DUPLICATE_KEY_REASON],
     )
-    checked_sql, skipped = _checked_rows_sql(con, contract, options, True, only="merge_rows")
-    materialize_query(con, "checked_rows", f"staging_checks.{table}", checked_sql, temporary=True)
+    skipped = _check_rows(con, contract, options, True, only="merge_rows")
     # keys whose versions must be ranked again: staged already, or repeated among these rows
     con.execute(
         f"""
@@ -1114,10 +1128,7 @@ def merge_staging(
             select load_id, line_number from merge_rows
             """
         )
-        checked_sql, skipped = _checked_rows_sql(con, contract, options, True, only="merge_rows")
-        materialize_query(
-            con, "checked_rows", f"staging_checks.{table}", checked_sql, temporary=True
-        )
+        skipped = _check_rows(con, contract, options, True, only="merge_rows")
     _rank_versions(con, contract)
     con.execute(
         """

@@ -142,11 +142,8 @@ F-3;C2;06/01/2024;05/02/2024;12.5;EUR;Invoice
     assert result.reasons == {"bad_date": 1, "bad_number": 1}
 
 
-def test_a_user_mapping_needs_no_code(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
-    inbox = tmp_path / "inbox"
-    write_csv(
-        inbox / "mappings/my_erp.toml",
-        """
+# A user's own payments export: pipe-separated, German headers, day-first dates with dots.
+ERP_PAYMENTS_MAPPING = """
 name = "my_erp_payments"
 group = "invoices/payments"
 pattern = "erp/zahlungen*"
@@ -158,8 +155,12 @@ date_format = "%d.%m.%Y"
 "Rechnung" = "invoice_id"
 "Datum" = "payment_date"
 "Betrag" = "amount"
-""",
-    )
+"""
+
+
+def test_a_user_mapping_needs_no_code(tmp_path: Path, con: duckdb.DuckDBPyConnection) -> None:
+    inbox = tmp_path / "inbox"
+    write_csv(inbox / "mappings/my_erp.toml", ERP_PAYMENTS_MAPPING)
     write_csv(
         inbox / "invoices/invoices.csv",
         "invoice_id,customer_id,issue_date,amount\nI1,C1,2024-01-05,100\n",

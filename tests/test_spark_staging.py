@@ -28,6 +28,7 @@ from pipelines.settings import IngestSettings
 from synthetic import generate_demo_data
 from synthetic.generator import FAULT_KINDS
 from tests.conftest import write_csv
+from tests.test_ingest_exports import ERP_PAYMENTS_MAPPING
 
 OPTIONS = IngestSettings(validate_files=False, reject_threshold=1.0).options()
 FX = """
@@ -61,19 +62,6 @@ E-2;{c};31/02/2024;04/02/2024;10,00;EUR;Invoice
 E-3;{c};06/01/2024;05/02/2024;12.5;EUR;Invoice
 E-4;{c};7/1/2024;5/2/2024;-3,10;usd;Credit Memo
 """
-MAPPED_PAYMENTS = """
-name = "erp_payments"
-group = "invoices/payments"
-pattern = "erp/zahlungen*"
-delimiter = "|"
-date_format = "%d.%m.%Y"
-
-[columns]
-"Beleg" = "payment_id"
-"Rechnung" = "invoice_id"
-"Datum" = "payment_date"
-"Betrag" = "amount"
-"""
 PAYMENTS = (
     "Beleg|Rechnung|Datum|Betrag\nZ1|F2|20.01.2024|60\nZ2|F4|31.02.2024|5\nZ3|F6|1.4.2024|7\n"
     "Z4|F6|20.01.24|7\nZ5|F6|2024-01-20|7\nZ6|F6|020.01.2024|7\n"
@@ -105,7 +93,7 @@ def _inbox(root: Path) -> Path:
     write_csv(inbox / "fx/rates_2024.csv", FX)
     write_csv(inbox / "invoices/invoices_foreign_2024.csv", FOREIGN_INVOICES.format(c=customer))
     write_csv(inbox / "invoices/accounting/invoices_2024.csv", EUROPEAN_INVOICES.format(c=customer))
-    write_csv(inbox / "mappings/erp.toml", MAPPED_PAYMENTS)
+    write_csv(inbox / "mappings/erp.toml", ERP_PAYMENTS_MAPPING)
     write_csv(inbox / "erp/zahlungen_2024.csv", PAYMENTS)
     write_csv(inbox / "mappings/bank.toml", BANK_MAPPING)
     write_csv(inbox / "bank/statement_2024.csv", BANK)

@@ -118,8 +118,7 @@ def clv_scores(
     with warehouse.connect() as con:
         as_of = run_as_of(con, context.run_id)
         summary = lifetimes_summary(
-            con.sql("select * from features.customer_summary order by customer_id").pl(),
-            clv.time_unit_days,
+            con.sql("select * from features.customer_summary").pl(), clv.time_unit_days
         )
         try:
             model = clv.model().fit(summary)
