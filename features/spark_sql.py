@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date
@@ -572,8 +573,15 @@ def copy_to_spark(
             spark.read.parquet(str(folder)).createOrReplaceTempView(name)
             continue
         spark.sql(f"create database if not exists {schema}")
-        spark.sql(f"drop table if exists {table}")
+        drop_spark_table(spark, table)
         spark.sql(f"create table {table} using parquet location '{folder}'")
+
+
+def drop_spark_table(spark: Any, table: str) -> None:
+    """Forget ``schema.table`` in Spark's catalog, a table or a view (each has its own DROP)."""
+    if spark.catalog.tableExists(table):
+        kind = "view" if spark.catalog.getTable(table).tableType == "VIEW" else "table"
+        spark.sql(f"drop {kind} {table}")
 
 
 class SparkStages:
@@ -592,10 +600,14 @@ class SparkStages:
     tables (``features.publish``, ``<lake>/published/current``), the same least-data selection
     as the published snapshot.
 
-    An input is copied again only when its rows changed since its last copy (``fingerprint``:
-    count and sum of row hashes, one scan, far cheaper than writing Parquet): between stages
-    the DuckDB side may change a table in place (an incremental settlement refresh), and a
-    stale copy would be silent, while the ledger itself is copied once a run.
+    A table a stage wrote stays in Spark for the stages after it: its name becomes a view over
+    the stage's own Parquet, cast to the types Spark reads from DuckDB's copy of it, so a later
+    stage reads the same rows without the table crossing back (settlement, rebuilt at every
+    training cutoff and read by the stages after it, would otherwise be written out twice).
+    Any input, copied or kept, is copied again only when its rows in DuckDB changed since
+    (``fingerprint``: count and sum of row hashes, one scan, far cheaper than writing Parquet):
+    between stages the DuckDB side may change a table in place (an incremental settlement
+    refresh), and a stale copy would be silent, while the ledger itself is copied once a run.
     """
 
     ROW_ORDER = "__crm_intel_row"
@@ -609,6 +621,9 @@ class SparkStages:
         self.stages_run: list[str] = []
         # table -> fingerprint of the rows its copy in the lake holds
         self._copied: dict[str, str] = {}
+        # table -> the folder of the stage output its Spark view reads
+        self._kept: dict[str, Path] = {}
+        self._outputs_written = 0
 
     @functools.cached_property
     def spark(self) -> Any:
@@ -645,8 +660,10 @@ class SparkStages:
         ordered = sqlglot.parse_one(text, read="duckdb").args.get("order") is not None
         if ordered:  # a sorted result's partitions are in order, and so are ids within each
             rows = rows.withColumn(self.ROW_ORDER, spark_functions.monotonically_increasing_id())
+        # A folder of its own per output: a stage may read the table it replaces.
+        self._outputs_written += 1
         stages = self.work / ("temporary" if temporary else "stages")
-        folder = stages / table.replace(".", "/")
+        folder = stages / table.replace(".", "/") / str(self._outputs_written)
         rows.write.mode("overwrite").parquet(str(folder))
         select = ", ".join(
             f'cast("{column}" as {type_}) as "{column}"' for column, type_, *_ in declared
@@ -657,7 +674,36 @@ class SparkStages:
             f"create or replace {kind} {table} as select {select} "
             f"from read_parquet('{folder}/*.parquet'){order}"
         ).fetchall()
+        self._keep(con, table, folder)
         self.stages_run.append(name)
+
+    def _keep(self, con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> None:
+        """Make ``table`` in Spark a view over ``folder``, the stage output DuckDB's ``table``
+        was just loaded from, with the types a copy from DuckDB would have (``copy_to_spark``):
+        later stages read the rows DuckDB holds without copying them back."""
+        probe = self.work / "types" / f"{table}.parquet"
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(
+            f"copy (select {parquet_select(con, table)} from {table} limit 0) "
+            f"to '{probe}' (format parquet)"
+        )
+        types = self.spark.read.parquet(str(probe)).schema
+        select = ", ".join(
+            f"cast(`{field.name}` as {field.dataType.simpleString()}) as `{field.name}`"
+            for field in types
+        )
+        source = f"select {select} from parquet.`{folder}`"
+        if "." in table:
+            self.spark.sql(f"create database if not exists {table.split('.')[0]}")
+            drop_spark_table(self.spark, table)
+            self.spark.sql(f"create view {table} as {source}")
+        else:
+            self.spark.sql(source).createOrReplaceTempView(table)
+        replaced = self._kept.get(table)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
+        self._kept[table] = folder
+        self._copied[table] = fingerprint(con, f"select * from {table}")
 
     def score(
         self,
@@ -683,6 +729,7 @@ class SparkStages:
         """Delete the run's scratch (``_work``): the next stage copies its inputs again."""
         remove_lake_scratch(self.lake)
         self._copied.clear()
+        self._kept.clear()
 
     def take_stages_run(self) -> list[str]:
         """The stages run since the last call, in order."""

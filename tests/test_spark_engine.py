@@ -325,6 +325,57 @@ def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path
     assert stages.take_stages_run() == ["total"] * 4
 
 
+def test_a_table_a_stage_wrote_is_read_by_later_stages_without_crossing_back(tmp_path: Path):
+    """A stage's output stays in Spark for the stages after it, with the types and rows a copy
+    from DuckDB would give (a hugeint sum, timestamps, lists, decimals); a stage may replace the
+    table it reads; DuckDB changing the table in place makes the next stage copy it again."""
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("create schema features")
+    con.execute(
+        "create table features.amounts as select range as id, (range * 2.5)::decimal(18, 2) "
+        "as amount, timestamp '2025-01-01 08:30:00' + to_hours(range) as booked_at "
+        "from range(7)"
+    )
+    stages = SparkStages(lambda: local_spark(tmp_path / "spark"), tmp_path / "lake")
+    by_side = (
+        "select id % 2 as side, sum(id) as total, sum(amount) as amount, "
+        "max(booked_at) as last_booked_at, list(id order by id) as ids "
+        "from features.amounts group by all"
+    )
+    doubled = "select side, total * 2 as total, amount, last_booked_at, ids from features.by_side"
+    copied = tmp_path / "lake" / "_work" / "from_duckdb" / "features"
+
+    stages.materialize(con, "features.by_side", "by_side", by_side, {}, temporary=False)
+    stages.materialize(con, "features.doubled", "doubled", doubled, {}, temporary=False)
+    assert not (copied / "by_side").exists()  # read where Spark wrote it
+    on_duckdb = doubled.replace("features.by_side", f"({by_side})")
+    expected = con.sql(f"select * from ({on_duckdb}) order by side").fetchall()
+    assert con.sql("select * from features.doubled order by side").fetchall() == expected
+    as_copied = tmp_path / "as_copied.parquet"
+    con.execute(
+        f"copy (select {parquet_select(con, 'features.by_side')} from features.by_side) "
+        f"to '{as_copied}' (format parquet)"
+    )
+    kept, copy = stages.spark.table("features.by_side"), stages.spark.read.parquet(str(as_copied))
+    assert kept.schema == copy.schema and "decimal(38,0)" in kept.schema.simpleString()
+    assert sorted(kept.collect()) == sorted(copy.collect())
+
+    replace = "select side, total + 1 as total, amount, last_booked_at, ids from features.by_side"
+    stages.materialize(con, "features.by_side", "by_side", replace, {}, temporary=False)
+    assert con.sql("select side, total from features.by_side order by side").fetchall() == [
+        (0, 13),
+        (1, 10),
+    ]
+    con.execute("update features.by_side set total = 100 where side = 1")
+    stages.materialize(con, "features.doubled", "doubled", doubled, {}, temporary=False)
+    assert (copied / "by_side").is_dir()  # changed in DuckDB: copied again
+    assert con.sql("select side, total from features.doubled order by side").fetchall() == [
+        (0, 26),
+        (1, 200),
+    ]
+    stages.drop_working_copies()
+
+
 def test_a_connection_that_runs_no_stage_starts_no_spark(tmp_path: Path):
     """The inbox sensor and the CLI's readers open the warehouse too: with [engine] kind =
     "spark" that must not start a JVM; the first SQL stage does."""
