@@ -52,7 +52,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synthetic import TrueParameters, generate_demo_data  # after the path tweak
+from features.warehouse import ENGINE_STAGE_PHASES  # after the path tweak
+from synthetic import TrueParameters, generate_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,6 +124,10 @@ class Night:
     day_invoices_staged: int
     day_invoice_ids_staged: int
     dearest_steps: list[tuple[str, float, int | None]] | None
+    # [engine] kind "spark": seconds by phase over the run's SQL stages (ops.engine_stages),
+    # and the dearest stages (stage, times run, Spark's own work, the rest)
+    spark_phases: dict[str, float] | None = None
+    dearest_spark_stages: list[tuple[str, int, float, float]] | None = None
 
 
 # --- the inbox -----------------------------------------------------------------------------------
@@ -439,6 +444,39 @@ def dearest_steps(con: duckdb.DuckDBPyConnection) -> list[tuple[str, float, int 
     return rows or None
 
 
+def spark_stage_phases(
+    con: duckdb.DuckDBPyConnection,
+) -> tuple[dict[str, float], list[tuple[str, int, float, float]]] | None:
+    """The latest run's SQL stages on Spark: seconds by phase, and the eight dearest stages
+    (summed over the times each ran), or None when it ran none (or on DuckDB)."""
+    has_table = con.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'ops' and table_name = 'engine_stages'"
+    ).fetchall()[0][0]
+    if not has_table:
+        return None
+    latest = "(select run_id from ops.runs order by started_at desc limit 1)"
+    sums = ", ".join(f"coalesce(sum({phase}_seconds), 0)" for phase in ENGINE_STAGE_PHASES)
+    totals = con.execute(
+        f"select count(*), {sums} from ops.engine_stages where run_id = {latest}"
+    ).fetchall()[0]
+    if not totals[0]:
+        return None
+    beside = " + ".join(f"{phase}_seconds" for phase in ENGINE_STAGE_PHASES if phase != "spark")
+    dearest = con.execute(
+        f"""
+        select stage, count(*), sum(spark_seconds), sum({beside})
+        from ops.engine_stages
+        where run_id = {latest}
+        group by stage
+        order by sum(spark_seconds + {beside}) desc, stage
+        limit 8
+        """
+    ).fetchall()
+    phases = {"stages": float(totals[0])} | dict(zip(ENGINE_STAGE_PHASES, totals[1:], strict=True))
+    return phases, dearest
+
+
 def run_night(
     name: str,
     split: Split,
@@ -489,6 +527,7 @@ def run_night(
             {"day": split.day},
         ).fetchall()[0]
         steps = dearest_steps(con)
+        spark = spark_stage_phases(con)
     size_after = warehouse_bytes(warehouse)
     return Night(
         name=name,
@@ -506,6 +545,8 @@ def run_night(
         day_invoices_staged=on_day,
         day_invoice_ids_staged=distinct_ids,
         dearest_steps=steps,
+        spark_phases=spark[0] if spark else None,
+        dearest_spark_stages=spark[1] if spark else None,
     )
 
 
@@ -582,6 +623,14 @@ def night_table(night: Night, day: date) -> str:
         for step, seconds, rows in night.dearest_steps:
             counted = "" if rows is None else f"  ({rows:,d} rows)"
             lines.append(f"    {seconds:8.1f} s  {step}{counted}")
+    if night.spark_phases is not None:
+        phases = night.spark_phases
+        lines.append(f"  SQL stages on Spark: {phases['stages']:,.0f}, by phase:")
+        for phase, label in ENGINE_STAGE_PHASES.items():
+            lines.append(f"    {phases[phase]:8.1f} s  {label}")
+        lines.append("  dearest Spark stages (times run, Spark's own work + the rest):")
+        for stage, runs, spark_seconds, beside in night.dearest_spark_stages or ():
+            lines.append(f"    {spark_seconds:8.1f} s + {beside:6.1f} s  {stage} (x{runs})")
     return "\n".join(lines)
 
 

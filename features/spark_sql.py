@@ -18,7 +18,9 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -584,6 +586,27 @@ def drop_spark_table(spark: Any, table: str) -> None:
         spark.sql(f"drop {kind} {table}")
 
 
+@dataclass(frozen=True)
+class StageTiming:
+    """Where one Spark stage's wall-clock time went (``ops.engine_stages``).
+
+    ``spark_seconds`` is Spark's own work: planning, executing and writing the output's Parquet.
+    The rest is the price of running beside a DuckDB warehouse: checking which inputs changed
+    (``input_check_seconds``), copying them to the lake, translating the SQL, loading the
+    output into DuckDB and keeping it in Spark for the next stages.
+    """
+
+    stage: str
+    table: str | None
+    tables_copied: tuple[str, ...] = ()
+    input_check_seconds: float = 0.0
+    copy_seconds: float = 0.0
+    translate_seconds: float = 0.0
+    spark_seconds: float = 0.0
+    load_seconds: float = 0.0
+    keep_seconds: float = 0.0
+
+
 class SparkStages:
     """Runs a DuckDB connection's SQL stages (``materialize_sql``) on Spark, in a lake folder.
 
@@ -608,6 +631,8 @@ class SparkStages:
     (``fingerprint``: count and sum of row hashes, one scan, far cheaper than writing Parquet):
     between stages the DuckDB side may change a table in place (an incremental settlement
     refresh), and a stale copy would be silent, while the ledger itself is copied once a run.
+
+    Each stage's time is kept by phase (``StageTiming``), for ``ops.engine_stages``.
     """
 
     ROW_ORDER = "__crm_intel_row"
@@ -618,7 +643,7 @@ class SparkStages:
         self._session = session
         self.lake = lake
         self.work = lake / LAKE_WORK
-        self.stages_run: list[str] = []
+        self.stages_run: list[StageTiming] = []
         # table -> fingerprint of the rows its copy in the lake holds
         self._copied: dict[str, str] = {}
         # table -> the folder of the stage output its Spark view reads
@@ -645,6 +670,12 @@ class SparkStages:
     ) -> None:
         from pyspark.sql import functions as spark_functions
 
+        clock = [time.perf_counter()]
+
+        def lap() -> float:
+            clock.append(time.perf_counter())
+            return round(clock[-1] - clock[-2], 4)
+
         declared = con.execute(f"describe {text}", dict(params)).fetchall()
         columns = duckdb_columns(con)
         own_tables = {t for t in columns if "." not in t}
@@ -653,9 +684,16 @@ class SparkStages:
             for table_read in sorted(tables_read(text, params, own_tables))
         }
         stale = [t for t, rows in current.items() if self._copied.get(t) != rows]
+        input_check = lap()
+        for table_read in stale:  # copied again: the stage folder it was kept in is stale too
+            kept = self._kept.pop(table_read, None)
+            if kept is not None:
+                shutil.rmtree(kept, ignore_errors=True)
         copy_to_spark(con, self.spark, stale, self.work / "from_duckdb")
         self._copied |= {table_read: current[table_read] for table_read in stale}
+        copy = lap()
         translated, args = spark_sql(text, params, columns)
+        translate = lap()
         rows = self.spark.sql(translated, args=args).toDF(*(column for column, *_ in declared))
         ordered = sqlglot.parse_one(text, read="duckdb").args.get("order") is not None
         if ordered:  # a sorted result's partitions are in order, and so are ids within each
@@ -665,6 +703,7 @@ class SparkStages:
         stages = self.work / ("temporary" if temporary else "stages")
         folder = stages / table.replace(".", "/") / str(self._outputs_written)
         rows.write.mode("overwrite").parquet(str(folder))
+        spark = lap()
         select = ", ".join(
             f'cast("{column}" as {type_}) as "{column}"' for column, type_, *_ in declared
         )
@@ -674,8 +713,21 @@ class SparkStages:
             f"create or replace {kind} {table} as select {select} "
             f"from read_parquet('{folder}/*.parquet'){order}"
         ).fetchall()
+        load = lap()
         self._keep(con, table, folder)
-        self.stages_run.append(name)
+        self.stages_run.append(
+            StageTiming(
+                stage=name,
+                table=table,
+                tables_copied=tuple(stale),
+                input_check_seconds=input_check,
+                copy_seconds=copy,
+                translate_seconds=translate,
+                spark_seconds=spark,
+                load_seconds=load,
+                keep_seconds=lap(),
+            )
+        )
 
     def _keep(self, con: duckdb.DuckDBPyConnection, table: str, folder: Path) -> None:
         """Make ``table`` in Spark a view over ``folder``, the stage output DuckDB's ``table``
@@ -713,15 +765,26 @@ class SparkStages:
     ) -> pl.DataFrame:
         """``score`` over ``customers`` on the executors (``score_on_spark``), two partitions a
         core, through the lake; the rows come back in ``customers``' order."""
+        started = time.perf_counter()
         folder = self.work / "scoring"
         folder.mkdir(parents=True, exist_ok=True)
         customers.write_parquet(folder / "customers.parquet")
+        copied = time.perf_counter()
         partitions = 2 * self.spark.sparkContext.defaultParallelism
         frame = self.spark.read.parquet(str(folder / "customers.parquet")).repartition(partitions)
         score_on_spark(frame, score, schema).write.mode("overwrite").parquet(str(folder / "scores"))
+        scored_at = time.perf_counter()
         scored = pl.read_parquet(folder / "scores" / "*.parquet").cast(dict(schema))
         function = getattr(score, "func", score)
-        self.stages_run.append(f"{function.__module__}.{function.__name__}")
+        self.stages_run.append(
+            StageTiming(
+                stage=f"{function.__module__}.{function.__name__}",
+                table=None,
+                copy_seconds=round(copied - started, 4),
+                spark_seconds=round(scored_at - copied, 4),
+                load_seconds=round(time.perf_counter() - scored_at, 4),
+            )
+        )
         order = customers.select("customer_id")
         return order.join(scored, on="customer_id", how="left", maintain_order="left")
 
@@ -731,7 +794,7 @@ class SparkStages:
         self._copied.clear()
         self._kept.clear()
 
-    def take_stages_run(self) -> list[str]:
+    def take_stages_run(self) -> list[StageTiming]:
         """The stages run since the last call, in order."""
         stages, self.stages_run = self.stages_run, []
         return stages

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -304,6 +304,28 @@ MIGRATIONS: tuple[Migration, ...] = (
             "alter table models.fit_plans add column if not exists cutoffs_built integer",
         ),
     ),
+    Migration(
+        11,
+        "every SQL stage another engine (Spark) ran, with its time by phase: Spark's own work "
+        "and what running beside the DuckDB file costs (copies, loads, bookkeeping)",
+        (
+            """
+        create table if not exists ops.engine_stages (
+            run_id varchar not null,
+            step varchar not null,
+            stage_number integer not null,
+            stage varchar not null,
+            output_table varchar,
+            tables_copied varchar[] not null,
+            input_check_seconds double not null,
+            copy_seconds double not null,
+            translate_seconds double not null,
+            spark_seconds double not null,
+            load_seconds double not null,
+            keep_seconds double not null
+        )""",
+        ),
+    ),
 )
 
 
@@ -355,6 +377,10 @@ RUN_LEDGERS: dict[str, RunLedger] = {
     ),
     "ops.step_runs": RunLedger(
         "two job hooks (pipelines/ops/step_runs.py), one row per step of every run",
+        "`crm-intel status --steps`, bench/bench_nightly.py",
+    ),
+    "ops.engine_stages": RunLedger(
+        'the same hooks, one row per SQL stage a step ran on Spark ([engine] kind "spark")',
         "`crm-intel status --steps`, bench/bench_nightly.py",
     ),
     "models.kept_fits": RunLedger(
@@ -670,6 +696,47 @@ def record_step_run(
     ).fetchall()
 
 
+# ops.engine_stages' phases (its ``<phase>_seconds`` columns), in the words readers print
+ENGINE_STAGE_PHASES = {
+    "spark": "Spark's own work",
+    "copy": "copies to the lake",
+    "load": "loads into DuckDB",
+    "input_check": "input checks",
+    "keep": "keeping outputs in Spark",
+    "translate": "translation",
+}
+
+
+def record_engine_stages(
+    con: duckdb.DuckDBPyConnection, *, run_id: str, step: str, stages: Sequence[Any]
+) -> None:
+    """Keep the SQL stages one step ran on Spark (``features.spark_sql.StageTiming``, in order)
+    in ``ops.engine_stages``; a retried step keeps its last attempt."""
+    con.execute("delete from ops.engine_stages where run_id = ? and step = ?", [run_id, step])
+    if not stages:
+        return
+    con.executemany(
+        "insert into ops.engine_stages values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            [
+                run_id,
+                step,
+                number,
+                stage.stage,
+                stage.table,
+                list(stage.tables_copied),
+                stage.input_check_seconds,
+                stage.copy_seconds,
+                stage.translate_seconds,
+                stage.spark_seconds,
+                stage.load_seconds,
+                stage.keep_seconds,
+            ]
+            for number, stage in enumerate(stages, start=1)
+        ],
+    )
+
+
 def parquet_select(con: duckdb.DuckDBPyConnection, query: str) -> str:
     """``query``'s columns for a Parquet file every reader takes alike (Spark included): the
     types Parquet has no twin for widened, hugeint to decimal(38), unsigned integers to bigint,
@@ -704,6 +771,7 @@ RUN_RECORDS_KEPT = frozenset(
         "ops.run_status",
         "ops.run_failures",
         "ops.step_runs",
+        "ops.engine_stages",
         "ops.loaded_files",
         "ops.source_files",
         "quarantine.rejected_rows",

@@ -668,7 +668,7 @@ def status(
             "--steps",
             min=0,
             help="Also list the last run's N dearest steps (time, rows, outcome) from "
-            "ops.step_runs.",
+            "ops.step_runs; on Spark, where its SQL stages' time went (ops.engine_stages).",
         ),
     ] = 0,
     config: ConfigOption = None,
@@ -728,7 +728,11 @@ def status(
             "select run_id, failed_at, reason, failed_steps from ops.run_failures "
             "order by failed_at desc limit 3"
         ).fetchall()
-        step_runs = _dearest_steps(con, steps) if steps and "ops.step_runs" in tables else None
+        step_runs = (
+            _dearest_steps(con, steps, "ops.engine_stages" in tables)
+            if steps and "ops.step_runs" in tables
+            else None
+        )
         last_run_id = last[0][0] if last else None
         # what the last run kept from earlier nights instead of rebuilding it
         # a warehouse the current code has not run on yet has no training cutoff counts
@@ -929,8 +933,12 @@ def _print_status(report: dict, published: Path) -> None:
         _print_steps(report["steps"], report["source"])
 
 
-def _dearest_steps(con: duckdb.DuckDBPyConnection, limit: int) -> dict[str, Any] | None:
-    """The latest run's ``limit`` dearest steps, with its step count and summed step time."""
+def _dearest_steps(
+    con: duckdb.DuckDBPyConnection, limit: int, engine_stages: bool
+) -> dict[str, Any] | None:
+    """The latest run's ``limit`` dearest steps, with its step count and summed step time, and
+    for a run on Spark its SQL stages' time by phase, in all and per step."""
+    from features.warehouse import ENGINE_STAGE_PHASES
     from pipelines.cli_progress import readable_step, step_names
 
     latest = con.sql(
@@ -945,8 +953,19 @@ def _dearest_steps(con: duckdb.DuckDBPyConnection, limit: int) -> dict[str, Any]
         "order by seconds desc nulls last, step limit ?",
         [run_id, limit],
     ).fetchall()
+    phases = ", ".join(f"sum({phase}_seconds)" for phase in ENGINE_STAGE_PHASES)
+    by_step = {}
+    if engine_stages:
+        by_step = {
+            step: {"stages": stages, **dict(zip(ENGINE_STAGE_PHASES, seconds, strict=True))}
+            for step, stages, *seconds in con.execute(
+                f"select step, count(*), {phases} from ops.engine_stages where run_id = ? "
+                "group by step",
+                [run_id],
+            ).fetchall()
+        }
     names = step_names()
-    return {
+    report: dict[str, Any] = {
         "run_id": run_id,
         "started_at": started.isoformat() if started else None,
         "steps": count,
@@ -959,12 +978,24 @@ def _dearest_steps(con: duckdb.DuckDBPyConnection, limit: int) -> dict[str, Any]
                 "rows": step_rows,
                 "outcome": outcome,
             }
+            | ({"spark_stages": by_step[step]} if step in by_step else {})
             for step, step_seconds, step_rows, outcome in rows
         ],
     }
+    if by_step:
+        report["spark_stages"] = {
+            "stages": sum(step["stages"] for step in by_step.values()),
+            **{
+                phase: round(sum(step[phase] for step in by_step.values()), 1)
+                for phase in ENGINE_STAGE_PHASES
+            },
+        }
+    return report
 
 
 def _print_steps(steps: dict[str, Any] | None, source: str) -> None:
+    from features.warehouse import ENGINE_STAGE_PHASES
+
     if steps is None:
         typer.echo(f"step timings: none recorded in the {source}")
         return
@@ -976,7 +1007,21 @@ def _print_steps(steps: dict[str, Any] | None, source: str) -> None:
         seconds = "-" if step["seconds"] is None else f"{step['seconds']:,.1f} s"
         rows = "" if step["rows"] is None else f"{step['rows']:>12,} rows"
         failed = "  FAILED" if step["outcome"] == "failed" else ""
-        typer.echo(f"  {seconds:>9}  {rows:<17} {step['label']}{failed}")
+        on_spark = ""
+        if "spark_stages" in step:
+            stages = step["spark_stages"]
+            beside = sum(stages[phase] for phase in ENGINE_STAGE_PHASES if phase != "spark")
+            on_spark = (
+                f"  (Spark: {plural(stages['stages'], 'stage')}, {stages['spark']:,.1f} s its "
+                f"own work, {beside:,.1f} s beside DuckDB)"
+            )
+        typer.echo(f"  {seconds:>9}  {rows:<17} {step['label']}{failed}{on_spark}")
+    if "spark_stages" in steps:
+        stages = steps["spark_stages"]
+        phases = ", ".join(
+            f"{label} {stages[phase]:,.1f} s" for phase, label in ENGINE_STAGE_PHASES.items()
+        )
+        typer.echo(f"SQL stages on Spark: {plural(stages['stages'], 'stage')}; {phases}")
 
 
 @config_app.command("show")

@@ -18,6 +18,7 @@ from features.warehouse import (
     ensure_layout,
     hold_run_lock,
     holds_run_lock,
+    record_engine_stages,
     record_step_run,
     run_stages_on,
 )
@@ -72,6 +73,8 @@ class Warehouse(dg.ConfigurableResource):
     # step timings waiting for the next connection (pipelines/ops/step_runs.py): writing each
     # one as its step ends would cost a connection per step, about as many as the steps open
     _pending_step_runs: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    # the Spark stages of the step now running, for its ops.engine_stages rows
+    _step_stages: list[Any] = PrivateAttr(default_factory=list)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run_id  # None for a sensor reading the file
@@ -100,7 +103,13 @@ class Warehouse(dg.ConfigurableResource):
                     )
             if self._pending_step_runs:
                 for step_run in self._pending_step_runs:
-                    record_step_run(con, **step_run)
+                    record_step_run(con, **{k: v for k, v in step_run.items() if k != "stages"})
+                    record_engine_stages(
+                        con,
+                        run_id=step_run["run_id"],
+                        step=step_run["step"],
+                        stages=step_run["stages"],
+                    )
                 self._pending_step_runs.clear()
             yield con
         finally:
@@ -148,17 +157,36 @@ class Warehouse(dg.ConfigurableResource):
         if self._spark_stages is not None:
             self._spark_stages.drop_working_copies()
 
-    def take_engine_record(self) -> dict[str, str]:
-        """Which engine ran the SQL stages since the last call (an asset's metadata)."""
+    def _take_stages_run(self) -> list[Any]:
         stages = self._spark_stages.take_stages_run() if self._spark_stages else []
+        self._step_stages.extend(stages)
+        return stages
+
+    def take_engine_record(self) -> dict[str, Any]:
+        """Which engine ran the SQL stages since the last call, and on Spark where their time
+        went (an asset's metadata; each stage's phases go to ``ops.engine_stages``)."""
+        stages = self._take_stages_run()
         if not stages:
             return {"engine": "duckdb"}
-        return {"engine": "spark", "spark_stages": ", ".join(stages)}
+        seconds = {
+            phase: round(sum(getattr(stage, f"{phase}_seconds") for stage in stages), 3)
+            for phase in ("spark", "copy", "load")
+        }
+        return {
+            "engine": "spark",
+            "spark_stages": ", ".join(stage.stage for stage in stages),
+            "spark_seconds": seconds["spark"],
+            "lake_copy_seconds": seconds["copy"],
+            "duckdb_load_seconds": seconds["load"],
+        }
 
     def keep_step_run(self, **step_run: Any) -> None:
-        """Queue one step's timing for ``ops.step_runs``; written when a connection next opens
-        (the next step's, or the run's end in ``run_lock``)."""
-        self._pending_step_runs.append(step_run)
+        """Queue one step's timing for ``ops.step_runs``, and the Spark stages it ran for
+        ``ops.engine_stages``; written when a connection next opens (the next step's, or the
+        run's end in ``run_lock``). A failed step's stages are its own too."""
+        self._take_stages_run()
+        self._pending_step_runs.append(step_run | {"stages": self._step_stages})
+        self._step_stages = []
 
 
 @dg.resource(

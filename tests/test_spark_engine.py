@@ -301,6 +301,62 @@ def test_assets_say_which_engine_ran_their_sql(
         assert "spark_stages" not in metadata["marts__segment_members"]
 
 
+def test_each_spark_stage_is_kept_with_its_time_by_phase(engine_runs: dict[str, Any]):
+    """A run on Spark keeps every SQL stage it ran, per step, with its time by phase
+    (``ops.engine_stages``): within the step's own time, each table copied to the lake once a
+    run (the loaded-files record aside, which staging writes between its stages), and
+    ``crm-intel status --steps`` says where the last run's time went; a run on DuckDB keeps
+    none."""
+    with duckdb.connect(str(engine_runs["duckdb", "warehouse"]), read_only=True) as con:
+        assert con.sql("select count(*) from ops.engine_stages").fetchall() == [(0,)]
+    warehouse = engine_runs["spark", "warehouse"]
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        runs = [r for (r,) in con.sql("select run_id from ops.runs order by started_at").fetchall()]
+        step_seconds = {
+            (run_id, step): seconds
+            for run_id, step, seconds in con.sql(
+                "select run_id, step, seconds from ops.step_runs"
+            ).fetchall()
+        }
+        stages = con.sql(
+            "select run_id, step, stage, tables_copied, spark_seconds, input_check_seconds "
+            "+ copy_seconds + translate_seconds + load_seconds + keep_seconds "
+            "from ops.engine_stages order by run_id, step, stage_number"
+        ).fetchall()
+    assert len(runs) == 2 and {run_id for run_id, *_ in stages} == set(runs)
+    by_step: dict[tuple[str, str], float] = {}
+    for run_id, step, _, _, spark_seconds, beside in stages:
+        assert spark_seconds > 0 and beside > 0, step
+        by_step[run_id, step] = by_step.get((run_id, step), 0.0) + spark_seconds + beside
+    for step, seconds in by_step.items():
+        assert seconds <= step_seconds[step], step
+    first_run = [stage for stage in stages if stage[0] == runs[0]]
+    names = {stage for _, _, stage, *_ in first_run}
+    assert {"staging_checks.invoices", "feat_invoice_settlement", "mart_customer_360"} <= names
+    for run_id in runs:
+        copies = [t for r, _, _, copied, *_ in stages if r == run_id for t in copied]
+        assert copies, run_id
+        for table in set(copies) - {"ops.loaded_files"}:
+            assert copies.count(table) == 1, (run_id, table)
+    assert "raw.invoices" in {t for *_, copied, _, _ in first_run for t in copied}
+
+    last_run = [stage for stage in stages if stage[0] == runs[-1]]
+    result = CliRunner().invoke(app, ["status", "--warehouse", str(warehouse), "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    total = sum(spark_seconds for *_, spark_seconds, _ in last_run)
+    said = f"SQL stages on Spark: {len(last_run)} stages; Spark's own work {total:,.1f} s"
+    assert said in result.output
+    report = json.loads(
+        CliRunner()
+        .invoke(app, ["status", "--warehouse", str(warehouse), "--steps", "3", "--json"])
+        .output
+    )
+    assert report["steps"]["spark_stages"]["stages"] == len(last_run)
+    dearest = report["steps"]["dearest"][0]
+    on_spark = dearest.get("spark_stages", {"stages": 0})["stages"]
+    assert on_spark == sum(s[1] == dearest["step"] for s in last_run)
+
+
 def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path):
     """The lake's copy of a DuckDB table is reused while the table's rows stay the same, and
     replaced when DuckDB changed them in place (same row count, one value)."""
@@ -322,7 +378,13 @@ def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path
     assert not copy.exists()
     stages.materialize(con, "features.total", "total", total, {}, temporary=False)
     assert copy.exists() and con.sql("select total from features.total").fetchall() == [(52.5,)]
-    assert stages.take_stages_run() == ["total"] * 4
+    ran = stages.take_stages_run()
+    assert [(stage.stage, stage.table) for stage in ran] == [("total", "features.total")] * 4
+    copied = ("features.amounts",)
+    assert [stage.tables_copied for stage in ran] == [copied, (), copied, copied]
+    assert all(stage.spark_seconds > 0 and stage.load_seconds > 0 for stage in ran)
+    assert all(stage.copy_seconds > 0 for stage in ran if stage.tables_copied)
+    assert stages.take_stages_run() == []
 
 
 def test_a_table_a_stage_wrote_is_read_by_later_stages_without_crossing_back(tmp_path: Path):
@@ -369,6 +431,8 @@ def test_a_table_a_stage_wrote_is_read_by_later_stages_without_crossing_back(tmp
     con.execute("update features.by_side set total = 100 where side = 1")
     stages.materialize(con, "features.doubled", "doubled", doubled, {}, temporary=False)
     assert (copied / "by_side").is_dir()  # changed in DuckDB: copied again
+    # and the stage output its view read is gone with the view
+    assert not any((tmp_path / "lake" / "_work" / "stages" / "features" / "by_side").iterdir())
     assert con.sql("select side, total from features.doubled order by side").fetchall() == [
         (0, 26),
         (1, 200),
