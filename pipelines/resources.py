@@ -129,17 +129,27 @@ class Warehouse(dg.ConfigurableResource):
         if self._spark_stages is None:
             from dagster_pyspark import LazyPySparkResource
 
-            from features.spark_sql import SparkStages, java_environment, local_spark_config
-
-            local = local_spark_config(
-                lake / "_spark",
-                cores=os.cpu_count() or 2,
-                driver_memory=f"{machine_memory_bytes() // 4 // 2**20}m",
+            from features.spark_sql import (
+                SparkStages,
+                is_local_master,
+                java_environment,
+                local_spark_config,
+                spark_session_config,
             )
-            spark = LazyPySparkResource(spark_config=local | self.engine.spark_config)
+
+            local = is_local_master(self.engine.spark_config.get("spark.master"))
+            driver_memory = f"{machine_memory_bytes() // 4 // 2**20}m"
+            settings = (
+                local_spark_config(
+                    lake / "_spark", cores=os.cpu_count() or 2, driver_memory=driver_memory
+                )
+                if local
+                else spark_session_config(lake / "_spark", driver_memory=driver_memory)
+            )
+            spark = LazyPySparkResource(spark_config=settings | self.engine.spark_config)
 
             def start_session() -> Any:
-                java_environment()
+                java_environment(local=local)
                 spark.spark_context.setLogLevel("ERROR")
                 return spark.spark_session
 
@@ -153,9 +163,12 @@ class Warehouse(dg.ConfigurableResource):
         return self.engine.lake_path(self.path)
 
     def drop_working_copies(self) -> None:
-        """Delete the Spark side's scratch (copies of the ledger) when the run ends."""
+        """When the run ends: delete the Spark side's scratch (copies of the ledger) and stop
+        its session (``SparkStages.stop_session``)."""
         if self._spark_stages is not None:
             self._spark_stages.drop_working_copies()
+            self._spark_stages.stop_session()
+            self._spark_stages = None
 
     def _take_stages_run(self) -> list[Any]:
         stages = self._spark_stages.take_stages_run() if self._spark_stages else []

@@ -8,6 +8,7 @@ that names them, because a silently ignored typo in a nightly job is worse than 
 """
 
 import itertools
+import re
 import tomllib
 import types
 import typing
@@ -408,7 +409,8 @@ class EngineSettings(dg.ConfigurableResource):
         default=None,
         description="The Spark side's folder: the published tables as Parquet "
         "(published/current/<schema>/<table>) and the run's scratch (_work, deleted when the "
-        "run ends); default: <warehouse>.lake beside the warehouse file.",
+        "run ends); default: <warehouse>.lake beside the warehouse file. On a cluster, a shared "
+        "file system mounted at the same path on the driver and every executor.",
     )
     spark_config: dict[str, str] = Field(
         default_factory=dict,
@@ -426,6 +428,18 @@ class EngineSettings(dg.ConfigurableResource):
         master = self.spark_config.get("spark.master", "local, all cores")
         published = lake_current(self.lake_path(warehouse))
         return f"SQL stages and scoring on Spark ({master}); published tables also in {published}"
+
+    @field_validator("lake")
+    @classmethod
+    def _lake_is_a_folder(cls, value: str | None) -> str | None:
+        # DuckDB on the driver and Spark's executors exchange each stage's rows through it
+        if value is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                f"{value} is a URL: the lake must be a folder that DuckDB, on the driver, "
+                "writes and reads as files, and Spark's executors see at the same path (on a "
+                "cluster a shared file system: NFS, or object storage mounted through FUSE)"
+            )
+        return value
 
     @field_validator("kind")
     @classmethod

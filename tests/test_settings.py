@@ -88,6 +88,7 @@ def test_out_of_range_values_name_file_section_key_value_and_range(
         ({"nightly": {"schedule": "every night"}}, "cron expression"),
         ({"nightly": {"timezone": "Europe/Atlantis"}}, "IANA timezone"),
         ({"run": {"as_of": "2024-02-30"}}, "YYYY-MM-DD"),
+        ({"engine": {"lake": "s3a://bucket/lake"}}, "the lake must be a folder"),
     ],
 )
 def test_rules_across_values_say_what_is_expected(data: dict, named: str) -> None:

