@@ -52,7 +52,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.warehouse import ENGINE_STAGE_PHASES  # after the path tweak
+from features.warehouse import ENGINE_STAGE_PHASES, table_exists  # after the path tweak
 from synthetic import TrueParameters, generate_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -426,11 +426,7 @@ def warehouse_bytes(warehouse: Path) -> int:
 
 def dearest_steps(con: duckdb.DuckDBPyConnection) -> list[tuple[str, float, int | None]] | None:
     """The ten dearest steps of the latest run, or None when the warehouse keeps no timings."""
-    has_table = con.execute(
-        "select count(*) from information_schema.tables "
-        "where table_schema = 'ops' and table_name = 'step_runs'"
-    ).fetchall()[0][0]
-    if not has_table:
+    if not table_exists(con, "ops.step_runs"):
         return None
     rows = con.execute(
         """
@@ -449,11 +445,7 @@ def spark_stage_phases(
 ) -> tuple[dict[str, float], list[tuple[str, int, float, float]]] | None:
     """The latest run's SQL stages on Spark: seconds by phase, and the eight dearest stages
     (summed over the times each ran), or None when it ran none (or on DuckDB)."""
-    has_table = con.execute(
-        "select count(*) from information_schema.tables "
-        "where table_schema = 'ops' and table_name = 'engine_stages'"
-    ).fetchall()[0][0]
-    if not has_table:
+    if not table_exists(con, "ops.engine_stages"):
         return None
     latest = "(select run_id from ops.runs order by started_at desc limit 1)"
     sums = ", ".join(f"coalesce(sum({phase}_seconds), 0)" for phase in ENGINE_STAGE_PHASES)

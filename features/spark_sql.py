@@ -33,7 +33,7 @@ from sqlglot import exp
 from features.contracts import date_format_parts
 from features.publish import LAKE_WORK, remove_lake_scratch
 from features.spark_scoring import score_on_spark
-from features.warehouse import fingerprint, parquet_select
+from features.warehouse import fingerprint, parquet_select, table_exists
 
 # qualified table name -> its columns in order, for the rewrites that need them (``* exclude``,
 # ``union all by name``)
@@ -576,11 +576,7 @@ def copy_to_spark(
     """
     for table in tables:
         schema, name = table.split(".") if "." in table else ("main", table)
-        if not con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchall()[0][0]:
+        if not table_exists(con, f"{schema}.{name}"):
             raise LookupError(f"{table} is not in the DuckDB warehouse")
         select = parquet_select(con, table)
         folder = directory / schema / name
