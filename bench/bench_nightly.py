@@ -52,7 +52,13 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.warehouse import ENGINE_STAGE_PHASES, table_exists  # after the path tweak
+from features.warehouse import (  # after the path tweak
+    ENGINE_STAGE_PHASES,
+    engine_stage_seconds,
+    seconds_beside_spark,
+    table_exists,
+    total_engine_seconds,
+)
 from synthetic import TrueParameters, generate_demo_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -447,26 +453,18 @@ def spark_stage_phases(
     (summed over the times each ran), or None when it ran none (or on DuckDB)."""
     if not table_exists(con, "ops.engine_stages"):
         return None
-    latest = "(select run_id from ops.runs order by started_at desc limit 1)"
-    sums = ", ".join(f"coalesce(sum({phase}_seconds), 0)" for phase in ENGINE_STAGE_PHASES)
-    totals = con.execute(
-        f"select count(*), {sums} from ops.engine_stages where run_id = {latest}"
-    ).fetchall()[0]
-    if not totals[0]:
+    [(run_id,)] = con.sql("select run_id from ops.runs order by started_at desc limit 1").fetchall()
+    by_stage = engine_stage_seconds(con, run_id, "stage")
+    if not by_stage:
         return None
-    beside = " + ".join(f"{phase}_seconds" for phase in ENGINE_STAGE_PHASES if phase != "spark")
-    dearest = con.execute(
-        f"""
-        select stage, count(*), sum(spark_seconds), sum({beside})
-        from ops.engine_stages
-        where run_id = {latest}
-        group by stage
-        order by sum(spark_seconds + {beside}) desc, stage
-        limit 8
-        """
-    ).fetchall()
-    phases = {"stages": float(totals[0])} | dict(zip(ENGINE_STAGE_PHASES, totals[1:], strict=True))
-    return phases, dearest
+    dearest = sorted(
+        (
+            (stage, int(phases["stages"]), phases["spark"], seconds_beside_spark(phases))
+            for stage, phases in by_stage.items()
+        ),
+        key=lambda row: (-(row[2] + row[3]), row[0]),
+    )
+    return total_engine_seconds(by_stage), dearest[:8]
 
 
 def run_night(

@@ -643,6 +643,17 @@ def ensure_lake_shared(spark: Any, work: Path) -> None:
         )
 
 
+def _stopwatch() -> Callable[[], float]:
+    """A lap timer: each call gives the seconds since the previous one (or the start)."""
+    clock = [time.perf_counter()]
+
+    def lap() -> float:
+        clock.append(time.perf_counter())
+        return round(clock[-1] - clock[-2], 4)
+
+    return lap
+
+
 @dataclass(frozen=True)
 class StageTiming:
     """Where one Spark stage's wall-clock time went (``ops.engine_stages``).
@@ -731,12 +742,7 @@ class SparkStages:
         from pyspark.sql import functions as spark_functions
 
         session = self.spark  # started by the first stage, outside its phases
-        clock = [time.perf_counter()]
-
-        def lap() -> float:
-            clock.append(time.perf_counter())
-            return round(clock[-1] - clock[-2], 4)
-
+        lap = _stopwatch()
         declared = con.execute(f"describe {text}", dict(params)).fetchall()
         columns = duckdb_columns(con)
         own_tables = {t for t in columns if "." not in t}
@@ -827,24 +833,24 @@ class SparkStages:
         """``score`` over ``customers`` on the executors (``score_on_spark``), two partitions a
         core, through the lake; the rows come back in ``customers``' order."""
         session = self.spark  # started by the first stage, outside its phases
-        started = time.perf_counter()
+        lap = _stopwatch()
         folder = self.work / "scoring"
         folder.mkdir(parents=True, exist_ok=True)
         customers.write_parquet(folder / "customers.parquet")
-        copied = time.perf_counter()
+        copy = lap()
         partitions = 2 * session.sparkContext.defaultParallelism
         frame = session.read.parquet(str(folder / "customers.parquet")).repartition(partitions)
         score_on_spark(frame, score, schema).write.mode("overwrite").parquet(str(folder / "scores"))
-        scored_at = time.perf_counter()
+        spark = lap()
         scored = pl.read_parquet(folder / "scores" / "*.parquet").cast(dict(schema))
         function = getattr(score, "func", score)
         self.stages_run.append(
             StageTiming(
                 stage=f"{function.__module__}.{function.__name__}",
                 table=None,
-                copy_seconds=round(copied - started, 4),
-                spark_seconds=round(scored_at - copied, 4),
-                load_seconds=round(time.perf_counter() - scored_at, 4),
+                copy_seconds=copy,
+                spark_seconds=spark,
+                load_seconds=lap(),
             )
         )
         order = customers.select("customer_id")

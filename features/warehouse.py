@@ -12,12 +12,12 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import duckdb
 import polars as pl
@@ -705,6 +705,34 @@ ENGINE_STAGE_PHASES = {
     "keep": "keeping outputs in Spark",
     "translate": "translation",
 }
+
+
+def engine_stage_seconds(
+    con: duckdb.DuckDBPyConnection, run_id: str, by: Literal["step", "stage"]
+) -> dict[str, dict[str, float]]:
+    """One run's ``ops.engine_stages`` summed by step or by stage: for each, how many stages
+    ran (``stages``) and their seconds by phase (``ENGINE_STAGE_PHASES``)."""
+    sums = ", ".join(f"sum({phase}_seconds)" for phase in ENGINE_STAGE_PHASES)
+    return {
+        key: {"stages": count, **dict(zip(ENGINE_STAGE_PHASES, seconds, strict=True))}
+        for key, count, *seconds in con.execute(
+            f"select {by}, count(*), {sums} from ops.engine_stages where run_id = ? group by {by}",
+            [run_id],
+        ).fetchall()
+    }
+
+
+def total_engine_seconds(groups: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """The stage count and seconds by phase over ``engine_stage_seconds``' groups."""
+    return {
+        key: sum(group[key] for group in groups.values())
+        for key in ("stages", *ENGINE_STAGE_PHASES)
+    }
+
+
+def seconds_beside_spark(phases: Mapping[str, float]) -> float:
+    """What running beside the DuckDB file cost: every phase but Spark's own work."""
+    return sum(phases[phase] for phase in ENGINE_STAGE_PHASES if phase != "spark")
 
 
 def record_engine_stages(

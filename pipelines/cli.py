@@ -938,7 +938,7 @@ def _dearest_steps(
 ) -> dict[str, Any] | None:
     """The latest run's ``limit`` dearest steps, with its step count and summed step time, and
     for a run on Spark its SQL stages' time by phase, in all and per step."""
-    from features.warehouse import ENGINE_STAGE_PHASES
+    from features.warehouse import engine_stage_seconds, total_engine_seconds
     from pipelines.cli_progress import readable_step, step_names
 
     latest = con.sql(
@@ -953,17 +953,7 @@ def _dearest_steps(
         "order by seconds desc nulls last, step limit ?",
         [run_id, limit],
     ).fetchall()
-    phases = ", ".join(f"sum({phase}_seconds)" for phase in ENGINE_STAGE_PHASES)
-    by_step = {}
-    if engine_stages:
-        by_step = {
-            step: {"stages": stages, **dict(zip(ENGINE_STAGE_PHASES, seconds, strict=True))}
-            for step, stages, *seconds in con.execute(
-                f"select step, count(*), {phases} from ops.engine_stages where run_id = ? "
-                "group by step",
-                [run_id],
-            ).fetchall()
-        }
+    by_step = engine_stage_seconds(con, run_id, "step") if engine_stages else {}
     names = step_names()
     report: dict[str, Any] = {
         "run_id": run_id,
@@ -984,17 +974,13 @@ def _dearest_steps(
     }
     if by_step:
         report["spark_stages"] = {
-            "stages": sum(step["stages"] for step in by_step.values()),
-            **{
-                phase: round(sum(step[phase] for step in by_step.values()), 1)
-                for phase in ENGINE_STAGE_PHASES
-            },
+            key: round(seconds, 1) for key, seconds in total_engine_seconds(by_step).items()
         }
     return report
 
 
 def _print_steps(steps: dict[str, Any] | None, source: str) -> None:
-    from features.warehouse import ENGINE_STAGE_PHASES
+    from features.warehouse import ENGINE_STAGE_PHASES, seconds_beside_spark
 
     if steps is None:
         typer.echo(f"step timings: none recorded in the {source}")
@@ -1010,7 +996,7 @@ def _print_steps(steps: dict[str, Any] | None, source: str) -> None:
         on_spark = ""
         if "spark_stages" in step:
             stages = step["spark_stages"]
-            beside = sum(stages[phase] for phase in ENGINE_STAGE_PHASES if phase != "spark")
+            beside = seconds_beside_spark(stages)
             on_spark = (
                 f"  (Spark: {plural(stages['stages'], 'stage')}, {stages['spark']:,.1f} s its "
                 f"own work, {beside:,.1f} s beside DuckDB)"

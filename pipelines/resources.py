@@ -72,7 +72,8 @@ class Warehouse(dg.ConfigurableResource):
     _run_recorded: bool = PrivateAttr(default=False)
     # step timings waiting for the next connection (pipelines/ops/step_runs.py): writing each
     # one as its step ends would cost a connection per step, about as many as the steps open
-    _pending_step_runs: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    # (the step's timing, the Spark stages it ran)
+    _pending_step_runs: list[tuple[dict[str, Any], list[Any]]] = PrivateAttr(default_factory=list)
     # the Spark stages of the step now running, for its ops.engine_stages rows
     _step_stages: list[Any] = PrivateAttr(default_factory=list)
 
@@ -102,13 +103,10 @@ class Warehouse(dg.ConfigurableResource):
                         "ops.run_status, which says what of it was removed or kept"
                     )
             if self._pending_step_runs:
-                for step_run in self._pending_step_runs:
-                    record_step_run(con, **{k: v for k, v in step_run.items() if k != "stages"})
+                for step_run, stages in self._pending_step_runs:
+                    record_step_run(con, **step_run)
                     record_engine_stages(
-                        con,
-                        run_id=step_run["run_id"],
-                        step=step_run["step"],
-                        stages=step_run["stages"],
+                        con, run_id=step_run["run_id"], step=step_run["step"], stages=stages
                     )
                 self._pending_step_runs.clear()
             yield con
@@ -198,7 +196,7 @@ class Warehouse(dg.ConfigurableResource):
         ``ops.engine_stages``; written when a connection next opens (the next step's, or the
         run's end in ``run_lock``). A failed step's stages are its own too."""
         self._take_stages_run()
-        self._pending_step_runs.append(step_run | {"stages": self._step_stages})
+        self._pending_step_runs.append((step_run, self._step_stages))
         self._step_stages = []
 
 
